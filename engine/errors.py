@@ -1,0 +1,19 @@
+"""Errors the engine raises. The bot maps them to user messages; the engine knows no chat."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class for every error the engine raises on purpose."""
+
+
+class InvalidRequest(EngineError, ValueError):
+    """The request itself is wrong (bad mode, frame count, plan); raised before any work."""
+
+
+class Cancelled(EngineError):
+    """The caller asked to stop; raised between frames, never mid-frame."""
+
+
+class CheckpointError(EngineError):
+    """A saved board or checkpoint on disk is missing or unreadable."""

@@ -1,0 +1,60 @@
+"""Shot -> SDXL prompt.
+
+SDXL's CLIP text encoders read English only, so prompts are built from the shot's
+English structured fields, never from the user's caption. The trigger token comes
+first: CLIP truncates at 77 tokens, and the character must survive truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.settings import PromptSettings
+from engine.shots import Shot
+
+# Face-consistency bias: a close, frontal view keeps the LoRA's identity strongest.
+_FRAMING_PHRASE = {
+    "wide": "wide establishing shot, full body, small figure in the landscape",
+    "medium": "medium shot, waist up",
+    "close-up": "close-up portrait, head and shoulders, face clearly visible",
+}
+_ANGLE_PHRASE = {
+    "front": "front view, facing the viewer",
+    "eye-level": "eye-level view",
+    "low-angle": "low-angle view",
+    "high-angle": "high-angle view",
+    "three-quarter": "three-quarter view",
+}
+_TIME_PHRASE = {
+    "dawn": "at dawn, pale pink light",
+    "day": "in bright daylight",
+    "sunset": "at sunset, golden light",
+    "night": "at night, moonlight and firelight",
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    positive: str
+    negative: str
+
+
+def build_prompt(shot: Shot, settings: PromptSettings) -> Prompt:
+    """Compose the SDXL prompt for one shot from its structured English fields."""
+    angle = shot.camera_angle
+    if settings.face_bias and shot.framing != "wide" and angle in ("eye-level", "three-quarter"):
+        angle = "front"
+    parts = [
+        f"{settings.trigger_token}, {settings.character}",
+        f"{shot.pose}, {shot.action}",
+        f"{shot.emotion} expression",
+        _FRAMING_PHRASE[shot.framing],
+        _ANGLE_PHRASE[angle],
+        f"in the {shot.setting} {_TIME_PHRASE[shot.time_of_day]}",
+    ]
+    if shot.characters:
+        parts.append("with " + ", ".join(shot.characters))
+    if shot.props:
+        parts.append("props: " + ", ".join(shot.props))
+    parts.append(settings.style_suffix)
+    return Prompt(positive=", ".join(parts), negative=settings.negative_prompt)

@@ -1,0 +1,80 @@
+"""Engine settings: the engine's own slice of config.toml.
+
+The bot's config model embeds these sections as they are, so the engine never imports
+``bot`` and every range is declared once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlannerSettings(_Section):
+    backend: Literal["auto", "offline"] = "auto"
+    min_shots: int = Field(default=6, ge=1, le=12)
+    max_shots: int = Field(default=10, ge=1, le=12)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PlannerSettings:
+        if self.min_shots > self.max_shots:
+            raise ValueError(f"min_shots ({self.min_shots}) must not exceed max_shots ({self.max_shots})")
+        return self
+
+
+class PromptSettings(_Section):
+    trigger_token: str = Field(default="aldar_kose_man", min_length=1, pattern=r"^\S+$")
+    character: str = Field(
+        default=(
+            "beardless young Kazakh man with a sly smile, wearing a patched blue chapan robe "
+            "and a white felt kalpak hat"
+        ),
+        min_length=1,
+    )
+    style_suffix: str = Field(
+        default="storybook illustration, clean line art, soft colours, consistent character design",
+        min_length=1,
+    )
+    negative_prompt: str = Field(
+        default=(
+            "beard, moustache, multiple people with the same face, deformed, extra limbs, "
+            "blurry, lowres, text, watermark, photo"
+        )
+    )
+    # Prefer simplified, front-facing, close-up descriptions: they keep the face consistent.
+    face_bias: bool = True
+
+
+class RenderSettings(_Section):
+    backend: Literal["auto", "preview"] = "auto"
+    width: int = Field(default=768, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=768, ge=64, le=2048, multiple_of=8)
+    # Test/demo knob: sleep this long per frame in the preview renderer to imitate GPU time.
+    preview_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
+
+
+class ValidateSettings(_Section):
+    threshold: float = Field(default=0.70, ge=0.0, le=1.0)
+    max_retries: int = Field(default=2, ge=0, le=5)
+
+
+class GridSettings(_Section):
+    columns: int = Field(default=0, ge=0, le=10)  # 0 = pick from the frame count
+    gutter: int = Field(default=16, ge=0, le=128)
+    caption_lines: int = Field(default=3, ge=0, le=8)
+    max_bytes: int = Field(default=10_000_000, ge=100_000, le=50_000_000)
+    max_dimension_sum: int = Field(default=10_000, ge=256, le=20_000)
+    max_aspect_ratio: float = Field(default=20.0, ge=1.0, le=20.0)
+
+
+class EngineSettings(_Section):
+    planner: PlannerSettings = PlannerSettings()
+    prompt: PromptSettings = PromptSettings()
+    render: RenderSettings = RenderSettings()
+    validation: ValidateSettings = ValidateSettings()
+    grid: GridSettings = GridSettings()

@@ -1,0 +1,421 @@
+"""StoryEngine: story in, storyboard out. The one entry point of the engine.
+
+``StoryEngine.run`` works in numbered stages, each a method:
+
+1. check inputs
+2. plan
+3. prompts
+4. render each frame, validating it (5.) and re-rolling a failing frame with a new seed
+6. grid
+7. report
+
+Everything it produces lands in one output folder: ``frame_01.png`` …, ``grid.<ext>`` and
+``report.json``. While it works it also leaves checkpoints there (``plan.json`` and
+``frame_NN.json``), so a run that died half-way can be resumed with the frames it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, get_args
+
+from PIL import Image
+
+from engine.errors import Cancelled, CheckpointError, InvalidRequest
+from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
+from engine.plan import Planner
+from engine.prompts import Prompt, build_prompt
+from engine.render import FrameRequest, Renderer
+from engine.settings import EngineSettings
+from engine.shots import Shot, ShotList
+from engine.validate import Attempt, RetryPolicy, Validator
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["simple", "ref-guided"]
+MODES: tuple[str, ...] = get_args(Mode)
+MAX_FRAMES = 12
+REPORT_FILE = "report.json"
+PLAN_FILE = "plan.json"
+
+
+def frame_seed(board_seed: int, index: int, attempt: int) -> int:
+    """Seed of one attempt at one frame: reproducible from the board seed alone."""
+    return (board_seed + index * 7919 + attempt * 104_729) % 2**32
+
+
+@dataclass(frozen=True)
+class BoardRequest:
+    story: str
+    mode: Mode = "simple"
+    frames: int | None = None  # None: the planner picks within its configured range
+    seed: int = 0
+    plan: ShotList | None = None  # reuse a plan (regenerating a frame, resuming)
+    keep: Mapping[int, FrameResult] = field(default_factory=dict)  # frames reused as they are
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: Literal["planning", "rendering", "validating", "composing", "done"]
+    frame: int | None = None
+    total: int | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    index: int
+    shot: Shot
+    prompt: Prompt
+    attempts: tuple[Attempt, ...]
+    chosen: int  # index into attempts of the attempt kept
+    accepted: bool  # the kept attempt passed validation
+    image: Image.Image = field(repr=False, compare=False)
+    reused: bool = False
+
+    @property
+    def seed(self) -> int:
+        return self.attempts[self.chosen].seed
+
+    @property
+    def file_name(self) -> str:
+        return f"frame_{self.index:02d}.png"
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "shot": self.shot.model_dump(mode="json"),
+            "prompt": self.prompt.positive,
+            "negative_prompt": self.prompt.negative,
+            "seed": self.seed,
+            "attempts": [a.to_json() for a in self.attempts],
+            "chosen_attempt": self.chosen,
+            "accepted": self.accepted,
+            "file": self.file_name,
+            "reused": self.reused,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, folder: Path) -> FrameResult:
+        path = folder / data["file"]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except OSError as exc:
+            raise CheckpointError(f"frame image {path} is missing or unreadable: {exc}") from exc
+        return cls(
+            index=data["index"],
+            shot=Shot.model_validate(data["shot"]),
+            prompt=Prompt(positive=data["prompt"], negative=data["negative_prompt"]),
+            attempts=tuple(Attempt(seed=a["seed"], scores=dict(a["scores"])) for a in data["attempts"]),
+            chosen=data.get("chosen_attempt", 0),
+            accepted=data["accepted"],
+            image=image,
+        )
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    plan: ShotList
+    frames: tuple[FrameResult, ...]
+    grid: EncodedGrid
+    report: dict
+    out_dir: Path
+
+    @property
+    def grid_path(self) -> Path:
+        return self.out_dir / f"grid.{self.grid.extension}"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / REPORT_FILE
+
+
+@dataclass(frozen=True)
+class SavedBoard:
+    """What a folder holds from an earlier run: a plan and the frames finished so far."""
+
+    plan: ShotList | None
+    frames: dict[int, FrameResult]
+
+
+def plan_from_report(report: dict) -> ShotList:
+    """Rebuild the exact plan a report.json was made from."""
+    shots = [Shot.model_validate(frame["shot"]) for frame in report["frames"]]
+    return ShotList(title=report["title"], language=report["language"], shots=tuple(shots))
+
+
+def load_saved_board(folder: Path) -> SavedBoard:
+    """Read a finished board (report.json) or the checkpoints of an unfinished one."""
+    report_path = folder / REPORT_FILE
+    if report_path.exists():
+        report = _read_json(report_path)
+        frames = {f["index"]: FrameResult.from_json(f, folder) for f in report["frames"]}
+        return SavedBoard(plan=plan_from_report(report), frames=frames)
+    plan_path = folder / PLAN_FILE
+    plan = ShotList.model_validate(_read_json(plan_path)) if plan_path.exists() else None
+    frames: dict[int, FrameResult] = {}
+    for meta_path in sorted(folder.glob("frame_*.json")):
+        frame = FrameResult.from_json(_read_json(meta_path), folder)
+        frames[frame.index] = frame
+    return SavedBoard(plan=plan, frames=frames)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is missing or unreadable: {exc}") from exc
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write atomically: a crash never leaves half a file behind."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    for path in [folder / PLAN_FILE, *folder.glob("frame_*.json")]:
+        path.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+CancelCheck = Callable[[], bool]
+
+
+class StoryEngine:
+    """Turns a story into a storyboard with the planner, renderer and validator it is given."""
+
+    def __init__(
+        self,
+        *,
+        planner: Planner,
+        renderer: Renderer,
+        validator: Validator,
+        settings: EngineSettings,
+        reasons: Mapping[str, str] | None = None,
+    ) -> None:
+        self.planner = planner
+        self.renderer = renderer
+        self.validator = validator
+        self.settings = settings
+        self.reasons = dict(reasons or {})
+        self.policy = RetryPolicy(settings.validation.threshold, settings.validation.max_retries)
+        self.config_hash = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+
+    def run(
+        self,
+        request: BoardRequest,
+        out_dir: Path,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> Storyboard:
+        progress = on_progress or (lambda event: None)
+        cancelled = should_cancel or (lambda: False)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+
+        # 1. check inputs
+        self._check_request(request)
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        # 2. plan
+        progress(ProgressEvent("planning"))
+        with _timed(timings, "plan"):
+            plan = self._plan(request, out_dir)
+
+        # 3. prompts
+        with _timed(timings, "prompts"):
+            prompts = [build_prompt(shot, self.settings.prompt) for shot in plan.shots]
+
+        # 4. render, with 5. validate and re-roll inside each frame
+        frames = self._render_frames(request, plan, prompts, out_dir, timings, progress, cancelled)
+
+        # 6. grid
+        progress(ProgressEvent("composing"))
+        with _timed(timings, "grid"):
+            grid = self._compose(plan, frames, out_dir)
+
+        # 7. report
+        with _timed(timings, "report"):
+            timings["total"] = time.perf_counter() - started
+            report = self._report(request, plan, frames, grid, timings)
+            _write_json(out_dir / REPORT_FILE, report)
+            _remove_checkpoints(out_dir)  # report.json now holds everything they did
+        progress(ProgressEvent("done", total=len(frames)))
+        log.info("board done: %d frames in %.2fs -> %s", len(frames), timings["total"], out_dir)
+        return Storyboard(plan=plan, frames=tuple(frames), grid=grid, report=report, out_dir=out_dir)
+
+    # -- 1. check inputs -------------------------------------------------------------
+    def _check_request(self, request: BoardRequest) -> None:
+        if not request.story or not request.story.strip():
+            raise InvalidRequest("story is empty")
+        if request.mode not in MODES:
+            raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
+        if request.frames is not None and not 1 <= request.frames <= MAX_FRAMES:
+            raise InvalidRequest(f"frames must be within 1..{MAX_FRAMES}, got {request.frames}")
+        if request.seed < 0:
+            raise InvalidRequest(f"seed must be >= 0, got {request.seed}")
+        if request.plan is not None:
+            request.plan.check_numbering()
+            if request.frames is not None and len(request.plan.shots) != request.frames:
+                raise InvalidRequest(
+                    f"the given plan has {len(request.plan.shots)} shots but {request.frames} frames were asked for"
+                )
+        n_shots = len(request.plan.shots) if request.plan else MAX_FRAMES
+        stray = [i for i in request.keep if not 1 <= i <= n_shots]
+        if stray:
+            raise InvalidRequest(f"kept frames {stray} are outside the plan's 1..{n_shots}")
+        if request.keep and request.plan is None:
+            raise InvalidRequest("kept frames need the plan they belong to")
+
+    # -- 2. plan -----------------------------------------------------------------------
+    def _plan(self, request: BoardRequest, out_dir: Path) -> ShotList:
+        plan = request.plan or self.planner.plan(request.story, shots=request.frames, seed=request.seed)
+        plan.check_numbering()
+        _write_json(out_dir / PLAN_FILE, plan.model_dump(mode="json"))
+        log.info("plan: %d shots, language=%s, planner=%s", len(plan.shots), plan.language, self.planner.name)
+        return plan
+
+    # -- 4. render + 5. validate ---------------------------------------------------------
+    def _render_frames(
+        self,
+        request: BoardRequest,
+        plan: ShotList,
+        prompts: list[Prompt],
+        out_dir: Path,
+        timings: dict[str, float],
+        progress: ProgressCallback,
+        cancelled: CancelCheck,
+    ) -> list[FrameResult]:
+        timings.setdefault("render", 0.0)
+        timings.setdefault("validate", 0.0)
+        frames: list[FrameResult] = []
+        total = len(plan.shots)
+        for shot, prompt in zip(plan.shots, prompts, strict=True):
+            kept = request.keep.get(shot.index)
+            if kept is not None:
+                frame = replace(kept, reused=True)
+            else:
+                reference = frames[0].image if request.mode == "ref-guided" and frames else None
+                frame = self._render_one(request, shot, prompt, reference, timings, progress, cancelled, total)
+                self._checkpoint(frame, out_dir)
+            frames.append(frame)
+        return frames
+
+    def _render_one(
+        self,
+        request: BoardRequest,
+        shot: Shot,
+        prompt: Prompt,
+        reference: Image.Image | None,
+        timings: dict[str, float],
+        progress: ProgressCallback,
+        cancelled: CancelCheck,
+        total: int,
+    ) -> FrameResult:
+        width, height = self.settings.render.width, self.settings.render.height
+        attempts: list[Attempt] = []
+        images: list[Image.Image] = []
+        for attempt_no in range(self.policy.max_attempts):
+            if cancelled():
+                raise Cancelled(f"cancelled before frame {shot.index}")
+            seed = frame_seed(request.seed, shot.index, attempt_no)
+            progress(ProgressEvent("rendering", frame=shot.index, total=total, attempt=attempt_no + 1))
+            with _timed(timings, "render"):
+                image = self.renderer.render(FrameRequest(shot, prompt, seed, width, height, reference))
+            progress(ProgressEvent("validating", frame=shot.index, total=total, attempt=attempt_no + 1))
+            with _timed(timings, "validate"):
+                scores = self.validator.score(image, prompt=prompt, reference=reference)
+            attempts.append(Attempt(seed=seed, scores=scores))
+            images.append(image)
+            if self.policy.passes(scores):
+                break
+            log.info("frame %d attempt %d failed validation: %s", shot.index, attempt_no + 1, scores)
+        chosen = self.policy.best(attempts)
+        return FrameResult(
+            index=shot.index,
+            shot=shot,
+            prompt=prompt,
+            attempts=tuple(attempts),
+            chosen=chosen,
+            accepted=self.policy.passes(attempts[chosen].scores),
+            image=images[chosen],
+        )
+
+    @staticmethod
+    def _checkpoint(frame: FrameResult, out_dir: Path) -> None:
+        frame.image.save(out_dir / frame.file_name)
+        _write_json(out_dir / f"frame_{frame.index:02d}.json", frame.to_json())
+
+    # -- 6. grid -------------------------------------------------------------------------
+    def _compose(self, plan: ShotList, frames: list[FrameResult], out_dir: Path) -> EncodedGrid:
+        for frame in frames:
+            if frame.reused:
+                frame.image.save(out_dir / frame.file_name)
+        panels = [GridPanel(image=f.image, number=f.index, caption=f.shot.caption) for f in frames]
+        image = compose_grid(panels, self.settings.grid, title=plan.title)
+        grid = encode_grid(image, self.settings.grid)
+        for stale in out_dir.glob("grid.*"):
+            stale.unlink()
+        _write_bytes(out_dir / f"grid.{grid.extension}", grid.data)
+        return grid
+
+    # -- 7. report -----------------------------------------------------------------------
+    def _report(
+        self,
+        request: BoardRequest,
+        plan: ShotList,
+        frames: list[FrameResult],
+        grid: EncodedGrid,
+        timings: dict[str, float],
+    ) -> dict:
+        return {
+            "story": request.story,
+            "title": plan.title,
+            "language": plan.language,
+            "mode": request.mode,
+            "seed": request.seed,
+            "planner": self.planner.name,
+            "renderer": self.renderer.name,
+            "validator": self.validator.name,
+            "backend_reasons": dict(self.reasons),
+            "config_hash": self.config_hash,
+            "validation": {"threshold": self.policy.threshold, "max_retries": self.policy.max_retries},
+            "grid": {
+                "file": f"grid.{grid.extension}",
+                "format": grid.format,
+                "width": grid.width,
+                "height": grid.height,
+                "bytes": len(grid.data),
+            },
+            "frames": [frame.to_json() for frame in frames],
+            "timings": {name: round(seconds, 4) for name, seconds in timings.items()},
+        }
+
+
+class _timed:
+    """Add the block's wall time to ``timings[name]`` (accumulates across frames)."""
+
+    def __init__(self, timings: dict[str, float], name: str) -> None:
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
