@@ -1,0 +1,133 @@
+"""Command line: ``python -m bot run | story | plan``.
+
+    python -m bot run                      # the bot: chat adapters with tokens, else the console
+    python -m bot story "TEXT" [--out DIR] # one storyboard through the real queue and engine
+    python -m bot plan "TEXT"              # the shot list as JSON (no GPU, no model)
+
+Printing is this module's job; everything below it logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bot.config import AppConfig, ConfigError, load_config
+
+log = logging.getLogger("bot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Aldar Kose storyboard bot: turns a short story into a storyboard grid.",
+        epilog="Configuration: config.toml (or --config / $ALDAR_CONFIG); overrides as ALDAR__SECTION__KEY=value; "
+        "secrets only from OPENAI_API_KEY, DISCORD_TOKEN, TELEGRAM_TOKEN.",
+    )
+    parser.add_argument("--config", type=Path, help="config file (default: ./config.toml, else built-in defaults)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [logging] level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the bot (console adapter when no chat token is set)")
+    run.add_argument("--lang", choices=["en", "ru", "kk"], help="console reply language (default from config)")
+    run.add_argument("--user", help="console user id (default from config; moderators are listed in config)")
+
+    story = commands.add_parser("story", help="render one storyboard and print its output folder")
+    _story_text_args(story)
+    story.add_argument("--mode", choices=["simple", "ref-guided"], help="render mode (default from config)")
+    story.add_argument("--frames", type=int, help="number of frames, 1-12 (default from config)")
+    story.add_argument("--seed", type=int, help="board seed (default: random, recorded in report.json)")
+    story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
+
+    plan = commands.add_parser("plan", help="print the shot list as JSON")
+    _story_text_args(plan)
+    plan.add_argument("--frames", type=int, help="exact number of shots (default: the planner decides, 6-10)")
+    plan.add_argument("--seed", type=int, default=0, help="planner seed (default 0)")
+    return parser
+
+
+def _story_text_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="?", help="the story (or use --file)")
+    parser.add_argument("--file", type=Path, help="read the story from a UTF-8 text file")
+
+
+def _story_text(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if args.file is not None:
+        try:
+            return args.file.read_text(encoding="utf-8")
+        except OSError as exc:
+            parser.error(f"cannot read --file {args.file}: {exc.strerror}")
+    if args.text is None:
+        parser.error("give the story as TEXT or --file PATH")
+    return args.text
+
+
+def configure_logging(config: AppConfig, override: str | None) -> None:
+    logging.basicConfig(
+        level=override or config.logging.level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config, args.log_level)
+    if args.command == "plan":
+        return _cmd_plan(args, parser, config)
+    if args.command == "story":
+        return _cmd_story(args, parser, config)
+    return _cmd_run(args, config)
+
+
+def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
+    from engine.plan import OfflinePlanner, PlanError
+
+    try:
+        plan = OfflinePlanner(config.planner).plan(_story_text(args, parser), shots=args.frames, seed=args.seed)
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.model_dump(mode="json"), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
+    from bot.app import run_story
+    from bot.errors import StoryError
+    from bot.service import StoryOptions
+
+    options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed)
+    out = args.out.resolve() if args.out else None
+    try:
+        delivery = asyncio.run(run_story(config, _story_text(args, parser), options, out))
+    except StoryError as exc:
+        print(f"error: {exc.message(config.console.language)}", file=sys.stderr)
+        return 1
+    print(delivery.grid_path.parent)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
+    from bot.app import run_bot
+
+    console = config.console.model_copy(
+        update={k: v for k, v in (("language", args.lang), ("user_id", args.user)) if v}
+    )
+    asyncio.run(run_bot(config.model_copy(update={"console": console})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The ONE composition root: config -> store -> engine -> service -> worker -> adapters.
+
+This module (with ``bot/__main__.py``) is the only place that imports bot, engine and
+adapters together. Everything is built here once, at start-up: models load now, never at
+import and never per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from adapters.console import ConsoleAdapter, OneShotGateway
+from bot.config import AppConfig
+from bot.errors import StoryError
+from bot.ports import BoardDelivery, ChatGateway, JobUpdate
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.store import Store
+from bot.worker import Worker, supervise
+from engine.backends import build_engine
+from engine.storyboard import StoryEngine
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+class ChatRouter:
+    """A ``ChatGateway`` that hands each update to the adapter of its platform."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, ChatGateway] = {}
+
+    def register(self, platform: str, gateway: ChatGateway) -> None:
+        self._routes[platform] = gateway
+
+    def _route(self, platform: str) -> ChatGateway:
+        try:
+            return self._routes[platform]
+        except KeyError:
+            raise LookupError(f"no adapter is running for platform {platform!r}") from None
+
+    async def notify(self, update: JobUpdate) -> None:
+        await self._route(update.platform).notify(update)
+
+    async def deliver(self, delivery: BoardDelivery) -> None:
+        await self._route(delivery.platform).deliver(delivery)
+
+
+@dataclass
+class App:
+    config: AppConfig
+    store: Store
+    engine: StoryEngine
+    service: StoryService
+    worker: Worker
+    router: ChatRouter
+    executor: ThreadPoolExecutor
+    adapters: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def open_app(config: AppConfig) -> AsyncIterator[App]:
+    """Build every long-lived part once, and close them in reverse order."""
+    store = await Store.open(config.storage.database)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    try:
+        engine = build_engine(config.engine_settings(), openai_key_set=config.secrets.openai_api_key is not None)
+        router = ChatRouter()
+        service = StoryService(store, config)
+        worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor)
+        yield App(config, store, engine, service, worker, router, executor)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        await store.close()
+
+
+def startup_line(app: App, adapter_reason: str) -> str:
+    reasons = app.engine.reasons
+    return (
+        f"start-up: planner={app.engine.planner.name} ({reasons.get('planner', '')}); "
+        f"renderer={app.engine.renderer.name} ({reasons.get('renderer', '')}); "
+        f"adapters={','.join(app.adapters)} ({adapter_reason}); database={app.config.storage.database}"
+    )
+
+
+def choose_adapters(config: AppConfig) -> tuple[list[str], str]:
+    token_names = [name for name, value in (("DISCORD_TOKEN", config.secrets.discord_token),
+                                            ("TELEGRAM_TOKEN", config.secrets.telegram_token)) if value]
+    if token_names:
+        return ["console"], f"{' and '.join(token_names)} set, but this build ships only the console adapter"
+    return ["console"], "no DISCORD_TOKEN or TELEGRAM_TOKEN set"
+
+
+async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    """``python -m bot run``: every adapter whose token is set, else the console."""
+    async with open_app(config) as app:
+        app.adapters, reason = choose_adapters(config)
+        console = ConsoleAdapter(
+            app.service, user_id=config.console.user_id, lang=config.console.language, stdin=stdin, stdout=stdout
+        )
+        app.router.register(console.platform, console)
+        log.info(startup_line(app, reason))
+
+        stop = asyncio.Event()
+        _install_signal_handlers(stop)
+        await app.worker.start_up()
+        worker_task = supervise(asyncio.create_task(app.worker.run(stop)), "worker")
+        console_task = supervise(asyncio.create_task(console.run()), "console")
+        console_task.add_done_callback(lambda _: stop.set())
+        worker_task.add_done_callback(lambda _: stop.set())
+        await stop.wait()
+        await _shut_down(app, worker_task, console_task)
+
+
+async def _shut_down(app: App, worker_task: asyncio.Task, console_task: asyncio.Task) -> None:
+    log.info("shutting down")
+    app.worker.request_shutdown()
+    console_task.cancel()
+    try:
+        await asyncio.wait_for(asyncio.shield(worker_task), timeout=SHUTDOWN_GRACE_S)
+    except TimeoutError:
+        log.warning("the job in hand did not stop within %.0fs; its lease will expire and it resumes", SHUTDOWN_GRACE_S)
+        worker_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await console_task
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_story(
+    config: AppConfig, story: str, options: StoryOptions, out_dir: Path | None, *, progress: TextIO = sys.stderr
+) -> BoardDelivery:
+    """``python -m bot story``: one board through the real service, queue and engine."""
+    async with open_app(config) as app:
+        gateway = OneShotGateway(progress=progress)
+        app.router.register(gateway.platform, gateway)
+        app.adapters = [gateway.platform]
+        log.info(startup_line(app, "one-shot story from the command line"))
+        requester = Requester(platform=gateway.platform, user_id=config.console.user_id, chat_id="cli",
+                              locale=config.console.language)
+        submitted = await app.service.submit(StoryRequest(requester, story, options, out_dir=out_dir))
+        while gateway.delivered(submitted.job_id) is None:
+            if not await app.worker.run_once():
+                job = await app.store.get_job(submitted.job_id)
+                if job.status in ("failed", "cancelled"):
+                    raise StoryError("job_failed", job=job.id, error=f"{job.error_type}: {job.error_message}")
+                if job.status == "done":
+                    await app.worker.deliver_pending()
+                    continue
+                await asyncio.sleep(config.queue.poll_interval_s)
+        return gateway.delivered(submitted.job_id)

@@ -1,0 +1,65 @@
+"""Platform-neutral parsing of command arguments (``/story``, ``/regen``, job ids).
+
+Chat adapters hand over the text after the command; this turns it into typed values or
+raises ``BadRequest`` with the catalogue key that explains what was wrong.
+"""
+
+from __future__ import annotations
+
+from bot.errors import BadRequest
+from bot.service import StoryOptions
+
+_STORY_OPTIONS = {"--mode": "mode", "--frames": "frames", "--seed": "seed"}
+_ALLOWED = {"--mode": "simple | ref-guided", "--frames": "1..12", "--seed": "0..4294967295"}
+
+
+def parse_story_args(args: str) -> tuple[str, StoryOptions]:
+    """Split ``--mode X --frames N --seed S`` (anywhere in the text) from the story itself."""
+    words = args.split()
+    story: list[str] = []
+    values: dict[str, object] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name, _, inline = word.partition("=")
+        if name in _STORY_OPTIONS:
+            value = inline or (words[i + 1] if i + 1 < len(words) else "")
+            i += 1 if inline else 2
+            values[_STORY_OPTIONS[name]] = _convert(name, value)
+        else:
+            story.append(word)
+            i += 1
+    # Keep the user's own line breaks when no option was taken out.
+    text = args.strip() if not values else " ".join(story)
+    return text, StoryOptions(**values)
+
+
+def _convert(name: str, value: str) -> object:
+    if not value:
+        raise BadRequest("err_bad_option", option=name, allowed=_ALLOWED[name])
+    if name == "--mode":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest("err_bad_option", option=name, allowed=_ALLOWED[name]) from None
+
+
+def parse_job_id(value: str) -> int:
+    value = value.strip().lstrip("#")
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest("err_bad_job_id")
+    return int(value)
+
+
+def parse_regen_args(args: str) -> tuple[int, int | None]:
+    """``<job> [frame]`` → (job id, frame number or None)."""
+    parts = args.split()
+    if not 1 <= len(parts) <= 2:
+        raise BadRequest("err_bad_job_id")
+    frame = None
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise BadRequest("err_bad_option", option="frame", allowed="1..12")
+        frame = int(parts[1])
+    return parse_job_id(parts[0]), frame

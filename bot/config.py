@@ -1,0 +1,259 @@
+"""Configuration: config.toml + environment, validated once into ``AppConfig``.
+
+* Every tunable lives in config.toml with a comment; the embedded defaults below are
+  the same values, so a fresh machine runs with no file at all.
+* Unknown keys are errors that name the key; ranges are checked and reported.
+* Secrets come only from the environment (``OPENAI_API_KEY``, ``DISCORD_TOKEN``,
+  ``TELEGRAM_TOKEN``) and are never written to a file or a log.
+* Any setting can be overridden from the environment as ``ALDAR__SECTION__KEY``,
+  e.g. ``ALDAR__QUEUE__MAX_QUEUED_PER_USER=3``; values are read as TOML literals.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt, MultipleOf
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from engine.settings import (
+    EngineSettings,
+    GridSettings,
+    PlannerSettings,
+    PromptSettings,
+    RenderSettings,
+    ValidateSettings,
+)
+
+ENV_PREFIX = "ALDAR__"
+CONFIG_ENV = "ALDAR_CONFIG"
+SECRET_ENV = {"openai_api_key": "OPENAI_API_KEY", "discord_token": "DISCORD_TOKEN", "telegram_token": "TELEGRAM_TOKEN"}
+# Keys that people put in config files by mistake; named so the error can point to the env var.
+_SECRET_KEYS = {"token", "api_key", "openai_api_key", "discord_token", "telegram_token", "bot_token", "secret", "password"}
+
+
+class ConfigError(ValueError):
+    """A bad config; the message names each offending key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorySettings(_Section):
+    max_chars: int = Field(default=2000, ge=1, le=20_000)
+    default_frames: int = Field(default=8, ge=1, le=12)
+    default_mode: Literal["simple", "ref-guided"] = "simple"
+    banned_terms: tuple[str, ...] = ()
+
+
+class QueueSettings(_Section):
+    max_queued_per_user: int = Field(default=5, ge=1, le=1000)
+    max_running_per_user: int = Field(default=1, ge=1, le=16)
+    lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=60.0)
+
+
+class RolesSettings(_Section):
+    # "platform:user_id", e.g. "telegram:12345", "discord:998877", "console:local"
+    moderators: tuple[str, ...] = ("console:local",)
+
+    @field_validator("moderators")
+    @classmethod
+    def _platform_prefixed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in value if ":" not in m or not m.split(":", 1)[1]]
+        if bad:
+            raise ValueError(f"each moderator must look like 'platform:user_id', got {bad}")
+        return value
+
+
+class StorageSettings(_Section):
+    database: Path = Path("data/bot.sqlite3")
+    outputs: Path = Path("outputs")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ConsoleSettings(_Section):
+    user_id: str = Field(default="local", min_length=1)
+    language: Literal["en", "ru", "kk"] = "en"
+
+
+class Secrets(BaseModel):
+    """Secrets from the environment only. ``SecretStr`` keeps them out of reprs and logs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    openai_api_key: SecretStr | None = None
+    discord_token: SecretStr | None = None
+    telegram_token: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Secrets:
+        return cls(**{field: env[var] for field, var in SECRET_ENV.items() if env.get(var, "").strip()})
+
+
+class AppConfig(_Section):
+    story: StorySettings = StorySettings()
+    queue: QueueSettings = QueueSettings()
+    roles: RolesSettings = RolesSettings()
+    storage: StorageSettings = StorageSettings()
+    logging: LoggingSettings = LoggingSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    planner: PlannerSettings = PlannerSettings()
+    prompt: PromptSettings = PromptSettings()
+    render: RenderSettings = RenderSettings()
+    validation: ValidateSettings = ValidateSettings()
+    grid: GridSettings = GridSettings()
+    secrets: Secrets = Field(default=Secrets(), exclude=True)
+
+    def engine_settings(self) -> EngineSettings:
+        return EngineSettings(
+            planner=self.planner,
+            prompt=self.prompt,
+            render=self.render,
+            validation=self.validation,
+            grid=self.grid,
+        )
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load, override from ``env`` and validate. Raises ``ConfigError`` with a readable message.
+
+    ``path`` None means ``$ALDAR_CONFIG``, else ``./config.toml`` if present, else the defaults.
+    Relative storage paths are resolved against the config file's folder.
+    """
+    env = dict(env if env is not None else {})
+    path = _pick_path(path, env)
+    raw = _read_toml(path) if path else {}
+    _reject_secrets(raw, source=str(path))
+    _apply_env_overrides(raw, env)
+    raw["secrets"] = Secrets.from_env(env)
+    try:
+        config = AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source=str(path or "defaults"))) from None
+    return _resolve_paths(config, base=path.parent if path else Path.cwd())
+
+
+def _pick_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    if path is None:
+        default = Path("config.toml")
+        return default.resolve() if default.is_file() else None
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return path.resolve()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _reject_secrets(raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _reject_secrets(value, source, prefix=f"{dotted}.")
+        elif key.lower() in _SECRET_KEYS:
+            names = ", ".join(SECRET_ENV.values())
+            raise ConfigError(f"{source}: '{dotted}' looks like a secret; secrets come only from the environment ({names})")
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in var[len(ENV_PREFIX) :].split("__")]
+        if len(path) < 2 or not all(path):
+            raise ConfigError(f"environment variable {var}: expected {ENV_PREFIX}SECTION__KEY")
+        _reject_secrets({path[-1]: text}, source=f"environment variable {var}")
+        section = raw
+        for part in path[:-1]:
+            section = section.setdefault(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"environment variable {var}: '{part}' is not a section")
+        section[path[-1]] = _parse_literal(text)
+
+
+def _parse_literal(text: str) -> Any:
+    """Read an override as a TOML value (numbers, booleans, arrays); fall back to a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'{_known_keys_hint(error['loc'])}")
+            continue
+        allowed = _allowed_range(error["loc"])
+        value = error.get("input")
+        lines.append(f"  {key} = {value!r}: {error['msg']}{allowed}")
+    return "\n".join(lines)
+
+
+def _field_at(loc: tuple) -> Any:
+    model: Any = AppConfig
+    info = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        model = info.annotation
+    return info
+
+
+def _known_keys_hint(loc: tuple) -> str:
+    parent: Any = AppConfig
+    for part in loc[:-1]:
+        info = getattr(parent, "model_fields", {}).get(part)
+        if info is None:
+            return ""
+        parent = info.annotation
+    fields = getattr(parent, "model_fields", None)
+    return f" (known keys: {', '.join(sorted(fields))})" if fields else ""
+
+
+def _allowed_range(loc: tuple) -> str:
+    info = _field_at(loc)
+    if info is None:
+        return ""
+    low = high = step = None
+    for item in info.metadata:
+        if isinstance(item, (Ge, Gt)):
+            low = getattr(item, "ge", None) if isinstance(item, Ge) else f">{item.gt}"
+        elif isinstance(item, (Le, Lt)):
+            high = getattr(item, "le", None) if isinstance(item, Le) else f"<{item.lt}"
+        elif isinstance(item, MultipleOf):
+            step = item.multiple_of
+    if low is None and high is None:
+        return ""
+    text = f" (allowed range: {low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+    return text + (f", a multiple of {step})" if step else ")")
+
+
+def _resolve_paths(config: AppConfig, base: Path) -> AppConfig:
+    storage = config.storage
+    resolved = storage.model_copy(
+        update={
+            "database": storage.database if storage.database.is_absolute() else base / storage.database,
+            "outputs": storage.outputs if storage.outputs.is_absolute() else base / storage.outputs,
+        }
+    )
+    return config.model_copy(update={"storage": resolved})

@@ -1,0 +1,218 @@
+"""Every user-facing reply, in English, Russian and Kazakh. One catalogue, one lookup.
+
+Adapters never write reply text of their own: they ask ``text(key, lang, **params)``.
+A test checks that every key has all three languages with the same placeholders.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Lang = Literal["en", "ru", "kk"]
+LANGS: tuple[Lang, ...] = ("en", "ru", "kk")
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "help": {
+        "en": (
+            "I draw a storyboard of Aldar Kose, the beardless trickster, from your story.\n"
+            "  /story <text> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /status [job]   /cancel <job>   /regen <job> [frame]   /mystats   /help\n"
+            "Example: /story Aldar Kose tricks a greedy merchant at the bazaar"
+        ),
+        "ru": (
+            "Я рисую раскадровку об Алдаре Косе, безбородом хитреце, по вашей истории.\n"
+            "  /story <текст> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /status [задача]   /cancel <задача>   /regen <задача> [кадр]   /mystats   /help\n"
+            "Пример: /story Алдар Косе обманывает жадного купца на базаре"
+        ),
+        "kk": (
+            "Мен сіздің әңгімеңіз бойынша сақалсыз айлакер Алдар Көсе туралы раскадровка саламын.\n"
+            "  /story <мәтін> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /status [тапсырма]   /cancel <тапсырма>   /regen <тапсырма> [кадр]   /mystats   /help\n"
+            "Мысал: /story Алдар Көсе базарда сараң саудагерді алдайды"
+        ),
+    },
+    "queued": {
+        "en": "🧾 Job #{job} is queued, position {position}. I will post the storyboard here.",
+        "ru": "🧾 Задача #{job} в очереди, место {position}. Я пришлю раскадровку сюда.",
+        "kk": "🧾 #{job} тапсырма кезекте, орны {position}. Раскадровканы осында жіберемін.",
+    },
+    "progress_planning": {
+        "en": "✍️ Job #{job}: planning the shots…",
+        "ru": "✍️ Задача #{job}: планирую кадры…",
+        "kk": "✍️ #{job} тапсырма: кадрларды жоспарлап жатырмын…",
+    },
+    "progress_frame": {
+        "en": "🎨 Job #{job}: drawing frame {frame} of {total}…",
+        "ru": "🎨 Задача #{job}: рисую кадр {frame} из {total}…",
+        "kk": "🎨 #{job} тапсырма: {total} кадрдың {frame}-кадрын салып жатырмын…",
+    },
+    "progress_validating": {
+        "en": "🔎 Job #{job}: checking frame {frame} of {total}…",
+        "ru": "🔎 Задача #{job}: проверяю кадр {frame} из {total}…",
+        "kk": "🔎 #{job} тапсырма: {total} кадрдың {frame}-кадрын тексеріп жатырмын…",
+    },
+    "progress_composing": {
+        "en": "🧩 Job #{job}: putting the storyboard together…",
+        "ru": "🧩 Задача #{job}: собираю раскадровку…",
+        "kk": "🧩 #{job} тапсырма: раскадровканы құрастырып жатырмын…",
+    },
+    "done": {
+        "en": "✅ Job #{job} is done: {title} ({frames} frames)",
+        "ru": "✅ Задача #{job} готова: {title} ({frames} кадров)",
+        "kk": "✅ #{job} тапсырма дайын: {title} ({frames} кадр)",
+    },
+    "job_failed": {
+        "en": "❌ Job #{job} failed ({error}). Please try again; a moderator can see the details.",
+        "ru": "❌ Задача #{job} не удалась ({error}). Попробуйте ещё раз; модератор видит подробности.",
+        "kk": "❌ #{job} тапсырма орындалмады ({error}). Қайта көріңіз; модератор толығын көре алады.",
+    },
+    "job_cancelled": {
+        "en": "🛑 Job #{job} was cancelled.",
+        "ru": "🛑 Задача #{job} отменена.",
+        "kk": "🛑 #{job} тапсырма тоқтатылды.",
+    },
+    "cancel_requested": {
+        "en": "🛑 Job #{job} will stop after the current frame.",
+        "ru": "🛑 Задача #{job} остановится после текущего кадра.",
+        "kk": "🛑 #{job} тапсырма ағымдағы кадрдан кейін тоқтайды.",
+    },
+    "status_line": {
+        "en": "Job #{job}: {status}{detail}",
+        "ru": "Задача #{job}: {status}{detail}",
+        "kk": "#{job} тапсырма: {status}{detail}",
+    },
+    "status_queued": {"en": "queued, position {position}", "ru": "в очереди, место {position}", "kk": "кезекте, орны {position}"},
+    "status_running": {"en": "being drawn", "ru": "рисуется", "kk": "салынып жатыр"},
+    "status_done": {"en": "done", "ru": "готова", "kk": "дайын"},
+    "status_failed": {"en": "failed", "ru": "не удалась", "kk": "орындалмады"},
+    "status_cancelled": {"en": "cancelled", "ru": "отменена", "kk": "тоқтатылды"},
+    "mystats": {
+        "en": "📊 Jobs submitted: {submitted}; boards delivered: {delivered}; refused: {refusals}; "
+        "waiting now: {queued}, you can queue {remaining} more.",
+        "ru": "📊 Отправлено задач: {submitted}; получено раскадровок: {delivered}; отказов: {refusals}; "
+        "сейчас в очереди: {queued}, можно добавить ещё {remaining}.",
+        "kk": "📊 Жіберілген тапсырмалар: {submitted}; алынған раскадровкалар: {delivered}; бас тартулар: {refusals}; "
+        "қазір кезекте: {queued}, тағы {remaining} қосуға болады.",
+    },
+    "banned_ok": {
+        "en": "🔨 {user} is banned; {cancelled} queued job(s) cancelled.",
+        "ru": "🔨 {user} заблокирован; отменено задач в очереди: {cancelled}.",
+        "kk": "🔨 {user} бұғатталды; кезектегі {cancelled} тапсырма тоқтатылды.",
+    },
+    "unbanned_ok": {
+        "en": "✅ {user} is unbanned.",
+        "ru": "✅ {user} разблокирован.",
+        "kk": "✅ {user} бұғаттан шығарылды.",
+    },
+    "err_empty": {
+        "en": "Please write a story after /story, e.g. /story Aldar Kose tricks a greedy merchant.",
+        "ru": "Напишите историю после /story, например: /story Алдар Косе обманывает жадного купца.",
+        "kk": "/story командасынан кейін әңгіме жазыңыз, мысалы: /story Алдар Көсе сараң байды алдайды.",
+    },
+    "err_too_long": {
+        "en": "Your story is {length} characters long; the limit is {max}. Please shorten it.",
+        "ru": "В вашей истории {length} символов, а можно не больше {max}. Сократите её, пожалуйста.",
+        "kk": "Әңгімеңізде {length} таңба бар, ал шегі {max}. Қысқартыңыз.",
+    },
+    "err_no_letters": {
+        "en": "I need a story with words in it, not only symbols or emoji.",
+        "ru": "Нужна история со словами, а не только символы или эмодзи.",
+        "kk": "Маған тек белгілер мен эмодзи емес, сөздері бар әңгіме керек.",
+    },
+    "err_control_chars": {
+        "en": "Your story contains invisible control characters; please send plain text.",
+        "ru": "В истории есть невидимые управляющие символы; пришлите обычный текст.",
+        "kk": "Әңгімеде көрінбейтін басқару таңбалары бар; қарапайым мәтін жіберіңіз.",
+    },
+    "err_banned_terms": {
+        "en": "Sorry, I can't draw that story: it contains words this community does not allow.",
+        "ru": "Извините, эту историю нарисовать нельзя: в ней есть запрещённые в сообществе слова.",
+        "kk": "Кешіріңіз, бұл әңгімені сала алмаймын: онда қауымдастықта тыйым салынған сөздер бар.",
+    },
+    "err_user_banned": {
+        "en": "You are banned from this bot. Ask a moderator if you think this is a mistake.",
+        "ru": "Вы заблокированы в этом боте. Обратитесь к модератору, если это ошибка.",
+        "kk": "Сіз бұл ботта бұғатталғансыз. Қате деп ойласаңыз, модераторға жазыңыз.",
+    },
+    "err_queue_full": {
+        "en": "You already have {max} job(s) waiting. Please wait for one to finish.",
+        "ru": "У вас уже {max} задач(и) в очереди. Дождитесь, пока одна завершится.",
+        "kk": "Сізде кезекте {max} тапсырма бар. Біреуі аяқталғанша күтіңіз.",
+    },
+    "err_not_found": {
+        "en": "There is no job #{job}.",
+        "ru": "Задачи #{job} нет.",
+        "kk": "#{job} тапсырма жоқ.",
+    },
+    "err_no_jobs": {
+        "en": "You have no jobs yet. Try /story <text>.",
+        "ru": "У вас ещё нет задач. Попробуйте /story <текст>.",
+        "kk": "Сізде әлі тапсырма жоқ. /story <мәтін> деп көріңіз.",
+    },
+    "err_forbidden": {
+        "en": "Only the author of job #{job} or a moderator can do that.",
+        "ru": "Это может сделать только автор задачи #{job} или модератор.",
+        "kk": "Мұны тек #{job} тапсырманың авторы немесе модератор жасай алады.",
+    },
+    "err_moderators_only": {
+        "en": "Only moderators can do that.",
+        "ru": "Это доступно только модераторам.",
+        "kk": "Мұны тек модераторлар жасай алады.",
+    },
+    "err_not_cancellable": {
+        "en": "Job #{job} is already {status}; there is nothing to cancel.",
+        "ru": "Задача #{job} уже {status}; отменять нечего.",
+        "kk": "#{job} тапсырма қазірдің өзінде {status}; тоқтататын ештеңе жоқ.",
+    },
+    "err_not_done": {
+        "en": "Job #{job} has no finished storyboard to regenerate yet.",
+        "ru": "У задачи #{job} ещё нет готовой раскадровки для перерисовки.",
+        "kk": "#{job} тапсырманың қайта салуға дайын раскадровкасы әлі жоқ.",
+    },
+    "err_frame_range": {
+        "en": "Job #{job} has frames 1 to {frames}; frame {frame} does not exist.",
+        "ru": "В задаче #{job} кадры с 1 по {frames}; кадра {frame} нет.",
+        "kk": "#{job} тапсырмада 1-ден {frames}-ге дейін кадр бар; {frame}-кадр жоқ.",
+    },
+    "err_bad_option": {
+        "en": "Option {option} must be {allowed}.",
+        "ru": "Параметр {option} должен быть: {allowed}.",
+        "kk": "{option} параметрі мынадай болуы керек: {allowed}.",
+    },
+    "err_bad_job_id": {
+        "en": "Job numbers are whole numbers, like /status 12.",
+        "ru": "Номер задачи — целое число, например /status 12.",
+        "kk": "Тапсырма нөмірі бүтін сан, мысалы /status 12.",
+    },
+    "err_unknown_command": {
+        "en": "I don't know that command. Type /help.",
+        "ru": "Я не знаю такой команды. Наберите /help.",
+        "kk": "Мен бұл команданы білмеймін. /help деп жазыңыз.",
+    },
+    "err_unknown_user": {
+        "en": "I have never seen user {user}.",
+        "ru": "Пользователь {user} мне не встречался.",
+        "kk": "{user} пайдаланушысын көрмеппін.",
+    },
+    "err_internal": {
+        "en": "Something went wrong on my side. Please try again in a minute.",
+        "ru": "У меня что-то пошло не так. Попробуйте через минуту.",
+        "kk": "Менде бір қате шықты. Бір минуттан соң қайталаңыз.",
+    },
+}
+
+
+def resolve_language(locale: str | None, default: Lang = "en") -> Lang:
+    """Map a platform locale ('ru', 'ru-RU', 'kk_KZ', 'en-GB', None) to a catalogue language."""
+    if not locale:
+        return default
+    code = locale.replace("_", "-").split("-", 1)[0].lower()
+    return code if code in LANGS else default  # type: ignore[return-value]
+
+
+def text(key: str, lang: str, **params: object) -> str:
+    """The reply ``key`` in ``lang`` (English when the language is unknown), filled in."""
+    entry = CATALOGUE[key]
+    template = entry.get(lang) or entry["en"]
+    return template.format(**params)

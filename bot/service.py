@@ -1,0 +1,278 @@
+"""What adapters call: submit, status, cancel, regenerate, ban/unban, mystats.
+
+The service owns the rules: input limits, moderation, bans, quotas and roles. It writes
+jobs to the store and never draws anything itself; the worker does that. Every refusal
+is a ``StoryError`` whose message comes from the catalogue in the user's language.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import AppConfig
+from bot.errors import BadRequest, RetryLater
+from bot.messages import Lang, resolve_language, text
+from bot.queue import round_robin_order
+from bot.store import Job, NewJob, Store, User
+
+log = logging.getLogger(__name__)
+
+MODES = ("simple", "ref-guided")
+MAX_FRAMES = 12
+MAX_SEED = 2**32 - 1
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_ALLOWED_CONTROLS = set("\n\r\t")
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is asking, and where the answer goes."""
+
+    platform: str
+    user_id: str
+    chat_id: str
+    display_name: str = ""
+    locale: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class StoryOptions:
+    mode: str | None = None
+    frames: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class StoryRequest:
+    requester: Requester
+    text: str
+    options: StoryOptions = StoryOptions()
+    out_dir: Path | None = None  # CLI only: where the board is written
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    position: int
+    lang: Lang
+
+    @property
+    def text(self) -> str:
+        return text("queued", self.lang, job=self.job_id, position=self.position)
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    position: int | None
+    lang: Lang
+
+    @property
+    def text(self) -> str:
+        if self.job.status == "queued":
+            status = text("status_queued", self.lang, position=self.position)
+        else:
+            status = text(f"status_{self.job.status}", self.lang)
+        detail = f": {self.job.title}" if self.job.status == "done" and self.job.title else ""
+        if self.job.status == "done" and self.job.grid_path:
+            detail += f" ({self.job.grid_path})"
+        return text("status_line", self.lang, job=self.job.id, status=status, detail=detail)
+
+
+@dataclass(frozen=True)
+class Stats:
+    user: User
+    queued: int
+    remaining: int
+    lang: Lang
+
+    @property
+    def text(self) -> str:
+        u = self.user
+        return text(
+            "mystats", self.lang, submitted=u.jobs_submitted, delivered=u.boards_delivered,
+            refusals=u.refusals, queued=self.queued, remaining=self.remaining,
+        )
+
+
+def normalise_for_matching(value: str) -> str:
+    """NFKC, zero-width characters removed, case-folded, whitespace collapsed."""
+    value = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH).casefold()
+    return " ".join(value.split())
+
+
+def compile_banned_terms(terms: Sequence[str]) -> re.Pattern[str] | None:
+    cleaned = sorted({normalise_for_matching(t) for t in terms if t.strip()}, key=len, reverse=True)
+    if not cleaned:
+        return None
+    return re.compile("|".join(rf"(?<!\w){re.escape(term)}(?!\w)" for term in cleaned))
+
+
+class StoryService:
+    def __init__(self, store: Store, config: AppConfig) -> None:
+        self.store = store
+        self.config = config
+        self._banned = compile_banned_terms(config.story.banned_terms)
+        self._moderators = frozenset(config.roles.moderators)
+
+    # -- helpers -------------------------------------------------------------------------
+    def is_moderator(self, requester: Requester) -> bool:
+        return requester.key in self._moderators
+
+    async def _user(self, requester: Requester) -> tuple[User, Lang]:
+        user = await self.store.touch_user(
+            requester.platform, requester.user_id, requester.display_name, requester.locale
+        )
+        return user, resolve_language(requester.locale or user.locale)
+
+    async def _owned_job(self, requester: Requester, user: User, job_id: int) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise BadRequest("err_not_found", job=job_id)
+        if job.user_id != user.id and not self.is_moderator(requester):
+            raise BadRequest("err_forbidden", job=job_id)
+        return job
+
+    async def queue_position(self, job_id: int) -> int | None:
+        order = round_robin_order(await self.store.queued_entries())
+        return order.index(job_id) + 1 if job_id in order else None
+
+    async def outstanding(self, platform: str) -> int:
+        """Jobs not yet finished and delivered for ``platform`` (the console waits on this)."""
+        return await self.store.outstanding(platform)
+
+    async def language_of(self, requester: Requester) -> Lang:
+        user = await self.store.get_user(requester.platform, requester.user_id)
+        return resolve_language(requester.locale or (user.locale if user else None))
+
+    # -- submit ----------------------------------------------------------------------------
+    async def submit(self, request: StoryRequest) -> Submitted:
+        user, lang = await self._user(request.requester)
+        if user.banned:
+            await self.store.count_refusal(user.id)
+            raise BadRequest("err_user_banned")
+        story = self.check_story(request.text)
+        if self._banned is not None and self._banned.search(normalise_for_matching(story)):
+            await self.store.count_refusal(user.id)
+            log.info("refused story from %s: banned term", request.requester.key)
+            raise BadRequest("err_banned_terms")
+        options = self.check_options(request.options)
+        job = NewJob(
+            user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
+            language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,
+            out_dir=str(request.out_dir) if request.out_dir else None,
+        )
+        return await self._enqueue(job, lang)
+
+    async def _enqueue(self, job: NewJob, lang: Lang) -> Submitted:
+        limit = self.config.queue.max_queued_per_user
+        job_id = await self.store.enqueue(job, max_queued=limit)
+        if job_id is None:
+            raise RetryLater("err_queue_full", max=limit)
+        position = await self.queue_position(job_id) or 1
+        log.info("job %d queued (%s, user %d, position %d)", job_id, job.kind, job.user_id, position)
+        return Submitted(job_id=job_id, position=position, lang=lang)
+
+    def check_story(self, raw: str) -> str:
+        """Return the story, stripped; raise BadRequest with a clear reason otherwise."""
+        story = (raw or "").strip()
+        if not story:
+            raise BadRequest("err_empty")
+        if len(story) > self.config.story.max_chars:
+            raise BadRequest("err_too_long", length=len(story), max=self.config.story.max_chars)
+        if any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in story):
+            raise BadRequest("err_control_chars")
+        if not any(unicodedata.category(ch).startswith("L") for ch in story):
+            raise BadRequest("err_no_letters")
+        return story
+
+    def check_options(self, options: StoryOptions) -> StoryOptions:
+        mode = options.mode or self.config.story.default_mode
+        if mode not in MODES:
+            raise BadRequest("err_bad_option", option="--mode", allowed=" | ".join(MODES))
+        frames = options.frames if options.frames is not None else self.config.story.default_frames
+        if not 1 <= frames <= MAX_FRAMES:
+            raise BadRequest("err_bad_option", option="--frames", allowed=f"1..{MAX_FRAMES}")
+        seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED)
+        if not 0 <= seed <= MAX_SEED:
+            raise BadRequest("err_bad_option", option="--seed", allowed=f"0..{MAX_SEED}")
+        return StoryOptions(mode=mode, frames=frames, seed=seed)
+
+    # -- status / cancel -------------------------------------------------------------------
+    async def status(self, requester: Requester, job_id: int | None = None) -> JobView:
+        user, lang = await self._user(requester)
+        if job_id is None:
+            job = await self.store.latest_job(user.id)
+            if job is None:
+                raise BadRequest("err_no_jobs")
+        else:
+            job = await self._owned_job(requester, user, job_id)
+        position = await self.queue_position(job.id) if job.status == "queued" else None
+        return JobView(job=job, position=position, lang=lang)
+
+    async def cancel(self, requester: Requester, job_id: int) -> str:
+        user, lang = await self._user(requester)
+        job = await self._owned_job(requester, user, job_id)
+        updated = await self.store.request_cancel(job.id)
+        if updated is None:
+            status = text(f"status_{job.status}", lang)
+            raise BadRequest("err_not_cancellable", job=job.id, status=status)
+        log.info("job %d: cancel by %s (%s)", job.id, requester.key, updated.status)
+        key = "job_cancelled" if updated.status == "cancelled" else "cancel_requested"
+        return text(key, lang, job=job.id)
+
+    # -- regenerate ------------------------------------------------------------------------
+    async def regenerate(self, requester: Requester, job_id: int, frame: int | None = None) -> Submitted:
+        """Queue a new job linked to ``job_id``: the whole board, or one frame with the rest kept."""
+        user, lang = await self._user(requester)
+        if user.banned:
+            raise BadRequest("err_user_banned")
+        parent = await self._owned_job(requester, user, job_id)
+        if parent.status != "done" or not parent.report_path:
+            raise BadRequest("err_not_done", job=parent.id)
+        n_frames = len(await self.store.frames(parent.id))
+        if frame is not None and not 1 <= frame <= n_frames:
+            raise BadRequest("err_frame_range", job=parent.id, frames=n_frames, frame=frame)
+        job = NewJob(
+            user_id=user.id, platform=requester.platform, chat_id=requester.chat_id, language=lang,
+            kind="regen_frame" if frame else "regen_board", story=parent.story, mode=parent.mode,
+            frames=n_frames, seed=secrets.randbelow(MAX_SEED), parent_id=parent.id, redo_frame=frame,
+        )
+        return await self._enqueue(job, lang)
+
+    # -- moderation ------------------------------------------------------------------------
+    async def ban(self, requester: Requester, platform: str, user_id: str, reason: str = "") -> str:
+        return await self._set_ban(requester, platform, user_id, True, reason)
+
+    async def unban(self, requester: Requester, platform: str, user_id: str) -> str:
+        return await self._set_ban(requester, platform, user_id, False, "")
+
+    async def _set_ban(self, requester: Requester, platform: str, user_id: str, banned: bool, reason: str) -> str:
+        _, lang = await self._user(requester)
+        if not self.is_moderator(requester):
+            raise BadRequest("err_moderators_only")
+        target = await self.store.get_user(platform, user_id)
+        if target is None:
+            target = await self.store.touch_user(platform, user_id, "", None)
+        cancelled = await self.store.set_banned(target.id, banned, reason or None)
+        log.info("%s %s %s", requester.key, "banned" if banned else "unbanned", target.key)
+        if banned:
+            return text("banned_ok", lang, user=target.key, cancelled=cancelled)
+        return text("unbanned_ok", lang, user=target.key)
+
+    # -- stats -----------------------------------------------------------------------------
+    async def mystats(self, requester: Requester) -> Stats:
+        user, lang = await self._user(requester)
+        queued = await self.store.count_user_jobs(user.id, "queued")
+        remaining = max(0, self.config.queue.max_queued_per_user - queued)
+        return Stats(user=user, queued=queued, remaining=remaining, lang=lang)

@@ -1,0 +1,568 @@
+"""SQLite store (aiosqlite): users, jobs, frames and deliveries, plus the durable queue.
+
+One connection, in autocommit mode; every write runs inside ``_write()``, which holds an
+asyncio lock and a ``BEGIN IMMEDIATE`` transaction, so a read followed by a write never
+races and never fails with "database is locked" half-way.
+
+Queue semantics:
+* a job row is written (``queued``) before the user hears about it;
+* ``claim`` is one ``UPDATE … RETURNING`` that takes the next job round-robin over users
+  (the user served least recently goes first) and stamps a lease;
+* a ``running`` job whose lease expired (its worker died) is claimable again, until it has
+  used ``max_attempts``;
+* a finished job gets a ``deliveries`` row in the same transaction; it is marked ``sent``
+  only after the chat accepted it, so an undelivered result is found again after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE users (
+        id               INTEGER PRIMARY KEY,
+        platform         TEXT NOT NULL,
+        platform_user_id TEXT NOT NULL,
+        display_name     TEXT NOT NULL DEFAULT '',
+        locale           TEXT,
+        first_seen       REAL NOT NULL,
+        last_seen        REAL NOT NULL,
+        last_claimed_at  REAL,
+        jobs_submitted   INTEGER NOT NULL DEFAULT 0,
+        boards_delivered INTEGER NOT NULL DEFAULT 0,
+        refusals         INTEGER NOT NULL DEFAULT 0,
+        banned           INTEGER NOT NULL DEFAULT 0,
+        ban_reason       TEXT,
+        UNIQUE (platform, platform_user_id)
+    );
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY,
+        user_id          INTEGER NOT NULL REFERENCES users(id),
+        platform         TEXT NOT NULL,
+        chat_id          TEXT NOT NULL,
+        language         TEXT NOT NULL DEFAULT 'en',
+        kind             TEXT NOT NULL CHECK (kind IN ('story', 'regen_board', 'regen_frame')),
+        parent_id        INTEGER REFERENCES jobs(id),
+        redo_frame       INTEGER,
+        story            TEXT NOT NULL,
+        mode             TEXT NOT NULL,
+        frames           INTEGER,
+        seed             INTEGER NOT NULL,
+        out_dir          TEXT,
+        status           TEXT NOT NULL DEFAULT 'queued'
+                         CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        lease_owner      TEXT,
+        lease_expires_at REAL,
+        created_at       REAL NOT NULL,
+        started_at       REAL,
+        finished_at      REAL,
+        title            TEXT,
+        grid_path        TEXT,
+        report_path      TEXT,
+        error_type       TEXT,
+        error_message    TEXT
+    );
+    CREATE INDEX jobs_status ON jobs(status, id);
+    CREATE INDEX jobs_user_status ON jobs(user_id, status);
+    CREATE TABLE frames (
+        job_id    INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx       INTEGER NOT NULL,
+        path      TEXT NOT NULL,
+        seed      INTEGER NOT NULL,
+        prompt    TEXT NOT NULL,
+        attempts  INTEGER NOT NULL,
+        identity  REAL,
+        accepted  INTEGER NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE deliveries (
+        id         INTEGER PRIMARY KEY,
+        job_id     INTEGER NOT NULL UNIQUE REFERENCES jobs(id),
+        platform   TEXT NOT NULL,
+        chat_id    TEXT NOT NULL,
+        status     TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        sent_at    REAL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    platform: str
+    platform_user_id: str
+    display_name: str
+    locale: str | None
+    first_seen: float
+    last_seen: float
+    jobs_submitted: int
+    boards_delivered: int
+    refusals: int
+    banned: bool
+    ban_reason: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.platform_user_id}"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: int
+    platform: str
+    chat_id: str
+    language: str
+    kind: str
+    parent_id: int | None
+    redo_frame: int | None
+    story: str
+    mode: str
+    frames: int | None
+    seed: int
+    out_dir: str | None
+    status: str
+    cancel_requested: bool
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    title: str | None
+    grid_path: str | None
+    report_path: str | None
+    error_type: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    user_id: int
+    platform: str
+    chat_id: str
+    language: str
+    kind: str
+    story: str
+    mode: str
+    frames: int | None
+    seed: int
+    parent_id: int | None = None
+    redo_frame: int | None = None
+    out_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    idx: int
+    path: str
+    seed: int
+    prompt: str
+    attempts: int
+    identity: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    job_id: int
+    platform: str
+    chat_id: str
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class QueuedEntry:
+    """A queued job as the round-robin order sees it."""
+
+    job_id: int
+    user_id: int
+    user_last_claimed_at: float | None
+
+
+def _row_to(cls: type, row: aiosqlite.Row) -> Any:
+    data = dict(row)
+    for name in ("banned", "cancel_requested", "accepted"):
+        if name in data:
+            data[name] = bool(data[name])
+    return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection, clock=time.time) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000, clock=time.time) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        store = cls(conn, clock=clock)
+        try:
+            await store._configure(busy_timeout_ms)
+            await store._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _configure(self, busy_timeout_ms: int) -> None:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
+            "PRAGMA foreign_keys=ON",
+        ):
+            await self._conn.execute(pragma)
+
+    async def _migrate(self) -> None:
+        async with self._write():
+            version = await self._scalar("PRAGMA user_version")
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"database schema v{version} is newer than this code (v{SCHEMA_VERSION})")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                log.info("migrating database to schema v%d", number)
+                for statement in _split_sql(script):
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version={number}")
+
+    async def schema_version(self) -> int:
+        return await self._scalar("PRAGMA user_version")
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._conn.execute(sql, _params(params)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _one(self, cls: type, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._conn.execute(sql, _params(params)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _row_to(cls, row)
+
+    async def _all(self, cls: type, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, _params(params)) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to(cls, row) for row in rows]
+
+    # -- users -----------------------------------------------------------------------------
+    async def touch_user(self, platform: str, platform_user_id: str, display_name: str, locale: str | None) -> User:
+        """Create the user on first sight; refresh name, locale and last_seen after that."""
+        now = self._clock()
+        async with self._write():
+            await self._conn.execute(
+                """
+                INSERT INTO users (platform, platform_user_id, display_name, locale, first_seen, last_seen)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (platform, platform_user_id) DO UPDATE SET
+                    display_name = excluded.display_name,
+                    locale = COALESCE(excluded.locale, users.locale),
+                    last_seen = excluded.last_seen
+                """,
+                (platform, platform_user_id, display_name, locale, now, now),
+            )
+        return await self.get_user(platform, platform_user_id)
+
+    async def get_user(self, platform: str, platform_user_id: str) -> User | None:
+        return await self._one(
+            User, "SELECT * FROM users WHERE platform = ? AND platform_user_id = ?", (platform, platform_user_id)
+        )
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        return await self._one(User, "SELECT * FROM users WHERE id = ?", (user_id,))
+
+    async def count_refusal(self, user_id: int) -> None:
+        async with self._write():
+            await self._conn.execute("UPDATE users SET refusals = refusals + 1 WHERE id = ?", (user_id,))
+
+    async def set_banned(self, user_id: int, banned: bool, reason: str | None) -> int:
+        """Ban or unban; a ban also cancels the user's queued jobs. Returns how many were cancelled."""
+        now = self._clock()
+        async with self._write():
+            await self._conn.execute(
+                "UPDATE users SET banned = ?, ban_reason = ? WHERE id = ?", (int(banned), reason if banned else None, user_id)
+            )
+            if not banned:
+                return 0
+            cursor = await self._conn.execute(
+                """UPDATE jobs SET status = 'cancelled', finished_at = ?, error_type = 'Banned',
+                   error_message = 'user was banned' WHERE user_id = ? AND status = 'queued'""",
+                (now, user_id),
+            )
+            await self._conn.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE user_id = ? AND status = 'running'", (user_id,)
+            )
+            return cursor.rowcount
+
+    # -- jobs --------------------------------------------------------------------------------
+    async def enqueue(self, job: NewJob, *, max_queued: int) -> int | None:
+        """Write the job as ``queued`` unless the user already has ``max_queued`` waiting.
+
+        Returns the new job id, or None when the user is at the limit. Check and insert
+        share one IMMEDIATE transaction, so two quick submits cannot both squeeze in.
+        """
+        now = self._clock()
+        async with self._write():
+            waiting = await self._scalar(
+                "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = 'queued'", (job.user_id,)
+            )
+            if waiting >= max_queued:
+                return None
+            cursor = await self._conn.execute(
+                """
+                INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
+                                  story, mode, frames, seed, out_dir, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
+                    job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now,
+                ),
+            )
+            job_id = cursor.lastrowid
+            await self._conn.execute(
+                "UPDATE users SET jobs_submitted = jobs_submitted + 1 WHERE id = ?", (job.user_id,)
+            )
+        return job_id
+
+    async def get_job(self, job_id: int) -> Job | None:
+        return await self._one(Job, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    async def latest_job(self, user_id: int) -> Job | None:
+        return await self._one(Job, "SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT 1", (user_id,))
+
+    async def count_jobs(self, *, status: str | None = None) -> int:
+        if status is None:
+            return await self._scalar("SELECT COUNT(*) FROM jobs")
+        return await self._scalar("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,))
+
+    async def count_user_jobs(self, user_id: int, status: str) -> int:
+        return await self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = ?", (user_id, status))
+
+    async def claim(self, worker_id: str, *, lease_seconds: float, max_running_per_user: int, max_attempts: int) -> Job | None:
+        """Atomically take the next job, round-robin over users, and lease it to ``worker_id``.
+
+        Jobs whose worker died (lease expired) come first, then the least recently served
+        user's oldest queued job.
+        """
+        now = self._clock()
+        async with self._write():
+            job = await self._one(
+                Job,
+                """
+                UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :expires,
+                                started_at = COALESCE(started_at, :now), attempts = attempts + 1
+                WHERE id = (
+                    SELECT j.id FROM jobs j JOIN users u ON u.id = j.user_id
+                    WHERE (j.status = 'queued'
+                           OR (j.status = 'running' AND j.lease_expires_at < :now AND j.attempts < :max_attempts))
+                      AND (SELECT COUNT(*) FROM jobs r
+                           WHERE r.user_id = j.user_id AND r.status = 'running' AND r.lease_expires_at >= :now)
+                          < :max_running
+                    ORDER BY j.status = 'running' DESC, u.last_claimed_at IS NOT NULL, u.last_claimed_at, j.id
+                    LIMIT 1)
+                RETURNING *
+                """,
+                {
+                    "worker": worker_id,
+                    "expires": now + lease_seconds,
+                    "now": now,
+                    "max_attempts": max_attempts,
+                    "max_running": max_running_per_user,
+                },
+            )
+            if job is not None:
+                await self._conn.execute("UPDATE users SET last_claimed_at = ? WHERE id = ?", (now, job.user_id))
+        return job
+
+    async def fail_exhausted(self, *, max_attempts: int) -> list[Job]:
+        """Give up on jobs whose lease expired after ``max_attempts`` tries (a job that kills workers)."""
+        now = self._clock()
+        async with self._write():
+            return await self._all(
+                Job,
+                """
+                UPDATE jobs SET status = 'failed', finished_at = :now, error_type = 'AttemptsExhausted',
+                       error_message = 'the worker stopped during this job ' || attempts || ' times',
+                       lease_owner = NULL, lease_expires_at = NULL
+                WHERE status = 'running' AND lease_expires_at < :now AND attempts >= :max_attempts
+                RETURNING *
+                """,
+                {"now": now, "max_attempts": max_attempts},
+            )
+
+    async def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> Job | None:
+        """Extend the lease; returns the job (for its cancel flag), or None if the lease was lost."""
+        now = self._clock()
+        async with self._write():
+            return await self._one(
+                Job,
+                """UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?
+                   RETURNING *""",
+                (now + lease_seconds, job_id, worker_id),
+            )
+
+    async def release(self, job_id: int, worker_id: str) -> bool:
+        """Put a running job back in the queue (graceful shutdown); its checkpoints are kept."""
+        async with self._write():
+            cursor = await self._conn.execute(
+                """UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = ? AND status = 'running' AND lease_owner = ?""",
+                (job_id, worker_id),
+            )
+        return cursor.rowcount == 1
+
+    async def outstanding(self, platform: str) -> int:
+        """Jobs still queued or running, plus results not yet delivered, for one platform."""
+        return await self._scalar(
+            """SELECT (SELECT COUNT(*) FROM jobs WHERE platform = :p AND status IN ('queued', 'running'))
+                    + (SELECT COUNT(*) FROM deliveries WHERE platform = :p AND status = 'pending')""",
+            {"p": platform},
+        )
+
+    async def queued_entries(self) -> list[QueuedEntry]:
+        return await self._all(
+            QueuedEntry,
+            """SELECT j.id AS job_id, j.user_id, u.last_claimed_at AS user_last_claimed_at
+               FROM jobs j JOIN users u ON u.id = j.user_id WHERE j.status = 'queued' ORDER BY j.id""",
+        )
+
+    async def request_cancel(self, job_id: int) -> Job | None:
+        """Cancel a queued job at once; flag a running one for the worker. Returns the updated job."""
+        now = self._clock()
+        async with self._write():
+            job = await self._one(
+                Job,
+                """UPDATE jobs SET status = 'cancelled', finished_at = ?, error_type = 'Cancelled',
+                   error_message = 'cancelled before it started' WHERE id = ? AND status = 'queued' RETURNING *""",
+                (now, job_id),
+            )
+            if job is None:
+                job = await self._one(
+                    Job, "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running' RETURNING *", (job_id,)
+                )
+        return job
+
+    async def finish(self, job_id: int, worker_id: str, *, title: str, grid_path: str, report_path: str,
+                     frames: list[FrameRow]) -> bool:
+        """Store the result and queue its delivery, in one transaction. False if the lease was lost."""
+        now = self._clock()
+        async with self._write():
+            job = await self._one(
+                Job,
+                """UPDATE jobs SET status = 'done', finished_at = ?, title = ?, grid_path = ?, report_path = ?,
+                          lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING *""",
+                (now, title, grid_path, report_path, job_id, worker_id),
+            )
+            if job is None:
+                return False
+            await self._conn.executemany(
+                """INSERT OR REPLACE INTO frames (job_id, idx, path, seed, prompt, attempts, identity, accepted)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(job_id, f.idx, f.path, f.seed, f.prompt, f.attempts, f.identity, int(f.accepted)) for f in frames],
+            )
+            await self._conn.execute(
+                "INSERT INTO deliveries (job_id, platform, chat_id, created_at) VALUES (?, ?, ?, ?)",
+                (job_id, job.platform, job.chat_id, now),
+            )
+        return True
+
+    async def fail(self, job_id: int, worker_id: str, *, status: str, error_type: str, error_message: str) -> bool:
+        """End a running job as ``failed`` or ``cancelled`` with its error recorded on the row."""
+        if status not in ("failed", "cancelled"):
+            raise ValueError(f"status must be failed or cancelled, got {status!r}")
+        now = self._clock()
+        async with self._write():
+            cursor = await self._conn.execute(
+                """UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?,
+                          lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = ? AND status = 'running' AND lease_owner = ?""",
+                (status, now, error_type, error_message[:2000], job_id, worker_id),
+            )
+        return cursor.rowcount == 1
+
+    async def frames(self, job_id: int) -> list[FrameRow]:
+        return await self._all(FrameRow, "SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
+
+    # -- deliveries ----------------------------------------------------------------------------
+    async def pending_deliveries(self) -> list[Delivery]:
+        return await self._all(Delivery, "SELECT * FROM deliveries WHERE status = 'pending' ORDER BY id")
+
+    async def delivery_for(self, job_id: int) -> Delivery | None:
+        return await self._one(Delivery, "SELECT * FROM deliveries WHERE job_id = ?", (job_id,))
+
+    async def mark_delivered(self, delivery_id: int) -> None:
+        now = self._clock()
+        async with self._write():
+            cursor = await self._conn.execute(
+                """UPDATE deliveries SET status = 'sent', sent_at = ?, attempts = attempts + 1
+                   WHERE id = ? AND status = 'pending' RETURNING job_id""",
+                (now, delivery_id),
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                await self._conn.execute(
+                    """UPDATE users SET boards_delivered = boards_delivered + 1
+                       WHERE id = (SELECT user_id FROM jobs WHERE id = ?)""",
+                    (row[0],),
+                )
+
+    async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> None:
+        async with self._write():
+            await self._conn.execute(
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?,
+                          status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END
+                   WHERE id = ? AND status = 'pending'""",
+                (error[:2000], give_up_after, delivery_id),
+            )
+
+
+def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:
+    """Named parameters stay a mapping; positional ones become a tuple."""
+    return params if isinstance(params, Mapping) else tuple(params)
+
+
+def _split_sql(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]

@@ -1,0 +1,286 @@
+"""The worker: claims jobs fairly, runs the engine on ONE dedicated thread, reports
+progress, stores the result and delivers it.
+
+The event loop never runs engine code. The engine runs on the worker's single-thread
+executor (the thread that owns the GPU); its progress events hop back onto the loop with
+``call_soon_threadsafe`` and are forwarded, in order, by one notifier task per job.
+While a job runs, a heartbeat task renews its lease and picks up cancel requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bot.config import AppConfig
+from bot.messages import text
+from bot.ports import BoardDelivery, ChatGateway, JobUpdate
+from bot.store import Delivery, FrameRow, Job, Store
+from engine.errors import Cancelled, InvalidRequest
+from engine.plan import PlanError
+from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine, Storyboard, load_saved_board
+
+log = logging.getLogger(__name__)
+
+# Errors whose message is safe and useful to show to the user as it is.
+_USER_FACING_ERRORS = (InvalidRequest, PlanError)
+_DELIVERY_GIVE_UP_AFTER = 5
+
+
+def supervise(task: asyncio.Task, what: str) -> asyncio.Task:
+    """Log a background task's crash instead of losing it silently."""
+
+    def _done(t: asyncio.Task) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task %s crashed", what, exc_info=t.exception())
+
+    task.add_done_callback(_done)
+    return task
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: StoryEngine,
+        gateway: ChatGateway,
+        config: AppConfig,
+        executor: ThreadPoolExecutor,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.gateway = gateway
+        self.config = config
+        self.executor = executor
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._shutdown = threading.Event()
+
+    def request_shutdown(self) -> None:
+        """Stop at the next frame; the job in hand goes back to the queue with its checkpoints."""
+        self._shutdown.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start_up(self) -> None:
+        """After a restart: give up on jobs that keep killing workers, post undelivered results."""
+        await self._fail_exhausted()
+        await self.deliver_pending()
+
+    async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
+        """Process jobs until ``stop`` is set (or, in burst mode, until the queue is empty)."""
+        stop = stop or asyncio.Event()
+        processed = 0
+        while not stop.is_set() and not self._shutdown.is_set():
+            if await self.run_once():
+                processed += 1
+                continue
+            if burst:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.config.queue.poll_interval_s)
+            except TimeoutError:
+                pass
+        return processed
+
+    async def run_once(self) -> bool:
+        await self._fail_exhausted()
+        queue = self.config.queue
+        job = await self.store.claim(
+            self.worker_id,
+            lease_seconds=queue.lease_seconds,
+            max_running_per_user=queue.max_running_per_user,
+            max_attempts=queue.max_attempts,
+        )
+        if job is None:
+            return False
+        log.info("job %d claimed by %s (attempt %d, %s)", job.id, self.worker_id, job.attempts, job.kind)
+        await self._process(job)
+        return True
+
+    # -- one job -------------------------------------------------------------------------------
+    async def _process(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        out_dir = self._out_dir(job)
+        parent_dir = await self._parent_dir(job)
+        cancel = threading.Event()
+        events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        notifier = supervise(asyncio.create_task(self._forward_progress(job, events)), f"progress job {job.id}")
+        heartbeat = supervise(asyncio.create_task(self._heartbeat(job, cancel)), f"lease job {job.id}")
+
+        def on_progress(event: ProgressEvent) -> None:  # called on the engine thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def should_stop() -> bool:  # called on the engine thread
+            return cancel.is_set() or self._shutdown.is_set()
+
+        board: Storyboard | None = None
+        error: Exception | None = None
+        try:
+            board = await loop.run_in_executor(
+                self.executor, self._render, job, out_dir, parent_dir, on_progress, should_stop
+            )
+        except Exception as exc:  # any engine failure ends this job, never the worker
+            error = exc
+        finally:
+            heartbeat.cancel()
+            events.put_nowait(None)
+            await notifier  # every progress note goes out before the outcome
+        await self._conclude(job, board, error, cancelled_by_user=cancel.is_set())
+
+    async def _conclude(
+        self, job: Job, board: Storyboard | None, error: Exception | None, *, cancelled_by_user: bool
+    ) -> None:
+        if board is not None:
+            await self._finish(job, board)
+        elif isinstance(error, Cancelled) and not cancelled_by_user:
+            released = await self.store.release(job.id, self.worker_id)
+            log.info("job %d: shutting down, returned to the queue (%s)", job.id, released)
+        elif isinstance(error, Cancelled):
+            await self._end(job, "cancelled", "Cancelled", "cancelled by request")
+        else:
+            log.error("job %d failed", job.id, exc_info=error)
+            await self._end(job, "failed", type(error).__name__, str(error), error)
+
+    def _render(
+        self,
+        job: Job,
+        out_dir: Path,
+        parent_dir: Path | None,
+        on_progress: Callable[[ProgressEvent], None],
+        should_cancel: Callable[[], bool],
+    ) -> Storyboard:
+        """Runs on the engine thread: gather what to reuse from disk, then run the engine."""
+        request = self._board_request(job, out_dir, parent_dir)
+        return self.engine.run(request, out_dir, on_progress=on_progress, should_cancel=should_cancel)
+
+    @staticmethod
+    def _board_request(job: Job, out_dir: Path, parent_dir: Path | None) -> BoardRequest:
+        plan, keep = None, {}
+        if parent_dir is not None and job.kind == "regen_frame":
+            parent = load_saved_board(parent_dir)
+            plan = parent.plan
+            keep = {i: f for i, f in parent.frames.items() if i != job.redo_frame}
+        if job.attempts > 1 and out_dir.is_dir():  # resuming after a crash: reuse finished frames
+            saved = load_saved_board(out_dir)
+            if saved.plan is not None:
+                plan = saved.plan
+                keep = {**keep, **saved.frames}
+                log.info("job %d: resuming with %d finished frame(s)", job.id, len(saved.frames))
+        frames = len(plan.shots) if plan is not None else job.frames
+        return BoardRequest(story=job.story, mode=job.mode, frames=frames, seed=job.seed, plan=plan, keep=keep)
+
+    def _out_dir(self, job: Job) -> Path:
+        return Path(job.out_dir) if job.out_dir else self.config.storage.outputs / f"job-{job.id:06d}"
+
+    async def _parent_dir(self, job: Job) -> Path | None:
+        if job.parent_id is None:
+            return None
+        parent = await self.store.get_job(job.parent_id)
+        return Path(parent.report_path).parent if parent and parent.report_path else None
+
+    async def _finish(self, job: Job, board: Storyboard) -> None:
+        rows = [
+            FrameRow(
+                idx=f.index, path=str(board.out_dir / f.file_name), seed=f.seed, prompt=f.prompt.positive,
+                attempts=len(f.attempts), identity=f.attempts[f.chosen].scores.get("identity"), accepted=f.accepted,
+            )
+            for f in board.frames
+        ]
+        stored = await self.store.finish(
+            job.id, self.worker_id, title=board.plan.title, grid_path=str(board.grid_path),
+            report_path=str(board.report_path), frames=rows,
+        )
+        if not stored:
+            log.warning("job %d: lease lost before finishing; another worker owns it now", job.id)
+            return
+        log.info("job %d done: %s", job.id, board.grid_path)
+        delivery = await self.store.delivery_for(job.id)
+        await self._deliver(delivery)
+
+    async def _end(
+        self,
+        job: Job,
+        status: str,
+        error_type: str,
+        message: str,
+        exc: BaseException | None = None,
+    ) -> None:
+        recorded = await self.store.fail(job.id, self.worker_id, status=status, error_type=error_type, error_message=message)
+        if not recorded:
+            log.warning("job %d: lease lost before recording %s", job.id, status)
+            return
+        shown = message if isinstance(exc, _USER_FACING_ERRORS) else error_type
+        key = "job_cancelled" if status == "cancelled" else "job_failed"
+        await self._notify(job, status, text(key, job.language, job=job.id, error=shown))
+
+    async def _fail_exhausted(self) -> None:
+        for job in await self.store.fail_exhausted(max_attempts=self.config.queue.max_attempts):
+            log.error("job %d: giving up after %d attempts", job.id, job.attempts)
+            await self._notify(job, "failed", text("job_failed", job.language, job=job.id, error=job.error_type))
+
+    # -- progress and leases ---------------------------------------------------------------------
+    async def _forward_progress(self, job: Job, events: asyncio.Queue[ProgressEvent | None]) -> None:
+        while (event := await events.get()) is not None:
+            if event.stage == "done":
+                continue  # the delivery itself says "done"
+            key = {"planning": "progress_planning", "rendering": "progress_frame",
+                   "validating": "progress_validating", "composing": "progress_composing"}[event.stage]
+            message = text(key, job.language, job=job.id, frame=event.frame, total=event.total)
+            await self._notify(job, event.stage, message, frame=event.frame, total=event.total)
+
+    async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:
+        update = JobUpdate(
+            job_id=job.id, platform=job.platform, chat_id=job.chat_id, lang=job.language,
+            stage=stage, text=message, frame=frame, total=total,
+        )
+        try:
+            await self.gateway.notify(update)
+        except Exception:  # a chat that cannot take a progress note must not fail the job
+            log.warning("job %d: progress note not sent", job.id, exc_info=True)
+
+    async def _heartbeat(self, job: Job, cancel: threading.Event) -> None:
+        interval = self.config.queue.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            current = await self.store.renew_lease(job.id, self.worker_id, self.config.queue.lease_seconds)
+            if current is None:
+                log.warning("job %d: lease lost; stopping at the next frame", job.id)
+                cancel.set()
+                return
+            if current.cancel_requested:
+                cancel.set()
+
+    # -- delivery ----------------------------------------------------------------------------------
+    async def deliver_pending(self) -> int:
+        pending = await self.store.pending_deliveries()
+        for delivery in pending:
+            log.info("job %d: delivering a result left undelivered", delivery.job_id)
+            await self._deliver(delivery)
+        return len(pending)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        job = await self.store.get_job(delivery.job_id)
+        frames = await self.store.frames(job.id)
+        payload = BoardDelivery(
+            job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
+            title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
+            grid_path=Path(job.grid_path), report_path=Path(job.report_path),
+            frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
+        )
+        try:
+            await self.gateway.deliver(payload)
+        except Exception as exc:
+            log.error("job %d: delivery failed", job.id, exc_info=exc)
+            await self.store.record_delivery_error(
+                delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=_DELIVERY_GIVE_UP_AFTER
+            )
+            return
+        await self.store.mark_delivered(delivery.id)

@@ -1,0 +1,176 @@
+"""The SQLite store and its durable, fair queue, on a real database file."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+
+from bot.queue import round_robin_order
+from bot.store import SCHEMA_VERSION, FrameRow, NewJob, Store
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_job(user_id: int, story: str = "Aldar Kose rides") -> NewJob:
+    return NewJob(user_id=user_id, platform="console", chat_id="c", language="en", kind="story",
+                  story=story, mode="simple", frames=6, seed=1)
+
+
+async def add_user(store: Store, name: str) -> int:
+    return (await store.touch_user("console", name, name, None)).id
+
+
+async def test_fresh_database_is_migrated_with_safe_pragmas(tmp_path):
+    store = await Store.open(tmp_path / "a.sqlite3")
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert (await store._scalar("PRAGMA journal_mode")) == "wal"
+        assert (await store._scalar("PRAGMA foreign_keys")) == 1
+        assert (await store._scalar("PRAGMA busy_timeout")) == 5000
+    finally:
+        await store.close()
+    reopened = await Store.open(tmp_path / "a.sqlite3")  # migrating twice is a no-op
+    assert await reopened.schema_version() == SCHEMA_VERSION
+    await reopened.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this code"):
+        await Store.open(path)
+
+
+async def test_foreign_keys_are_enforced(store):
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.enqueue(new_job(user_id=999), max_queued=5)
+
+
+async def test_one_users_twenty_jobs_do_not_starve_another(store):
+    alice, bob = await add_user(store, "alice"), await add_user(store, "bob")
+    for i in range(20):
+        assert await store.enqueue(new_job(alice, f"story {i}"), max_queued=50)
+    bob_job = await store.enqueue(new_job(bob), max_queued=50)
+
+    claimed = []
+    for _ in range(2):
+        job = await store.claim("w", lease_seconds=60, max_running_per_user=5, max_attempts=3)
+        claimed.append(job.id)
+    assert bob_job in claimed
+
+
+async def test_predicted_positions_match_the_real_claim_order(store):
+    users = [await add_user(store, name) for name in ("a", "b", "c")]
+    rng = random.Random(7)
+    for _ in range(15):
+        await store.enqueue(new_job(rng.choice(users)), max_queued=50)
+    # serve two jobs first, so users carry different last-claimed times
+    for _ in range(2):
+        job = await store.claim("w", lease_seconds=60, max_running_per_user=50, max_attempts=3)
+        await store.finish(job.id, "w", title="t", grid_path="g", report_path="r", frames=[])
+
+    predicted = round_robin_order(await store.queued_entries())
+    actual = []
+    while job := await store.claim("w", lease_seconds=60, max_running_per_user=50, max_attempts=3):
+        actual.append(job.id)
+    assert actual == predicted
+    assert len(actual) == 13
+
+
+async def test_enqueue_refuses_past_the_per_user_limit(store):
+    alice = await add_user(store, "alice")
+    assert await store.enqueue(new_job(alice), max_queued=2)
+    assert await store.enqueue(new_job(alice), max_queued=2)
+    assert await store.enqueue(new_job(alice), max_queued=2) is None
+    assert await store.count_jobs() == 2
+    assert (await store.user_by_id(alice)).jobs_submitted == 2
+
+
+async def test_max_running_per_user_holds_back_a_second_job(store):
+    alice = await add_user(store, "alice")
+    await store.enqueue(new_job(alice), max_queued=5)
+    await store.enqueue(new_job(alice), max_queued=5)
+    first = await store.claim("w1", lease_seconds=60, max_running_per_user=1, max_attempts=3)
+    assert first is not None
+    assert await store.claim("w2", lease_seconds=60, max_running_per_user=1, max_attempts=3) is None
+
+
+async def test_an_expired_lease_is_claimed_again_and_then_given_up(tmp_path):
+    clock = Clock()
+    store = await Store.open(tmp_path / "lease.sqlite3", clock=clock)
+    try:
+        alice = await add_user(store, "alice")
+        job_id = await store.enqueue(new_job(alice), max_queued=5)
+        await store.claim("dead-worker", lease_seconds=10, max_running_per_user=1, max_attempts=2)
+        clock.now += 5
+        assert await store.claim("w2", lease_seconds=10, max_running_per_user=1, max_attempts=2) is None
+        clock.now += 6  # lease expired: the dead worker's job is resumed
+        again = await store.claim("w2", lease_seconds=10, max_running_per_user=1, max_attempts=2)
+        assert (again.id, again.attempts, again.lease_owner) == (job_id, 2, "w2")
+        assert not await store.finish(job_id, "dead-worker", title="t", grid_path="g", report_path="r", frames=[])
+
+        clock.now += 11  # died again: two attempts used up
+        assert await store.claim("w3", lease_seconds=10, max_running_per_user=1, max_attempts=2) is None
+        given_up = await store.fail_exhausted(max_attempts=2)
+        assert [j.id for j in given_up] == [job_id]
+        row = await store.get_job(job_id)
+        assert (row.status, row.error_type) == ("failed", "AttemptsExhausted")
+    finally:
+        await store.close()
+
+
+async def test_cancel_stops_a_queued_job_and_flags_a_running_one(store):
+    alice = await add_user(store, "alice")
+    running = await store.enqueue(new_job(alice), max_queued=5)
+    queued = await store.enqueue(new_job(alice), max_queued=5)
+    await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
+
+    assert (await store.request_cancel(queued)).status == "cancelled"
+    flagged = await store.request_cancel(running)
+    assert (flagged.status, flagged.cancel_requested) == ("running", True)
+    assert await store.request_cancel(queued) is None  # already over
+    assert await store.claim("w", lease_seconds=60, max_running_per_user=5, max_attempts=3) is None
+
+
+async def test_finish_queues_one_delivery_and_it_counts_once(store):
+    alice = await add_user(store, "alice")
+    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
+    frames = [FrameRow(idx=1, path="f1.png", seed=5, prompt="p", attempts=1, identity=None, accepted=True)]
+    assert await store.finish(job_id, "w", title="T", grid_path="g.png", report_path="r.json", frames=frames)
+
+    [delivery] = await store.pending_deliveries()
+    assert delivery.job_id == job_id
+    await store.mark_delivered(delivery.id)
+    await store.mark_delivered(delivery.id)  # a second call changes nothing
+    assert await store.pending_deliveries() == []
+    assert (await store.user_by_id(alice)).boards_delivered == 1
+    assert [f.path for f in await store.frames(job_id)] == ["f1.png"]
+
+
+async def test_a_released_job_goes_back_to_the_queue(store):
+    alice = await add_user(store, "alice")
+    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=1)
+    assert await store.release(job_id, "w")
+    again = await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=1)
+    assert (again.id, again.attempts) == (job_id, 2)
+
+
+async def test_ban_cancels_queued_jobs(store):
+    alice = await add_user(store, "alice")
+    await store.enqueue(new_job(alice), max_queued=5)
+    await store.enqueue(new_job(alice), max_queued=5)
+    assert await store.set_banned(alice, True, "spam") == 2
+    assert await store.count_jobs(status="cancelled") == 2
+    user = await store.user_by_id(alice)
+    assert (user.banned, user.ban_reason) == (True, "spam")
