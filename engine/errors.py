@@ -12,7 +12,7 @@ class InvalidRequest(EngineError, ValueError):
 
 
 class Cancelled(EngineError):
-    """The caller asked to stop; raised between frames, never mid-frame."""
+    """The caller asked to stop; raised before a frame or a re-roll starts, never mid-render."""
 
 
 class CheckpointError(EngineError):

@@ -252,10 +252,11 @@ class StoryEngine:
 
         # 7. report
         with _timed(timings, "report"):
-            timings["total"] = time.perf_counter() - started
-            report = self._report(request, plan, frames, grid, timings)
-            _write_json(out_dir / REPORT_FILE, report)
-            _remove_checkpoints(out_dir)  # report.json now holds everything they did
+            report = self._report(request, plan, frames, grid)
+        timings["total"] = time.perf_counter() - started
+        report["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
+        _write_json(out_dir / REPORT_FILE, report)
+        _remove_checkpoints(out_dir)  # report.json now holds everything they did
         progress(ProgressEvent("done", total=len(frames)))
         log.info("board done: %d frames in %.2fs -> %s", len(frames), timings["total"], out_dir)
         return Storyboard(plan=plan, frames=tuple(frames), grid=grid, report=report, out_dir=out_dir)
@@ -271,7 +272,10 @@ class StoryEngine:
         if request.seed < 0:
             raise InvalidRequest(f"seed must be >= 0, got {request.seed}")
         if request.plan is not None:
-            request.plan.check_numbering()
+            try:
+                request.plan.check_numbering()
+            except ValueError as exc:
+                raise InvalidRequest(f"the given plan is not usable: {exc}") from exc
             if request.frames is not None and len(request.plan.shots) != request.frames:
                 raise InvalidRequest(
                     f"the given plan has {len(request.plan.shots)} shots but {request.frames} frames were asked for"
@@ -282,6 +286,9 @@ class StoryEngine:
             raise InvalidRequest(f"kept frames {stray} are outside the plan's 1..{n_shots}")
         if request.keep and request.plan is None:
             raise InvalidRequest("kept frames need the plan they belong to")
+        misplaced = [key for key, frame in request.keep.items() if frame.index != key]
+        if misplaced:
+            raise InvalidRequest(f"kept frames {misplaced} are filed under the wrong frame number")
 
     # -- 2. plan -----------------------------------------------------------------------
     def _plan(self, request: BoardRequest, out_dir: Path) -> ShotList:
@@ -313,7 +320,8 @@ class StoryEngine:
             else:
                 reference = frames[0].image if request.mode == "ref-guided" and frames else None
                 frame = self._render_one(request, shot, prompt, reference, timings, progress, cancelled, total)
-                self._checkpoint(frame, out_dir)
+                with _timed(timings, "checkpoint"):
+                    self._checkpoint(frame, out_dir)
             frames.append(frame)
         return frames
 
@@ -382,7 +390,6 @@ class StoryEngine:
         plan: ShotList,
         frames: list[FrameResult],
         grid: EncodedGrid,
-        timings: dict[str, float],
     ) -> dict:
         return {
             "story": request.story,
@@ -404,7 +411,7 @@ class StoryEngine:
                 "bytes": len(grid.data),
             },
             "frames": [frame.to_json() for frame in frames],
-            "timings": {name: round(seconds, 4) for name, seconds in timings.items()},
+            "timings": {},  # filled in by run() once the report stage itself is timed
         }
 
 
