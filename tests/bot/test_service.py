@@ -1,0 +1,199 @@
+"""The service: input checks, moderation, bans, quotas, roles, languages, user tracking.
+
+Everything runs on a real SQLite store; assertions are on the reply a user would read
+and on the rows in the database.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+
+from bot.errors import BadRequest, RetryLater
+from bot.messages import CATALOGUE, LANGS, resolve_language, text
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.store import Store
+
+ALICE = Requester(platform="console", user_id="alice", chat_id="c1", display_name="Alice")
+BOB = Requester(platform="console", user_id="bob", chat_id="c2", display_name="Bob")
+MOD = Requester(platform="console", user_id="local", chat_id="c3", display_name="Mod")
+STORY = "Aldar Kose tricks a greedy merchant at the bazaar."
+
+
+@pytest.fixture
+async def service(make_config, tmp_path):
+    config = make_config(story={"banned_terms": ["darkword", "bad phrase"]}, queue={"max_queued_per_user": 3})
+    store = await Store.open(config.storage.database)
+    yield StoryService(store, config)
+    await store.close()
+
+
+async def submit(service, who=ALICE, story=STORY, **options):
+    return await service.submit(StoryRequest(who, story, StoryOptions(**options)))
+
+
+@pytest.mark.parametrize(
+    ("story", "key"),
+    [
+        ("", "err_empty"),
+        ("   \n\t  ", "err_empty"),
+        ("a" * 20_000, "err_too_long"),
+        ("😀🐎🏜️ 🎉", "err_no_letters"),
+        ("12345 !!! ???", "err_no_letters"),
+        ("Aldar\x00Kose rides\x1b[31m", "err_control_chars"),
+    ],
+)
+async def test_bad_stories_get_a_clear_reply_and_leave_no_row(service, story, key):
+    with pytest.raises(BadRequest) as err:
+        await submit(service, story=story)
+    assert err.value.key == key
+    reply = err.value.message("en")
+    assert reply and "Traceback" not in reply and "{" not in reply
+    assert await service.store.count_jobs() == 0
+
+
+async def test_too_long_reply_states_the_limit(service):
+    with pytest.raises(BadRequest) as err:
+        await submit(service, story="a" * 20_000)
+    assert "20000" in err.value.message("en") and "2000" in err.value.message("en")
+
+
+async def test_a_good_story_is_written_before_it_is_acknowledged(service):
+    submitted = await submit(service, seed=7)
+    job = await service.store.get_job(submitted.job_id)
+    assert (job.status, job.story, job.seed, job.frames, job.mode) == ("queued", STORY, 7, 8, "simple")
+    assert submitted.position == 1
+    assert f"#{submitted.job_id}" in submitted.text and "position 1" in submitted.text
+
+
+@pytest.mark.parametrize(
+    "story",
+    [
+        "Aldar meets the DARKWORD merchant",
+        "Aldar meets the dark\u200bword merchant",  # zero-width space inside
+        "Aldar meets the ｄａｒｋｗｏｒｄ merchant",  # full-width letters (NFKC)
+        "a BAD   PHRASE here",
+    ],
+)
+async def test_banned_terms_are_refused_and_counted(service, story):
+    with pytest.raises(BadRequest) as err:
+        await submit(service, story=story)
+    assert err.value.key == "err_banned_terms"
+    user = await service.store.get_user("console", "alice")
+    assert user.refusals == 1
+    assert await service.store.count_jobs() == 0
+
+
+async def test_a_banned_term_inside_a_longer_word_is_not_a_match(service):
+    assert (await submit(service, story="The darkwordsmith sings")).job_id
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [({"mode": "fast"}, "--mode"), ({"frames": 0}, "--frames"), ({"frames": 13}, "--frames"), ({"seed": -1}, "--seed")],
+)
+async def test_bad_options_name_the_option(service, options, option):
+    with pytest.raises(BadRequest) as err:
+        await submit(service, **options)
+    assert option in err.value.message("en")
+
+
+async def test_queue_limit_refuses_with_a_clear_reply(service):
+    for _ in range(3):
+        await submit(service)
+    with pytest.raises(RetryLater) as err:
+        await submit(service)
+    assert "3" in err.value.message("en")
+    assert await service.store.count_jobs() == 3
+
+
+async def test_only_the_author_or_a_moderator_may_cancel(service):
+    job_id = (await submit(service)).job_id
+    with pytest.raises(BadRequest) as err:
+        await service.cancel(BOB, job_id)
+    assert err.value.key == "err_forbidden"
+    reply = await service.cancel(MOD, job_id)
+    assert reply == text("job_cancelled", "en", job=job_id)
+    assert (await service.store.get_job(job_id)).status == "cancelled"
+    with pytest.raises(BadRequest, match="err_not_cancellable"):
+        await service.cancel(ALICE, job_id)
+
+
+async def test_status_shows_queue_position_round_robin(service):
+    a1 = (await submit(service)).job_id
+    a2 = (await submit(service)).job_id
+    b1 = (await submit(service, who=BOB)).job_id
+    assert (await service.status(ALICE, a1)).position == 1
+    assert (await service.status(BOB, b1)).position == 2  # B goes before A's second job
+    assert (await service.status(ALICE, a2)).position == 3
+    latest = await service.status(ALICE)
+    assert latest.job.id == a2 and "position 3" in latest.text
+    with pytest.raises(BadRequest, match="err_forbidden"):
+        await service.status(BOB, a1)
+    with pytest.raises(BadRequest, match="err_not_found"):
+        await service.status(ALICE, 999)
+
+
+async def test_ban_needs_a_moderator_and_stops_the_user(service):
+    await submit(service)
+    with pytest.raises(BadRequest, match="err_moderators_only"):
+        await service.ban(BOB, "console", "alice")
+    reply = await service.ban(MOD, "console", "alice", "spam")
+    assert "console:alice" in reply and "1" in reply
+    with pytest.raises(BadRequest, match="err_user_banned"):
+        await submit(service)
+    user = await service.store.get_user("console", "alice")
+    assert (user.banned, user.refusals) == (True, 1)
+    await service.unban(MOD, "console", "alice")
+    assert (await submit(service)).job_id
+
+
+async def test_regenerate_needs_a_finished_board(service):
+    job_id = (await submit(service)).job_id
+    with pytest.raises(BadRequest, match="err_not_done"):
+        await service.regenerate(ALICE, job_id)
+    with pytest.raises(BadRequest, match="err_forbidden"):
+        await service.regenerate(BOB, job_id, 2)
+
+
+async def test_replies_follow_the_users_locale(service):
+    ru = Requester(platform="telegram", user_id="1", chat_id="1", locale="ru-RU")
+    kk = Requester(platform="telegram", user_id="2", chat_id="2", locale="kk")
+    de = Requester(platform="telegram", user_id="3", chat_id="3", locale="de")
+    assert "Задача" in (await submit(service, who=ru)).text
+    assert "тапсырма" in (await submit(service, who=kk)).text
+    assert "Job" in (await submit(service, who=de)).text
+    with pytest.raises(BadRequest) as err:
+        await submit(service, who=kk, story="")
+    assert err.value.message((await service.store.get_user("telegram", "2")).locale) == CATALOGUE["err_empty"]["kk"]
+
+
+async def test_mystats_tracks_the_user(service):
+    await submit(service)
+    with pytest.raises(BadRequest):
+        await submit(service, story="darkword")
+    stats = await service.mystats(ALICE)
+    assert (stats.user.jobs_submitted, stats.user.refusals, stats.queued, stats.remaining) == (1, 1, 1, 2)
+    assert stats.user.first_seen <= stats.user.last_seen
+    assert "1" in stats.text and "2" in stats.text
+
+
+def test_every_reply_exists_in_all_languages_with_the_same_placeholders():
+    for key, entry in CATALOGUE.items():
+        assert set(entry) == set(LANGS), key
+        fields = {lang: {f for _, f, _, _ in string.Formatter().parse(entry[lang]) if f} for lang in LANGS}
+        assert fields["ru"] == fields["en"] == fields["kk"], key
+
+
+def test_kazakh_replies_use_kazakh_letters():
+    kazakh = re.compile("[әғқңөұүһі]")
+    assert sum(bool(kazakh.search(entry["kk"])) for entry in CATALOGUE.values()) > len(CATALOGUE) // 2
+
+
+@pytest.mark.parametrize(
+    ("locale", "lang"), [("ru", "ru"), ("ru-RU", "ru"), ("kk_KZ", "kk"), ("en-GB", "en"), ("fr", "en"), (None, "en")]
+)
+def test_resolve_language(locale, lang):
+    assert resolve_language(locale) == lang

@@ -1,0 +1,259 @@
+"""The worker on a real store and a real engine (preview renderer), in burst mode.
+
+The chat side is a recording ``ChatGateway``: the worker's own protocol, so the
+assertions are on what a chat would have been sent and on the rows in SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image, ImageChops
+
+from bot.ports import BoardDelivery, JobUpdate
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.store import Store
+from bot.worker import Worker
+from engine.backends import build_engine
+from engine.plan import OfflinePlanner
+from engine.storyboard import StoryEngine
+
+ALICE = Requester(platform="test", user_id="alice", chat_id="chat-a")
+BOB = Requester(platform="test", user_id="bob", chat_id="chat-b")
+STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
+
+
+class RecordingGateway:
+    def __init__(self, fail_deliveries: int = 0) -> None:
+        self.updates: list[JobUpdate] = []
+        self.deliveries: list[BoardDelivery] = []
+        self.fail_deliveries = fail_deliveries
+
+    async def notify(self, update: JobUpdate) -> None:
+        self.updates.append(update)
+
+    async def deliver(self, delivery: BoardDelivery) -> None:
+        if self.fail_deliveries:
+            self.fail_deliveries -= 1
+            raise ConnectionError("chat unreachable")
+        self.deliveries.append(delivery)
+
+
+class ExplodingPlanner(OfflinePlanner):
+    """Fails on stories that mention 'explode', to show a failing job does not stop the worker."""
+
+    def plan(self, story, *, shots=None, seed=0):
+        if "explode" in story:
+            raise RuntimeError("planner exploded")
+        return super().plan(story, shots=shots, seed=seed)
+
+
+class Rig:
+    def __init__(self, config, store, engine, gateway):
+        self.config, self.store, self.gateway = config, store, gateway
+        self.service = StoryService(store, config)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.worker = self.new_worker(engine)
+
+    def new_worker(self, engine):
+        return Worker(store=self.store, engine=engine, gateway=self.gateway, config=self.config, executor=self.executor)
+
+    async def submit(self, who=ALICE, story=STORY, **options):
+        return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id
+
+
+@pytest.fixture
+def rig_factory(make_config):
+    made = []
+
+    async def _make(gateway=None, engine=None, **sections):
+        config = make_config(**sections)
+        store = await Store.open(config.storage.database)
+        engine = engine or build_engine(config.engine_settings(), openai_key_set=False)
+        rig = Rig(config, store, engine, gateway or RecordingGateway())
+        made.append(rig)
+        return rig
+
+    yield _make
+    for rig in made:
+        rig.executor.shutdown(wait=True)
+
+
+async def close(rig):
+    await rig.store.close()
+
+
+async def test_a_job_is_drawn_stored_and_delivered_once(rig_factory):
+    rig = await rig_factory()
+    job_id = await rig.submit(frames=6, seed=3)
+    assert await rig.worker.run(burst=True) == 1
+
+    job = await rig.store.get_job(job_id)
+    assert job.status == "done" and job.title
+    [delivery] = rig.gateway.deliveries
+    assert delivery.job_id == job_id and delivery.chat_id == "chat-a"
+    assert delivery.grid_path.is_file() and delivery.report_path.is_file()
+    assert [p.name for p in delivery.frame_paths] == [f"frame_{i:02d}.png" for i in range(1, 7)]
+    assert "#%d" % job_id in delivery.text
+    assert (await rig.store.delivery_for(job_id)).status == "sent"
+    assert (await rig.store.user_by_id(job.user_id)).boards_delivered == 1
+    frames = await rig.store.frames(job_id)
+    assert [f.seed for f in frames] == [(3 + i * 7919) % 2**32 for i in range(1, 7)]
+    await close(rig)
+
+
+async def test_progress_goes_to_the_owning_chat_in_order(rig_factory):
+    rig = await rig_factory()
+    job_id = await rig.submit(frames=3)
+    await rig.worker.run(burst=True)
+    stages = [(u.stage, u.frame) for u in rig.gateway.updates]
+    assert stages == [
+        ("planning", None),
+        ("rendering", 1), ("validating", 1),
+        ("rendering", 2), ("validating", 2),
+        ("rendering", 3), ("validating", 3),
+        ("composing", None),
+    ]
+    assert all(u.job_id == job_id and u.chat_id == "chat-a" for u in rig.gateway.updates)
+    assert rig.gateway.updates[1].text == f"🎨 Job #{job_id}: drawing frame 1 of 3…"
+    await close(rig)
+
+
+async def test_a_failing_job_is_recorded_and_the_worker_moves_on(make_config, rig_factory):
+    config = make_config()
+    engine = build_engine(config.engine_settings(), openai_key_set=False)
+    broken = StoryEngine(planner=ExplodingPlanner(config.planner), renderer=engine.renderer,
+                         validator=engine.validator, settings=engine.settings)
+    rig = await rig_factory(engine=broken)
+    bad = await rig.submit(story="Aldar Kose watches the pot explode")
+    good = await rig.submit(who=BOB)
+    assert await rig.worker.run(burst=True) == 2
+
+    failed = await rig.store.get_job(bad)
+    assert (failed.status, failed.error_type, failed.error_message) == ("failed", "RuntimeError", "planner exploded")
+    [note] = [u for u in rig.gateway.updates if u.stage == "failed"]
+    assert note.chat_id == "chat-a" and f"#{bad}" in note.text and "RuntimeError" in note.text
+    assert "Traceback" not in note.text
+    assert (await rig.store.get_job(good)).status == "done"
+    assert [d.job_id for d in rig.gateway.deliveries] == [good]
+    await close(rig)
+
+
+async def test_the_event_loop_stays_responsive_while_a_board_renders(rig_factory):
+    delay = 0.3  # per frame, on the engine thread
+    rig = await rig_factory(render={"width": 256, "height": 256, "preview_delay_s": delay})
+    await rig.submit(frames=4)
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe():
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - start - 0.01)
+
+    probe_task = asyncio.create_task(probe())
+    started = time.perf_counter()
+    await rig.worker.run(burst=True)
+    elapsed = time.perf_counter() - started
+    done.set()
+    await probe_task
+
+    assert elapsed >= 4 * delay  # the render really ran while we probed
+    assert len(lags) > 50
+    # A blocked loop would show a lag of at least one frame's delay (0.3 s).
+    assert max(lags) < delay / 2, f"max lag {max(lags):.3f}s, median {statistics.median(lags):.4f}s"
+    await close(rig)
+
+
+async def test_cancel_stops_a_running_job_at_the_next_frame(rig_factory):
+    rig = await rig_factory(render={"preview_delay_s": 0.25}, queue={"lease_seconds": 1.0})
+    job_id = await rig.submit(frames=8)
+    worker_task = asyncio.create_task(rig.worker.run(burst=True))
+    while not any(u.stage == "rendering" for u in rig.gateway.updates):
+        await asyncio.sleep(0.02)
+    reply = await rig.service.cancel(ALICE, job_id)
+    assert "will stop" in reply
+    await asyncio.wait_for(worker_task, timeout=10)
+
+    job = await rig.store.get_job(job_id)
+    assert (job.status, job.error_type) == ("cancelled", "Cancelled")
+    assert rig.gateway.deliveries == []
+    assert rig.gateway.updates[-1].stage == "cancelled"
+    drawn = {u.frame for u in rig.gateway.updates if u.stage == "rendering"}
+    assert len(drawn) < 8
+    await close(rig)
+
+
+async def test_regenerating_one_frame_keeps_the_others(rig_factory):
+    rig = await rig_factory()
+    parent = await rig.submit(frames=6, seed=11)
+    await rig.worker.run(burst=True)
+    child = (await rig.service.regenerate(ALICE, parent, frame=3)).job_id
+    await rig.worker.run(burst=True)
+
+    parent_job, child_job = await rig.store.get_job(parent), await rig.store.get_job(child)
+    assert (child_job.kind, child_job.parent_id, child_job.redo_frame, child_job.status) == (
+        "regen_frame", parent, 3, "done")
+    old, new = await rig.store.frames(parent), await rig.store.frames(child)
+    assert [f.seed for f in old if f.idx != 3] == [f.seed for f in new if f.idx != 3]
+    assert old[2].seed != new[2].seed
+    for before, after in zip(old, new, strict=True):
+        diff = ImageChops.difference(Image.open(before.path).convert("RGB"), Image.open(after.path).convert("RGB"))
+        assert (diff.getbbox() is None) == (before.idx != 3), before.idx
+    assert parent_job.grid_path != child_job.grid_path
+    assert [d.job_id for d in rig.gateway.deliveries] == [parent, child]
+    await close(rig)
+
+
+async def test_regenerating_the_whole_board_uses_a_new_seed(rig_factory):
+    rig = await rig_factory()
+    parent = await rig.submit(frames=6, seed=11)
+    await rig.worker.run(burst=True)
+    child = (await rig.service.regenerate(ALICE, parent)).job_id
+    await rig.worker.run(burst=True)
+    job = await rig.store.get_job(child)
+    assert (job.kind, job.status, job.frames) == ("regen_board", "done", 6)
+    assert job.seed != 11
+    await close(rig)
+
+
+async def test_shutdown_returns_the_job_and_a_restart_resumes_its_frames(rig_factory):
+    rig = await rig_factory(render={"preview_delay_s": 0.15})
+    job_id = await rig.submit(frames=6)
+    worker_task = asyncio.create_task(rig.worker.run())
+    while sum(u.stage == "validating" for u in rig.gateway.updates) < 2:
+        await asyncio.sleep(0.02)
+    rig.worker.request_shutdown()
+    await asyncio.wait_for(worker_task, timeout=10)
+    assert (await rig.store.get_job(job_id)).status == "queued"
+
+    restarted = rig.new_worker(rig.worker.engine)
+    await restarted.run(burst=True)
+    job = await rig.store.get_job(job_id)
+    assert (job.status, job.attempts) == ("done", 2)
+    report = json.loads(open(job.report_path, encoding="utf-8").read())
+    reused = [f["index"] for f in report["frames"] if f["reused"]]
+    assert len(reused) >= 2 and reused == list(range(1, len(reused) + 1))
+    assert len(rig.gateway.deliveries) == 1
+    await close(rig)
+
+
+async def test_an_undelivered_result_is_posted_once_after_a_restart(rig_factory):
+    gateway = RecordingGateway(fail_deliveries=1)
+    rig = await rig_factory(gateway=gateway)
+    job_id = await rig.submit(frames=2)
+    await rig.worker.run(burst=True)
+    assert gateway.deliveries == []
+    assert (await rig.store.delivery_for(job_id)).status == "pending"
+
+    await rig.worker.start_up()  # what a restarted bot does first
+    await rig.worker.start_up()
+    assert [d.job_id for d in gateway.deliveries] == [job_id]
+    assert (await rig.store.delivery_for(job_id)).status == "sent"
+    await close(rig)

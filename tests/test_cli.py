@@ -1,0 +1,146 @@
+"""``python -m bot`` as a user runs it: fresh processes, real files, kill -9 included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import count_panels
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bot(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 120):
+    argv = [sys.executable, "-m", "bot", *(["--config", str(config)] if config else []), *args]
+    return subprocess.run(argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "DISCORD_TOKEN", "TELEGRAM_TOKEN")}
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def write_config(tmp_path: Path, **sections: dict) -> Path:
+    """A config.toml in tmp_path with small frames; ``sections`` add or override keys."""
+    data = {
+        "storage": {"database": "bot.sqlite3", "outputs": "outputs"},
+        "render": {"width": 128, "height": 128},
+        "queue": {"poll_interval_s": 0.05},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    lines = []
+    for name, values in data.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_help_lists_the_commands():
+    result = bot("--help")
+    assert result.returncode == 0
+    for command in ("run", "story", "plan"):
+        assert command in result.stdout
+    assert "OPENAI_API_KEY" in result.stdout
+
+
+def test_plan_prints_the_shot_list_as_json(stories):
+    result = bot("plan", stories["kk_kozha"])
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert set(plan) == {"title", "language", "shots"}
+    assert plan["language"] == "kk"
+    assert 6 <= len(plan["shots"]) <= 10
+    assert "Алдар Көсе" in plan["shots"][0]["caption"]
+
+
+def test_plan_refuses_an_empty_story():
+    result = bot("plan", "   ")
+    assert result.returncode == 1
+    assert "story is empty" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_story_writes_a_board_and_prints_its_folder(tmp_path):
+    out = tmp_path / "board"
+    result = bot("story", "Aldar Kose rides his horse across the steppe", "--frames", "6", "--seed", "3",
+                 "--out", str(out), config=write_config(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{i:02d}.png" for i in range(1, 7)]
+    assert count_panels(next(out.glob("grid.*"))) == (3, 2)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (report["mode"], report["seed"], report["renderer"], report["planner"]) == ("simple", 3, "preview", "offline")
+    assert "start-up: planner=offline" in result.stderr and "renderer=preview" in result.stderr
+
+
+def test_a_bad_config_fails_at_start_up_naming_the_key(tmp_path):
+    result = bot("plan", "x", config=write_config(tmp_path, story={"default_frames": 40}))
+    assert result.returncode == 2
+    assert "story.default_frames = 40" in result.stderr and "1..12" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_no_tokens_uses_the_console(tmp_path):
+    result = bot("run", config=write_config(tmp_path), stdin="/story Aldar Kose laughs at the bai --frames 2\n")
+    assert result.returncode == 0, result.stderr
+    assert "adapters=console (no DISCORD_TOKEN or TELEGRAM_TOKEN set)" in result.stderr
+    assert "✅ Job #1 is done" in result.stdout
+
+
+def test_a_job_survives_kill_9_mid_render_and_is_delivered_once(tmp_path):
+    config = write_config(tmp_path, queue={"lease_seconds": 1.0}, render={"preview_delay_s": 0.4})
+    argv = [sys.executable, "-m", "bot", "--config", str(config), "run"]
+    first = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=_env())
+    first.stdin.write("/story Aldar Kose tricks a greedy merchant at the bazaar --frames 6 --seed 9\n")
+    first.stdin.flush()
+    seen = _read_until(first, "drawing frame 3 of 6", timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert "is done" not in seen
+
+    db = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, attempts FROM jobs").fetchall() == [("running", 1)]
+        assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (0,)
+
+    second = subprocess.run(argv, cwd=REPO, input="", capture_output=True, text=True, timeout=120, env=_env())
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("✅ Job #1 is done") == 1
+    assert "resuming with 2 finished frame(s)" in second.stderr or "resuming with 3 finished frame(s)" in second.stderr
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT id, status, attempts FROM jobs").fetchall() == [(1, "done", 2)]
+        assert conn.execute("SELECT job_id, status FROM deliveries").fetchall() == [(1, "sent")]
+        assert conn.execute("SELECT COUNT(*) FROM frames WHERE job_id = 1").fetchone() == (6,)
+        report_path = conn.execute("SELECT report_path FROM jobs").fetchone()[0]
+    report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    assert [f["seed"] for f in report["frames"]] == [(9 + i * 7919) % 2**32 for i in range(1, 7)]
+    assert any(f["reused"] for f in report["frames"])
+
+    third = subprocess.run(argv, cwd=REPO, input="", capture_output=True, text=True, timeout=60, env=_env())
+    assert "is done" not in third.stdout  # nothing is delivered twice
+
+
+def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"bot exited before printing {marker!r}; output so far:\n{seen}")
+        seen += line
+        if marker in line:
+            return seen
+    pytest.fail(f"{marker!r} not printed within {timeout}s; output so far:\n{seen}")

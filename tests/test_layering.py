@@ -1,0 +1,68 @@
+"""Dependencies point one way: adapters -> bot -> engine. Only the composition root
+(bot/app.py, bot/__main__.py) may import all three. Checked on the source, not by hand."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSITION_ROOT = {"bot/app.py", "bot/__main__.py"}
+HEAVY = ("torch", "diffusers", "transformers", "peft")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", sources("engine"), ids=lambda p: p.name)
+def test_engine_knows_nothing_of_bot_or_adapters(path):
+    assert not imports_of(path) & {"bot", "adapters"}
+
+
+@pytest.mark.parametrize("path", sources("bot"), ids=lambda p: p.name)
+def test_bot_never_imports_adapters_outside_the_composition_root(path):
+    if str(path.relative_to(REPO)) in COMPOSITION_ROOT:
+        return
+    assert "adapters" not in imports_of(path)
+
+
+@pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: p.name)
+def test_adapters_never_import_the_ml_stack(path):
+    assert not imports_of(path) & set(HEAVY)
+
+
+def test_no_print_in_library_code():
+    offenders = []
+    for package in ("engine", "bot", "adapters"):
+        for path in sources(package):
+            if path.name == "__main__.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_planner_and_preview_paths_import_no_ml_stack():
+    code = (
+        "import sys, bot.__main__, bot.app, engine.plan, engine.render, engine.backends; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
