@@ -47,6 +47,8 @@ class ConsoleAdapter:
     # -- input ---------------------------------------------------------------------------------
     async def run(self) -> None:
         """Answer lines until end of input, then wait for this console's outstanding jobs."""
+        if _is_terminal(self.stdin):
+            self._write(text("help", self.lang))
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         threading.Thread(target=_read_lines, args=(self.stdin, loop, lines), name="console-stdin", daemon=True).start()
@@ -164,6 +166,11 @@ def _split_user(target: str) -> tuple[str, str]:
     if not sep or not platform or not user_id:
         raise BadRequest("err_unknown_user", user=target or "?")
     return platform, user_id
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _read_lines(stdin: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:

@@ -25,7 +25,7 @@ from bot.ports import BoardDelivery, ChatGateway, JobUpdate
 from bot.store import Delivery, FrameRow, Job, Store
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import PlanError
-from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine, Storyboard, load_saved_board
+from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine, load_saved_board
 
 log = logging.getLogger(__name__)
 

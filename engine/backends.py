@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from engine.plan import OfflinePlanner, Planner
-from engine.render import PreviewRenderer, Renderer
+from engine.plan import OfflinePlanner
+from engine.render import PreviewRenderer
 from engine.settings import EngineSettings, PlannerSettings, RenderSettings
 from engine.storyboard import StoryEngine
-from engine.validate import NullValidator, Validator
+from engine.validate import NullValidator
 
 
 @dataclass(frozen=True)
@@ -38,23 +38,14 @@ def choose_renderer(settings: RenderSettings) -> Choice:
     return Choice("preview", "auto: this build ships only the preview renderer")
 
 
-def build_planner(choice: Choice, settings: EngineSettings) -> Planner:
-    return OfflinePlanner(settings.planner)
-
-
-def build_renderer(choice: Choice, settings: EngineSettings) -> tuple[Renderer, Validator]:
-    return PreviewRenderer(delay_s=settings.render.preview_delay_s), NullValidator()
-
-
 def build_engine(settings: EngineSettings, *, openai_key_set: bool) -> StoryEngine:
     """Choose and construct every engine component once; models load here, never at import."""
     planner_choice = choose_planner(settings.planner, openai_key_set=openai_key_set)
     renderer_choice = choose_renderer(settings.render)
-    renderer, validator = build_renderer(renderer_choice, settings)
     return StoryEngine(
-        planner=build_planner(planner_choice, settings),
-        renderer=renderer,
-        validator=validator,
+        planner=OfflinePlanner(settings.planner),
+        renderer=PreviewRenderer(delay_s=settings.render.preview_delay_s),
+        validator=NullValidator(),
         settings=settings,
         reasons={"planner": planner_choice.reason, "renderer": renderer_choice.reason},
     )

@@ -144,3 +144,19 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
         if marker in line:
             return seen
     pytest.fail(f"{marker!r} not printed within {timeout}s; output so far:\n{seen}")
+
+
+def test_sigterm_mid_render_puts_the_job_back_for_the_next_start(tmp_path):
+    config = write_config(tmp_path, render={"preview_delay_s": 0.4})
+    argv = [sys.executable, "-m", "bot", "--config", str(config), "run"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc.stdin.write("/story Aldar Kose rides to the bazaar --frames 6\n")
+    proc.stdin.flush()
+    _read_until(proc, "drawing frame 2 of 6", timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "returned to the queue" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as conn:
+        assert conn.execute("SELECT status, lease_owner FROM jobs").fetchall() == [("queued", None)]

@@ -11,6 +11,7 @@ import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops
@@ -99,7 +100,7 @@ async def test_a_job_is_drawn_stored_and_delivered_once(rig_factory):
     assert delivery.job_id == job_id and delivery.chat_id == "chat-a"
     assert delivery.grid_path.is_file() and delivery.report_path.is_file()
     assert [p.name for p in delivery.frame_paths] == [f"frame_{i:02d}.png" for i in range(1, 7)]
-    assert "#%d" % job_id in delivery.text
+    assert f"#{job_id}" in delivery.text
     assert (await rig.store.delivery_for(job_id)).status == "sent"
     assert (await rig.store.user_by_id(job.user_id)).boards_delivered == 1
     frames = await rig.store.frames(job_id)
@@ -237,7 +238,7 @@ async def test_shutdown_returns_the_job_and_a_restart_resumes_its_frames(rig_fac
     await restarted.run(burst=True)
     job = await rig.store.get_job(job_id)
     assert (job.status, job.attempts) == ("done", 2)
-    report = json.loads(open(job.report_path, encoding="utf-8").read())
+    report = json.loads(Path(job.report_path).read_text(encoding="utf-8"))
     reused = [f["index"] for f in report["frames"] if f["reused"]]
     assert len(reused) >= 2 and reused == list(range(1, len(reused) + 1))
     assert len(rig.gateway.deliveries) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.language import detect_language
-from engine.plan import OfflinePlanner, Planner, PlanError
+from engine.plan import OfflinePlanner, PlanError, Planner
 from engine.prompts import build_prompt
 from engine.settings import PlannerSettings, PromptSettings
 from engine.shots import POSES, SETTINGS, ShotList
