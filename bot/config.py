@@ -108,7 +108,7 @@ class AppConfig(_Section):
     console: ConsoleSettings = ConsoleSettings()
     planner: PlannerSettings = PlannerSettings()
     prompt: PromptSettings = PromptSettings()
-    render: RenderSettings = RenderSettings()
+    engine: RenderSettings = RenderSettings()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
     secrets: Secrets = Field(default=Secrets(), exclude=True)
@@ -117,7 +117,7 @@ class AppConfig(_Section):
         return EngineSettings(
             planner=self.planner,
             prompt=self.prompt,
-            render=self.render,
+            render=self.engine,
             validation=self.validation,
             grid=self.grid,
         )

@@ -31,8 +31,8 @@ def choose_planner(settings: PlannerSettings, *, openai_key_set: bool) -> Choice
 
 
 def choose_renderer(settings: RenderSettings) -> Choice:
-    if settings.backend == "preview":
-        return Choice("preview", "configured: render.backend = preview")
+    if settings.renderer == "preview":
+        return Choice("preview", "configured: engine.renderer = preview")
     if importlib.util.find_spec("torch") is None:
         return Choice("preview", "auto: torch is not installed, so no GPU renderer can run")
     return Choice("preview", "auto: this build ships only the preview renderer")

@@ -51,9 +51,38 @@ class PromptSettings(_Section):
 
 
 class RenderSettings(_Section):
-    backend: Literal["auto", "preview"] = "auto"
-    width: int = Field(default=768, ge=64, le=2048, multiple_of=8)
-    height: int = Field(default=768, ge=64, le=2048, multiple_of=8)
+    """The ``[engine]`` section: which renderer, which weights, and how to run them."""
+
+    renderer: Literal["auto", "preview", "sdxl"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    base_model: str = Field(default="stabilityai/stable-diffusion-xl-base-1.0", min_length=1)
+    vae: str = ""  # optional VAE override, e.g. "madebyollin/sdxl-vae-fp16-fix"
+    lora: str = ""  # character LoRA: a .safetensors file, a folder or a hub id; "" = none
+    lora_weight_name: str = ""  # file inside a LoRA folder or repo
+    lora_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    scheduler: Literal["euler", "dpmpp_2m_karras"] = "dpmpp_2m_karras"
+    steps: int = Field(default=30, ge=1, le=150)
+    guidance: float = Field(default=6.0, ge=0.0, le=20.0)
+    width: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    batch_size: int = Field(default=4, ge=1, le=16)
+    clip_model: str = Field(default="openai/clip-vit-large-patch14", min_length=1)
+    reference_images: str = ""  # folder of character pictures for the identity check; "" = frame 1
+    # CUDA performance settings; each is recorded in report.json when applied.
+    sdpa: bool = True
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    compile_unet: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+    # Few-step draft mode: a distilled LoRA with its own scheduler, steps and guidance.
+    draft: bool = False
+    draft_lora: str = "ByteDance/SDXL-Lightning"
+    draft_lora_weight_name: str = "sdxl_lightning_4step_lora.safetensors"
+    draft_steps: int = Field(default=4, ge=1, le=16)
+    draft_guidance: float = Field(default=0.0, ge=0.0, le=20.0)
     # Test/demo knob: sleep this long per frame in the preview renderer to imitate GPU time.
     preview_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
 
@@ -61,6 +90,7 @@ class RenderSettings(_Section):
 class ValidateSettings(_Section):
     threshold: float = Field(default=0.70, ge=0.0, le=1.0)
     max_retries: int = Field(default=2, ge=0, le=5)
+    copy_ceiling: float = Field(default=0.95, ge=0.0, le=1.0)  # above this a frame copies its reference
 
 
 class GridSettings(_Section):

@@ -46,7 +46,7 @@ def make_config(tmp_path: Path) -> Callable[..., AppConfig]:
     def _make(**sections: dict) -> AppConfig:
         data: dict = {
             "storage": {"database": tmp_path / "bot.sqlite3", "outputs": tmp_path / "outputs"},
-            "render": {"width": 128, "height": 128},
+            "engine": {"width": 128, "height": 128},
             "queue": {"poll_interval_s": 0.05},
         }
         for name, values in sections.items():

@@ -33,7 +33,7 @@ def write_config(tmp_path: Path, **sections: dict) -> Path:
     """A config.toml in tmp_path with small frames; ``sections`` add or override keys."""
     data = {
         "storage": {"database": "bot.sqlite3", "outputs": "outputs"},
-        "render": {"width": 128, "height": 128},
+        "engine": {"width": 128, "height": 128},
         "queue": {"poll_interval_s": 0.05},
     }
     for name, values in sections.items():
@@ -99,7 +99,7 @@ def test_run_with_no_tokens_uses_the_console(tmp_path):
 
 
 def test_a_job_survives_kill_9_mid_render_and_is_delivered_once(tmp_path):
-    config = write_config(tmp_path, queue={"lease_seconds": 1.0}, render={"preview_delay_s": 0.4})
+    config = write_config(tmp_path, queue={"lease_seconds": 1.0}, engine={"preview_delay_s": 0.4})
     argv = [sys.executable, "-m", "bot", "--config", str(config), "run"]
     first = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=_env())
@@ -147,7 +147,7 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
 
 
 def test_sigterm_mid_render_puts_the_job_back_for_the_next_start(tmp_path):
-    config = write_config(tmp_path, render={"preview_delay_s": 0.4})
+    config = write_config(tmp_path, engine={"preview_delay_s": 0.4})
     argv = [sys.executable, "-m", "bot", "--config", str(config), "run"]
     proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())

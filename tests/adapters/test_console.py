@@ -59,7 +59,7 @@ async def test_story_status_and_help_end_to_end(config):
 
 
 async def test_cancel_a_queued_job_from_the_console(make_config):
-    config = make_config(render={"preview_delay_s": 0.1})
+    config = make_config(engine={"preview_delay_s": 0.1})
     out = await session(
         config,
         "/story Aldar Kose rides across the steppe --frames 6",

@@ -57,7 +57,7 @@ def test_unknown_section_is_named(tmp_path):
     [
         ("[story]\ndefault_frames = 20\n", "story.default_frames = 20", "allowed range: 1..12"),
         ("[validation]\nthreshold = 1.5\n", "validation.threshold = 1.5", "allowed range: 0.0..1.0"),
-        ("[render]\nwidth = 1001\n", "render.width = 1001", "a multiple of 8"),
+        ("[engine]\nwidth = 1001\n", "engine.width = 1001", "a multiple of 8"),
     ],
 )
 def test_out_of_range_value_names_key_and_range(tmp_path, body, key, allowed):

@@ -72,11 +72,11 @@ class Rig:
 def rig_factory(make_config):
     made = []
 
-    async def _make(gateway=None, engine=None, **sections):
+    async def _make(gateway=None, story_engine=None, **sections):
         config = make_config(**sections)
         store = await Store.open(config.storage.database)
-        engine = engine or build_engine(config.engine_settings(), openai_key_set=False)
-        rig = Rig(config, store, engine, gateway or RecordingGateway())
+        story_engine = story_engine or build_engine(config.engine_settings(), openai_key_set=False)
+        rig = Rig(config, store, story_engine, gateway or RecordingGateway())
         made.append(rig)
         return rig
 
@@ -130,7 +130,7 @@ async def test_a_failing_job_is_recorded_and_the_worker_moves_on(make_config, ri
     engine = build_engine(config.engine_settings(), openai_key_set=False)
     broken = StoryEngine(planner=ExplodingPlanner(config.planner), renderer=engine.renderer,
                          validator=engine.validator, settings=engine.settings)
-    rig = await rig_factory(engine=broken)
+    rig = await rig_factory(story_engine=broken)
     bad = await rig.submit(story="Aldar Kose watches the pot explode")
     good = await rig.submit(who=BOB)
     assert await rig.worker.run(burst=True) == 2
@@ -147,7 +147,7 @@ async def test_a_failing_job_is_recorded_and_the_worker_moves_on(make_config, ri
 
 async def test_the_event_loop_stays_responsive_while_a_board_renders(rig_factory):
     delay = 0.3  # per frame, on the engine thread
-    rig = await rig_factory(render={"width": 256, "height": 256, "preview_delay_s": delay})
+    rig = await rig_factory(engine={"width": 256, "height": 256, "preview_delay_s": delay})
     await rig.submit(frames=4)
     lags: list[float] = []
     done = asyncio.Event()
@@ -173,7 +173,7 @@ async def test_the_event_loop_stays_responsive_while_a_board_renders(rig_factory
 
 
 async def test_cancel_stops_a_running_job_at_the_next_frame(rig_factory):
-    rig = await rig_factory(render={"preview_delay_s": 0.25}, queue={"lease_seconds": 1.0})
+    rig = await rig_factory(engine={"preview_delay_s": 0.25}, queue={"lease_seconds": 1.0})
     job_id = await rig.submit(frames=8)
     worker_task = asyncio.create_task(rig.worker.run(burst=True))
     while not any(u.stage == "rendering" for u in rig.gateway.updates):
@@ -225,7 +225,7 @@ async def test_regenerating_the_whole_board_uses_a_new_seed(rig_factory):
 
 
 async def test_shutdown_returns_the_job_and_a_restart_resumes_its_frames(rig_factory):
-    rig = await rig_factory(render={"preview_delay_s": 0.15})
+    rig = await rig_factory(engine={"preview_delay_s": 0.15})
     job_id = await rig.submit(frames=6)
     worker_task = asyncio.create_task(rig.worker.run())
     while sum(u.stage == "validating" for u in rig.gateway.updates) < 2:
