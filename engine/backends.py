@@ -1,19 +1,25 @@
-"""Pick the planner and renderer for this machine, and say why.
+"""Pick the planner, renderer and validator for this machine, build them once, and say why.
 
 ``auto`` means: the best backend this machine can run. The reasons end up in the start-up
-log line and in every report.json, so nobody has to guess what drew a board.
+log line and in every report.json, so nobody has to guess what drew a board. Weights load
+here, at start-up: a bad path stops the bot now, not at the first job.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 
+from engine.models import ModelLoader, ModelLoadError
 from engine.plan import OfflinePlanner
-from engine.render import PreviewRenderer
+from engine.preview import PreviewRenderer
+from engine.render import Renderer
 from engine.settings import EngineSettings, PlannerSettings, RenderSettings
 from engine.storyboard import StoryEngine
-from engine.validate import NullValidator
+from engine.validate import ClipScorer, NullValidator, Validator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,21 +37,57 @@ def choose_planner(settings: PlannerSettings, *, openai_key_set: bool) -> Choice
 
 
 def choose_renderer(settings: RenderSettings) -> Choice:
+    """The renderer to try first. ``auto`` asks for SDXL only where CUDA is present."""
     if settings.renderer == "preview":
         return Choice("preview", "configured: engine.renderer = preview")
-    if importlib.util.find_spec("torch") is None:
-        return Choice("preview", "auto: torch is not installed, so no GPU renderer can run")
-    return Choice("preview", "auto: this build ships only the preview renderer")
+    if settings.renderer == "sdxl":
+        return Choice("sdxl", "configured: engine.renderer = sdxl")
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("diffusers") is None:
+        return Choice("preview", "auto: torch/diffusers are not installed, so no GPU renderer can run")
+    import torch
+
+    if not torch.cuda.is_available():
+        return Choice("preview", "auto: no CUDA device (set engine.renderer = 'sdxl' to draw on the CPU)")
+    return Choice("sdxl", "auto: CUDA is available")
+
+
+def build_sdxl(settings: RenderSettings, loader: ModelLoader) -> tuple[Renderer, Validator]:
+    """Load SDXL (+ LoRA) and CLIP through the loader; raises ModelLoadError naming the key."""
+    from engine.sdxl import SdxlRenderer
+
+    pipe = loader.pipeline()
+    steps = settings.draft_steps if settings.draft else settings.steps
+    guidance = settings.draft_guidance if settings.draft else settings.guidance
+    renderer = SdxlRenderer(pipe, steps=steps, guidance=guidance, batch_size=settings.batch_size)
+    if loader.applied.get("compile_unet") is True:
+        renderer.warm_up(settings.width, settings.height)
+    if not settings.clip_model:
+        return renderer, NullValidator()
+    model, processor = loader.clip()
+    return renderer, ClipScorer(model, processor, reference_images=loader.reference_images())
 
 
 def build_engine(settings: EngineSettings, *, openai_key_set: bool) -> StoryEngine:
     """Choose and construct every engine component once; models load here, never at import."""
     planner_choice = choose_planner(settings.planner, openai_key_set=openai_key_set)
     renderer_choice = choose_renderer(settings.render)
+    loader = ModelLoader(settings.render)
+    renderer: Renderer = PreviewRenderer(delay_s=settings.render.preview_delay_s)
+    validator: Validator = NullValidator()
+    if renderer_choice.name == "sdxl":
+        try:
+            renderer, validator = build_sdxl(settings.render, loader)
+            renderer_choice = Choice("sdxl", f"{renderer_choice.reason}; weights loaded")
+        except ModelLoadError as exc:
+            if settings.render.renderer == "sdxl":
+                raise
+            log.warning("SDXL weights did not load, falling back to the preview renderer: %s", exc)
+            renderer_choice = Choice("preview", f"auto: CUDA is available but the weights did not load ({exc})")
     return StoryEngine(
         planner=OfflinePlanner(settings.planner),
-        renderer=PreviewRenderer(delay_s=settings.render.preview_delay_s),
-        validator=NullValidator(),
+        renderer=renderer,
+        validator=validator,
         settings=settings,
         reasons={"planner": planner_choice.reason, "renderer": renderer_choice.reason},
+        models=loader if renderer.name == "sdxl" else None,
     )

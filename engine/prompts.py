@@ -35,26 +35,35 @@ _TIME_PHRASE = {
 
 @dataclass(frozen=True)
 class Prompt:
+    """SDXL's two prompts: ``positive`` for CLIP ViT-L (the character and the action) and
+    ``positive_2`` for OpenCLIP bigG (the scene and the style). Each encoder reads at most
+    77 tokens, so the subject is never pushed out by scenery."""
+
     positive: str
     negative: str
+    positive_2: str = ""
+
+    @property
+    def scene(self) -> str:
+        return self.positive_2 or self.positive
 
 
 def build_prompt(shot: Shot, settings: PromptSettings) -> Prompt:
-    """Compose the SDXL prompt for one shot from its structured English fields."""
+    """Compose the SDXL prompts for one shot from its structured English fields."""
     angle = shot.camera_angle
     if settings.face_bias and shot.framing != "wide" and angle in ("eye-level", "three-quarter"):
         angle = "front"
-    parts = [
+    subject = [
         f"{settings.trigger_token}, {settings.character}",
         f"{shot.pose}, {shot.action}",
         f"{shot.emotion} expression",
         _FRAMING_PHRASE[shot.framing],
         _ANGLE_PHRASE[angle],
-        f"in the {shot.setting} {_TIME_PHRASE[shot.time_of_day]}",
     ]
+    scene = [settings.trigger_token, f"in the {shot.setting} {_TIME_PHRASE[shot.time_of_day]}"]
     if shot.characters:
-        parts.append("with " + ", ".join(shot.characters))
+        scene.append("with " + ", ".join(shot.characters))
     if shot.props:
-        parts.append("props: " + ", ".join(shot.props))
-    parts.append(settings.style_suffix)
-    return Prompt(positive=", ".join(parts), negative=settings.negative_prompt)
+        scene.append("props: " + ", ".join(shot.props))
+    scene.append(settings.style_suffix)
+    return Prompt(positive=", ".join(subject), negative=settings.negative_prompt, positive_2=", ".join(scene))

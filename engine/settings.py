@@ -67,7 +67,7 @@ class RenderSettings(_Section):
     width: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
     batch_size: int = Field(default=4, ge=1, le=16)
-    clip_model: str = Field(default="openai/clip-vit-large-patch14", min_length=1)
+    clip_model: str = "openai/clip-vit-large-patch14"  # "" = no identity check
     reference_images: str = ""  # folder of character pictures for the identity check; "" = frame 1
     # CUDA performance settings; each is recorded in report.json when applied.
     sdpa: bool = True

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from PIL import Image
 
@@ -62,10 +62,16 @@ class BoardRequest:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    stage: Literal["planning", "rendering", "validating", "composing", "done"]
+    """``frame``..``last_frame`` are the frames a renderer batch covers; ``step`` of ``steps``
+    is the denoising step just finished (stage ``step``)."""
+
+    stage: Literal["planning", "rendering", "step", "validating", "composing", "done"]
     frame: int | None = None
     total: int | None = None
     attempt: int | None = None
+    last_frame: int | None = None
+    step: int | None = None
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class FrameResult:
             "index": self.index,
             "shot": self.shot.model_dump(mode="json"),
             "prompt": self.prompt.positive,
+            "prompt_2": self.prompt.positive_2,
             "negative_prompt": self.prompt.negative,
             "seed": self.seed,
             "attempts": [a.to_json() for a in self.attempts],
@@ -112,8 +119,13 @@ class FrameResult:
         return cls(
             index=data["index"],
             shot=Shot.model_validate(data["shot"]),
-            prompt=Prompt(positive=data["prompt"], negative=data["negative_prompt"]),
-            attempts=tuple(Attempt(seed=a["seed"], scores=dict(a["scores"])) for a in data["attempts"]),
+            prompt=Prompt(
+                positive=data["prompt"], negative=data["negative_prompt"], positive_2=data.get("prompt_2", "")
+            ),
+            attempts=tuple(
+                Attempt(seed=a["seed"], scores=dict(a["scores"]), verdict=a.get("verdict", "unchecked"))
+                for a in data["attempts"]
+            ),
             chosen=data.get("chosen_attempt", 0),
             accepted=data["accepted"],
             image=image,
@@ -207,13 +219,16 @@ class StoryEngine:
         validator: Validator,
         settings: EngineSettings,
         reasons: Mapping[str, str] | None = None,
+        models: ModelInfo | None = None,
     ) -> None:
         self.planner = planner
         self.renderer = renderer
         self.validator = validator
         self.settings = settings
         self.reasons = dict(reasons or {})
-        self.policy = RetryPolicy(settings.validation.threshold, settings.validation.max_retries)
+        self.models = models
+        validation = settings.validation
+        self.policy = RetryPolicy(validation.threshold, validation.max_retries, validation.copy_ceiling)
         self.config_hash = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
 
     def run(
@@ -228,6 +243,7 @@ class StoryEngine:
         cancelled = should_cancel or (lambda: False)
         timings: dict[str, float] = {}
         started = time.perf_counter()
+        loads_before = self.models.loads if self.models else 0
 
         # 1. check inputs
         self._check_request(request)
@@ -240,7 +256,7 @@ class StoryEngine:
 
         # 3. prompts
         with _timed(timings, "prompts"):
-            prompts = [build_prompt(shot, self.settings.prompt) for shot in plan.shots]
+            prompts = [self.renderer.fit_prompt(build_prompt(shot, self.settings.prompt)) for shot in plan.shots]
 
         # 4. render, with 5. validate and re-roll inside each frame
         frames = self._render_frames(request, plan, prompts, out_dir, timings, progress, cancelled)
@@ -255,6 +271,7 @@ class StoryEngine:
             report = self._report(request, plan, frames, grid)
         timings["total"] = time.perf_counter() - started
         report["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
+        report["timings"]["model_loads"] = (self.models.loads if self.models else 0) - loads_before
         _write_json(out_dir / REPORT_FILE, report)
         _remove_checkpoints(out_dir)  # report.json now holds everything they did
         progress(ProgressEvent("done", total=len(frames)))
@@ -309,61 +326,20 @@ class StoryEngine:
         progress: ProgressCallback,
         cancelled: CancelCheck,
     ) -> list[FrameResult]:
-        timings.setdefault("render", 0.0)
-        timings.setdefault("validate", 0.0)
-        frames: list[FrameResult] = []
-        total = len(plan.shots)
-        for shot, prompt in zip(plan.shots, prompts, strict=True):
-            kept = request.keep.get(shot.index)
-            if kept is not None:
-                frame = replace(kept, reused=True)
-            else:
-                reference = frames[0].image if request.mode == "ref-guided" and frames else None
-                frame = self._render_one(request, shot, prompt, reference, timings, progress, cancelled, total)
-                with _timed(timings, "checkpoint"):
-                    self._checkpoint(frame, out_dir)
-            frames.append(frame)
-        return frames
+        for stage in ("render", "validate", "checkpoint"):
+            timings.setdefault(stage, 0.0)
+        done = {index: replace(frame, reused=True) for index, frame in request.keep.items()}
+        todo = [(shot, prompt) for shot, prompt in zip(plan.shots, prompts, strict=True) if shot.index not in done]
+        run = _FrameRun(self, request, out_dir, timings, progress, cancelled, total=len(plan.shots), done=done)
+        if todo and todo[0][0].index == 1 and self._frame1_first(request):
+            run.render_group(todo[:1])  # frame 1 becomes the reference for the others
+            todo = todo[1:]
+        if todo:
+            run.render_group(todo)
+        return [done[shot.index] for shot in plan.shots]
 
-    def _render_one(
-        self,
-        request: BoardRequest,
-        shot: Shot,
-        prompt: Prompt,
-        reference: Image.Image | None,
-        timings: dict[str, float],
-        progress: ProgressCallback,
-        cancelled: CancelCheck,
-        total: int,
-    ) -> FrameResult:
-        width, height = self.settings.render.width, self.settings.render.height
-        attempts: list[Attempt] = []
-        images: list[Image.Image] = []
-        for attempt_no in range(self.policy.max_attempts):
-            if cancelled():
-                raise Cancelled(f"cancelled before frame {shot.index}")
-            seed = frame_seed(request.seed, shot.index, attempt_no)
-            progress(ProgressEvent("rendering", frame=shot.index, total=total, attempt=attempt_no + 1))
-            with _timed(timings, "render"):
-                image = self.renderer.render(FrameRequest(shot, prompt, seed, width, height, reference))
-            progress(ProgressEvent("validating", frame=shot.index, total=total, attempt=attempt_no + 1))
-            with _timed(timings, "validate"):
-                scores = self.validator.score(image, prompt=prompt, reference=reference)
-            attempts.append(Attempt(seed=seed, scores=scores))
-            images.append(image)
-            if self.policy.passes(scores):
-                break
-            log.info("frame %d attempt %d failed validation: %s", shot.index, attempt_no + 1, scores)
-        chosen = self.policy.best(attempts)
-        return FrameResult(
-            index=shot.index,
-            shot=shot,
-            prompt=prompt,
-            attempts=tuple(attempts),
-            chosen=chosen,
-            accepted=self.policy.passes(attempts[chosen].scores),
-            image=images[chosen],
-        )
+    def _frame1_first(self, request: BoardRequest) -> bool:
+        return request.mode == "ref-guided" or not self.validator.has_own_reference
 
     @staticmethod
     def _checkpoint(frame: FrameResult, out_dir: Path) -> None:
@@ -402,7 +378,12 @@ class StoryEngine:
             "validator": self.validator.name,
             "backend_reasons": dict(self.reasons),
             "config_hash": self.config_hash,
-            "validation": {"threshold": self.policy.threshold, "max_retries": self.policy.max_retries},
+            "validation": {
+                "threshold": self.policy.threshold,
+                "max_retries": self.policy.max_retries,
+                "copy_ceiling": self.policy.copy_ceiling,
+            },
+            "models": self.models.report() if self.models else {},
             "grid": {
                 "file": f"grid.{grid.extension}",
                 "format": grid.format,
@@ -413,6 +394,117 @@ class StoryEngine:
             "frames": [frame.to_json() for frame in frames],
             "timings": {},  # filled in by run() once the report stage itself is timed
         }
+
+
+class _FrameRun:
+    """Stages 4 and 5 for one board: render in batches, validate, re-roll what fails.
+
+    A frame is final (and checkpointed) as soon as it passes or runs out of attempts, so a
+    crash loses at most the batch in flight.
+    """
+
+    def __init__(
+        self,
+        engine: StoryEngine,
+        request: BoardRequest,
+        out_dir: Path,
+        timings: dict[str, float],
+        progress: ProgressCallback,
+        cancelled: CancelCheck,
+        *,
+        total: int,
+        done: dict[int, FrameResult],
+    ) -> None:
+        self.engine, self.request, self.out_dir = engine, request, out_dir
+        self.timings, self.progress, self.cancelled = timings, progress, cancelled
+        self.total, self.done = total, done
+
+    def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
+        policy = self.engine.policy
+        reference = self.done[1].image if 1 in self.done else None
+        attempts: dict[int, list[Attempt]] = {shot.index: [] for shot, _ in items}
+        images: dict[int, list[Image.Image]] = {shot.index: [] for shot, _ in items}
+        pending = list(items)
+        for attempt_no in range(policy.max_attempts):
+            last_try = attempt_no == policy.max_attempts - 1
+            still_failing = []
+            for chunk in _chunks(pending, self.engine.renderer.batch_size):
+                self._attempt(chunk, attempt_no, reference, attempts, images)
+                for shot, prompt in chunk:
+                    if policy.passes(attempts[shot.index][-1].scores) or last_try:
+                        self._finalise(shot, prompt, attempts[shot.index], images[shot.index])
+                    else:
+                        still_failing.append((shot, prompt))
+            pending = still_failing
+            if not pending:
+                return
+
+    def _attempt(
+        self,
+        chunk: list[tuple[Shot, Prompt]],
+        attempt_no: int,
+        reference: Image.Image | None,
+        attempts: dict[int, list[Attempt]],
+        images: dict[int, list[Image.Image]],
+    ) -> None:
+        first, last = chunk[0][0].index, chunk[-1][0].index
+        if self.cancelled():
+            raise Cancelled(f"cancelled before frame {first}")
+        settings = self.engine.settings.render
+        render_reference = reference if self.request.mode == "ref-guided" else None
+        requests = [
+            FrameRequest(shot, prompt, frame_seed(self.request.seed, shot.index, attempt_no),
+                         settings.width, settings.height, render_reference)
+            for shot, prompt in chunk
+        ]
+        event = {"frame": first, "last_frame": last, "total": self.total, "attempt": attempt_no + 1}
+        self.progress(ProgressEvent("rendering", **event))
+
+        def on_step(step: int, steps: int) -> None:
+            self.progress(ProgressEvent("step", step=step, steps=steps, **event))
+
+        with _timed(self.timings, "render"):
+            rendered = self.engine.renderer.render(requests, on_step=on_step, should_cancel=self.cancelled)
+        self.progress(ProgressEvent("validating", **event))
+        with _timed(self.timings, "validate"):
+            scores = self.engine.validator.score(
+                rendered, texts=[shot.description for shot, _ in chunk], reference=reference
+            )
+        for (shot, _), req, image, score in zip(chunk, requests, rendered, scores, strict=True):
+            attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=self.engine.policy.verdict(score)))
+            images[shot.index].append(image)
+
+    def _finalise(self, shot: Shot, prompt: Prompt, attempts: list[Attempt], images: list[Image.Image]) -> None:
+        policy = self.engine.policy
+        chosen = policy.best(attempts)
+        frame = FrameResult(
+            index=shot.index,
+            shot=shot,
+            prompt=prompt,
+            attempts=tuple(attempts),
+            chosen=chosen,
+            accepted=policy.passes(attempts[chosen].scores),
+            image=images[chosen],
+        )
+        if len(attempts) > 1 or not frame.accepted:
+            log.info("frame %d: %d attempt(s), kept #%d (%s)", shot.index, len(attempts), chosen + 1,
+                     attempts[chosen].verdict)
+        with _timed(self.timings, "checkpoint"):
+            StoryEngine._checkpoint(frame, self.out_dir)
+        self.done[shot.index] = frame
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class ModelInfo(Protocol):
+    """What the model loader tells a report: how many loads so far, and what was loaded how."""
+
+    @property
+    def loads(self) -> int: ...
+
+    def report(self) -> dict: ...
 
 
 class _timed:

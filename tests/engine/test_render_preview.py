@@ -8,15 +8,14 @@ import pytest
 from PIL import Image, ImageStat
 
 from engine.prompts import build_prompt
-from engine.render import (
+from engine.preview import (
     FIGURE_COLOUR,
     HORSE_COLOUR,
     KALPAK_COLOUR,
     PREVIEW_MARK_COLOUR,
-    FrameRequest,
     PreviewRenderer,
-    Renderer,
 )
+from engine.render import FrameRequest, Renderer
 from engine.settings import PromptSettings
 from engine.shots import FRAMINGS, POSES, SETTINGS, TIMES_OF_DAY, Shot
 
@@ -45,7 +44,7 @@ def make_request(shot: Shot | None = None, *, seed: int = 7, size: tuple[int, in
 
 
 def render(shot: Shot | None = None, **kwargs: object) -> Image.Image:
-    return PreviewRenderer().render(make_request(shot, **kwargs))
+    return PreviewRenderer().draw(make_request(shot, **kwargs))
 
 
 def count_colour(image: Image.Image, colour: tuple[int, int, int], box: tuple[int, int, int, int] | None = None) -> int:
@@ -68,7 +67,7 @@ def test_panel_is_rgb_and_exactly_the_requested_size(size: tuple[int, int]) -> N
 def test_same_request_gives_identical_pixels() -> None:
     request = make_request(make_shot(setting="bazaar", time_of_day="sunset", characters=("merchant",)), seed=42)
     renderer = PreviewRenderer()
-    assert renderer.render(request).tobytes() == renderer.render(request).tobytes()
+    assert renderer.draw(request).tobytes() == renderer.draw(request).tobytes()
 
 
 def test_seeds_change_only_small_details() -> None:
@@ -177,7 +176,7 @@ def test_negative_seed_is_rejected() -> None:
 
 def test_delay_imitates_gpu_time() -> None:
     started = time.perf_counter()
-    PreviewRenderer(delay_s=0.05).render(make_request(size=(64, 64)))
+    PreviewRenderer(delay_s=0.05).draw(make_request(size=(64, 64)))
     assert time.perf_counter() - started >= 0.05
     with pytest.raises(ValueError):
         PreviewRenderer(delay_s=-1)

@@ -18,7 +18,8 @@ from engine.backends import build_engine
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import OfflinePlanner
 from engine.prompts import build_prompt
-from engine.render import FrameRequest, PreviewRenderer
+from engine.preview import PreviewRenderer
+from engine.render import FrameRequest
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.shots import ShotList
 from engine.storyboard import (
@@ -50,8 +51,10 @@ class RecordingRenderer:
 
     name = "recording"
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int = 1) -> None:
         self.preview = PreviewRenderer()
+        self.batch_size = batch_size
+        self.batches: list[list[int]] = []
         self.requests: list[FrameRequest] = []
         self.images: list[Image.Image] = []
 
@@ -59,26 +62,36 @@ class RecordingRenderer:
     def calls(self) -> int:
         return len(self.requests)
 
-    def render(self, request: FrameRequest) -> Image.Image:
-        image = self.preview.render(request)
-        self.requests.append(request)
-        self.images.append(image)
-        return image
+    def fit_prompt(self, prompt):
+        return prompt
+
+    def render(self, requests, *, on_step=None, should_cancel=None) -> list[Image.Image]:
+        assert len(requests) <= self.batch_size, "the engine sent a bigger batch than the renderer takes"
+        self.batches.append([r.shot.index for r in requests])
+        images = [self.preview.draw(request) for request in requests]
+        self.requests += requests
+        self.images += images
+        return images
 
 
 class ScriptedValidator:
-    """Returns ``{"identity": score}`` from a fixed list, one per call; fails loudly when the list runs out."""
+    """Returns ``{"identity": score}`` from a fixed list, one per image; fails loudly when the list runs out."""
 
     name = "scripted"
+    has_own_reference = False
 
     def __init__(self, identities: list[float]) -> None:
         self.identities = list(identities)
         self.references: list[Image.Image | None] = []
 
-    def score(self, image: Image.Image, *, prompt, reference: Image.Image | None) -> dict[str, float]:
-        assert self.identities, "the engine asked for more scores than the test scripted"
-        self.references.append(reference)
-        return {"identity": self.identities.pop(0)}
+    def score(self, images, *, texts, reference: Image.Image | None) -> list[dict[str, float]]:
+        assert len(images) == len(texts)
+        scores = []
+        for _ in images:
+            assert self.identities, "the engine asked for more scores than the test scripted"
+            self.references.append(reference)
+            scores.append({"identity": self.identities.pop(0)})
+        return scores
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -179,7 +192,7 @@ def test_report_has_the_fixed_keys_and_values(tmp_path: Path) -> None:
         assert frame["negative_prompt"] == negative
         assert isinstance(frame["attempts"], list) and frame["attempts"]
         for attempt in frame["attempts"]:
-            assert attempt.keys() == {"seed", "scores"}
+            assert attempt.keys() == {"seed", "scores", "verdict"}
         assert frame["seed"] == frame["attempts"][frame["chosen_attempt"]]["seed"]
         assert frame["accepted"] is True  # the preview is paired with the null validator
         assert (out / frame["file"]).is_file()
@@ -334,8 +347,9 @@ def test_failing_frame_is_rerolled_to_the_limit_and_the_best_attempt_kept(tmp_pa
     assert validator.identities == []
 
     frame = board.frames[0]
-    assert frame.attempts == (Attempt(seeds[0], {"identity": 0.5}), Attempt(seeds[1], {"identity": 0.6}),
-                              Attempt(seeds[2], {"identity": 0.4}))
+    assert frame.attempts == (Attempt(seeds[0], {"identity": 0.5}, "low_identity"),
+                              Attempt(seeds[1], {"identity": 0.6}, "low_identity"),
+                              Attempt(seeds[2], {"identity": 0.4}, "low_identity"))
     assert frame.chosen == 1
     assert frame.seed == seeds[1]
     assert frame.accepted is False
@@ -344,11 +358,14 @@ def test_failing_frame_is_rerolled_to_the_limit_and_the_best_attempt_kept(tmp_pa
     assert pixels(tmp_path / "b" / "frame_01.png") != pixels(renderer.images[2])
 
     saved = read_report(tmp_path / "b")["frames"][0]
-    assert saved["attempts"] == [{"seed": s, "scores": {"identity": v}} for s, v in zip(seeds, [0.5, 0.6, 0.4])]
+    assert saved["attempts"] == [
+        {"seed": s, "scores": {"identity": v}, "verdict": "low_identity"}
+        for s, v in zip(seeds, [0.5, 0.6, 0.4], strict=True)
+    ]
     assert saved["chosen_attempt"] == 1
     assert saved["seed"] == seeds[1]
     assert saved["accepted"] is False
-    assert read_report(tmp_path / "b")["validation"] == {"threshold": 0.70, "max_retries": 2}
+    assert read_report(tmp_path / "b")["validation"] == {"threshold": 0.70, "max_retries": 2, "copy_ceiling": 0.95}
 
 
 def test_reroll_stops_at_the_first_passing_attempt(tmp_path: Path) -> None:
@@ -399,7 +416,7 @@ def test_ref_guided_passes_frame_one_as_the_reference(tmp_path: Path) -> None:
     assert read_report(tmp_path / "b")["mode"] == "ref-guided"
     # the preview marks a reference-guided panel differently from frame 1 drawn alone
     assert pixels(board.frames[1].image) != pixels(
-        PreviewRenderer().render(FrameRequest(board.frames[1].shot, board.frames[1].prompt, board.frames[1].seed, SIZE, SIZE))
+        PreviewRenderer().draw(FrameRequest(board.frames[1].shot, board.frames[1].prompt, board.frames[1].seed, SIZE, SIZE))
     )
 
 
@@ -418,13 +435,14 @@ def test_ref_guided_reference_is_frame_ones_kept_attempt(tmp_path: Path) -> None
     assert pixels(reference) == pixels(tmp_path / "b" / "frame_01.png")
 
 
-def test_simple_mode_never_passes_a_reference(tmp_path: Path) -> None:
+def test_simple_mode_passes_no_render_reference_but_checks_identity_against_frame_1(tmp_path: Path) -> None:
     renderer = RecordingRenderer()
     validator = ScriptedValidator([0.9] * 4)
     engine_with(renderer, validator).run(BoardRequest(story=STORY, mode="simple", frames=4), tmp_path / "b")
     assert renderer.calls == 4
     assert [r.reference for r in renderer.requests] == [None] * 4
-    assert validator.references == [None] * 4
+    assert validator.references[0] is None  # frame 1 is the reference: nothing to compare it with
+    assert all(pixels(ref) == pixels(renderer.images[0]) for ref in validator.references[1:])
 
 
 # ------------------------------------------------------------------------------- 7. cancel and resume

@@ -1,0 +1,285 @@
+"""The one place model weights are loaded: the SDXL pipeline (+ VAE, LoRAs, scheduler) and CLIP.
+
+``ModelLoader`` loads each component once per process, at start-up, counts every load (a
+board reports how many it caused: 0 when warm), and records which settings it applied so
+report.json can say so. A missing path or an offline hub id fails here, at start-up, with
+the config key and the path in the message, never at the first job.
+
+torch, diffusers and transformers are imported inside the functions that need them, so the
+planner and preview paths stay free of the ML stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from PIL import Image
+
+from engine.errors import EngineError
+from engine.settings import RenderSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+CHARACTER_ADAPTER = "character"
+DRAFT_ADAPTER = "draft"
+
+
+class ModelLoadError(EngineError):
+    """A model could not be loaded; the message names the config key and the path or id."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def resolve_runtime(settings: RenderSettings) -> Runtime:
+    """Device and dtype from config: fp16 on CUDA and fp32 on CPU unless configured otherwise."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if settings.device == "cuda" and not has_cuda:
+        raise ModelLoadError("engine.device = 'cuda', but no CUDA device is available")
+    device = torch.device("cuda" if settings.device == "cuda" or (settings.device == "auto" and has_cuda) else "cpu")
+    names = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if settings.dtype == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = names[settings.dtype]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ModelLoadError("engine.dtype = 'float16' needs CUDA; use 'auto', 'float32' or 'bfloat16' on the CPU")
+    return Runtime(device=device, dtype=dtype)
+
+
+def local_or_hub(key: str, value: str) -> str:
+    """A local path if one exists there; else the value as a hub id. Paths that are clearly
+    paths (absolute, ./, ~, or a .safetensors file) must exist."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path)
+    if value.startswith(("/", "./", "../", "~")) or value.endswith(".safetensors"):
+        raise ModelLoadError(f"{key}: path not found: {value}")
+    return value
+
+
+@dataclass
+class ModelLoader:
+    """Loads and caches components for one process. Not thread-safe: call it at start-up."""
+
+    settings: RenderSettings
+    loads: int = 0
+    applied: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    runtime: Runtime | None = None
+    _pipeline: Any = None
+    _clip: tuple[Any, Any] | None = None
+    _references: list[Image.Image] | None = None
+
+    def report(self) -> dict:
+        runtime = self.runtime
+        return {
+            "device": str(runtime.device) if runtime else None,
+            "dtype": str(runtime.dtype).removeprefix("torch.") if runtime else None,
+            "sources": dict(self.sources),
+            "applied": dict(self.applied),
+            "loads_total": self.loads,
+        }
+
+    # -- generic -----------------------------------------------------------------------------
+    def _load(self, key: str, value: str, loader: Callable[[str], T]) -> T:
+        source = local_or_hub(key, value)
+        started = time.perf_counter()
+        try:
+            loaded = loader(source)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # re-raised with the key and path a person can act on
+            raise ModelLoadError(_load_failure(key, value, source, exc)) from exc
+        self.loads += 1
+        self.sources[key] = source
+        log.info("loaded %s from %s in %.2fs", key, source, time.perf_counter() - started)
+        return loaded
+
+    # -- SDXL ----------------------------------------------------------------------------------
+    def pipeline(self) -> Any:
+        """The SDXL pipeline with the LoRA(s) fused and the performance settings applied."""
+        if self._pipeline is None:
+            self._pipeline = self._build_pipeline()
+        return self._pipeline
+
+    def _build_pipeline(self) -> Any:
+        from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+        s = self.settings
+        self.runtime = runtime = resolve_runtime(s)
+        extra: dict[str, Any] = {}
+        if s.vae:
+            extra["vae"] = self._load(
+                "engine.vae", s.vae, lambda src: AutoencoderKL.from_pretrained(src, torch_dtype=runtime.dtype)
+            )
+        pipe = self._load(
+            "engine.base_model",
+            s.base_model,
+            lambda src: StableDiffusionXLPipeline.from_pretrained(
+                src, torch_dtype=runtime.dtype, add_watermarker=False, **extra
+            ),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        self._set_scheduler(pipe)
+        self._fuse_loras(pipe)
+        self._apply_performance(pipe, runtime)
+        return pipe
+
+    def _set_scheduler(self, pipe: Any) -> None:
+        from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+        s = self.settings
+        if s.draft:  # distilled few-step LoRAs want Euler with trailing timesteps
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+            self.applied["scheduler"] = "euler (trailing, draft)"
+        elif s.scheduler == "dpmpp_2m_karras":
+            pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+                pipe.scheduler.config, algorithm_type="dpmsolver++", use_karras_sigmas=True
+            )
+            self.applied["scheduler"] = "dpmpp_2m_karras"
+        else:
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+            self.applied["scheduler"] = "euler"
+
+    def _fuse_loras(self, pipe: Any) -> None:
+        s = self.settings
+        adapters: list[tuple[str, float]] = []
+        if s.lora:
+            self._load_lora(pipe, "engine.lora", s.lora, s.lora_weight_name, CHARACTER_ADAPTER)
+            adapters.append((CHARACTER_ADAPTER, s.lora_scale))
+        if s.draft:
+            self._load_lora(pipe, "engine.draft_lora", s.draft_lora, s.draft_lora_weight_name, DRAFT_ADAPTER)
+            adapters.append((DRAFT_ADAPTER, 1.0))
+        if not adapters:
+            self.applied["lora"] = "none"
+            return
+        names = [name for name, _ in adapters]
+        pipe.set_adapters(names, adapter_weights=[weight for _, weight in adapters])
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+        pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+        self.applied["lora"] = {name: weight for name, weight in adapters}
+
+    def _load_lora(self, pipe: Any, key: str, value: str, weight_name: str, adapter: str) -> None:
+        def load(source: str) -> None:
+            path = Path(source)
+            if path.is_file():
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+            else:
+                pipe.load_lora_weights(source, weight_name=weight_name or None, adapter_name=adapter)
+
+        self._load(key, value, load)
+
+    def _apply_performance(self, pipe: Any, runtime: Runtime) -> None:
+        import torch
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        s, applied = self.settings, self.applied
+        if s.sdpa:
+            pipe.unet.set_attn_processor(AttnProcessor2_0())
+            applied["sdpa"] = True
+        if s.fuse_qkv:
+            pipe.fuse_qkv_projections()
+            applied["fuse_qkv"] = True
+        if s.vae_tiling:
+            pipe.vae.enable_tiling()
+            applied["vae_tiling"] = True
+        if s.vae_slicing:
+            pipe.vae.enable_slicing()
+            applied["vae_slicing"] = True
+        applied["vae"] = _vae_precision(pipe, runtime, s.vae)
+        if runtime.is_cuda and s.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+            applied["channels_last"] = True
+        if runtime.is_cuda and s.cpu_offload:
+            pipe.enable_model_cpu_offload()
+            applied["cpu_offload"] = True
+        else:
+            pipe.to(runtime.device)
+        if runtime.is_cuda and s.compile_unet:
+            pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+            applied["compile_unet"] = True  # the renderer warms it up once at start-up
+        for flag in ("channels_last", "cpu_offload", "compile_unet"):
+            if getattr(s, flag) and flag not in applied:
+                applied[flag] = "skipped: needs CUDA"
+
+    # -- CLIP -----------------------------------------------------------------------------------
+    def clip(self) -> tuple[Any, Any]:
+        """(CLIPModel, CLIPProcessor) on the render device, loaded once."""
+        if self._clip is None:
+            from transformers import CLIPModel, CLIPProcessor
+
+            runtime = self.runtime or resolve_runtime(self.settings)
+            self.runtime = runtime
+            model = self._load(
+                "engine.clip_model",
+                self.settings.clip_model,
+                lambda src: CLIPModel.from_pretrained(src, torch_dtype=runtime.dtype).to(runtime.device).eval(),
+            )
+            processor = self._load("engine.clip_model (processor)", self.settings.clip_model, CLIPProcessor.from_pretrained)
+            self._clip = (model, processor)
+        return self._clip
+
+    def reference_images(self) -> list[Image.Image]:
+        """The configured character pictures (``engine.reference_images``), read once."""
+        if self._references is None:
+            self._references = _read_reference_images(self.settings.reference_images)
+        return self._references
+
+
+def _read_reference_images(folder_value: str) -> list[Image.Image]:
+    if not folder_value:
+        return []
+    folder = Path(folder_value).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"engine.reference_images: folder not found: {folder_value}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ModelLoadError(f"engine.reference_images: no {'/'.join(IMAGE_SUFFIXES)} pictures in {folder}")
+    images, bad = [], []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                images.append(img.convert("RGB"))
+        except OSError:
+            bad.append(path.name)
+    if bad:
+        raise ModelLoadError(f"engine.reference_images: unreadable pictures in {folder}: {', '.join(bad)}")
+    return images
+
+
+def _vae_precision(pipe: Any, runtime: Runtime, vae_override: str) -> str:
+    import torch
+
+    if runtime.dtype != torch.float16:
+        return f"{str(runtime.dtype).removeprefix('torch.')}"
+    if getattr(pipe.vae.config, "force_upcast", False):
+        return "float16, upcast to float32 while decoding"
+    return "float16" + (" (VAE override)" if vae_override else "")
+
+
+def _load_failure(key: str, value: str, source: str, exc: Exception) -> str:
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if Path(source).exists():
+        return f"{key}: could not load {source}: {reason}"
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    hint = " (HF_HUB_OFFLINE is set)" if offline else ""
+    return f"{key}: weights for {value!r} not found locally{hint}; set HF_HOME or a local path ({reason})"

@@ -1,0 +1,143 @@
+"""SDXL + character LoRA renderer (simple mode): batched frames, one seed per frame.
+
+* One pipeline call renders a batch; classifier-free guidance is batched inside diffusers.
+  Each frame has its own CPU generator, so a frame is reproducible on its own, at any
+  batch size and on any device.
+* ``callback_on_step_end`` reports every denoising step and checks for cancellation; a
+  cancel sets the pipeline's interrupt flag, so it stops within one step.
+* CUDA out of memory: the cache is freed and the batch is retried one frame at a time;
+  if a single frame still does not fit, the job fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from engine.errors import Cancelled, EngineError
+from engine.prompts import Prompt
+from engine.render import CancelCheck, FrameRequest, StepCallback
+
+log = logging.getLogger(__name__)
+
+
+class OutOfMemory(EngineError):
+    """A frame did not fit in GPU memory even on its own."""
+
+
+class SdxlRenderer:
+    name = "sdxl"
+
+    def __init__(self, pipe: Any, *, steps: int, guidance: float, batch_size: int) -> None:
+        import torch
+
+        self._torch = torch
+        self.pipe = pipe
+        self.steps = steps
+        self.guidance = guidance
+        self.batch_size = batch_size
+        self.token_budget = pipe.tokenizer.model_max_length  # 77 for CLIP
+
+    # -- prompts -------------------------------------------------------------------------------
+    def fit_prompt(self, prompt: Prompt) -> Prompt:
+        """Trim each prompt's trailing comma-separated parts until it fits its encoder's budget."""
+        return Prompt(
+            positive=self._fit(prompt.positive, self.pipe.tokenizer),
+            negative=self._fit(prompt.negative, self.pipe.tokenizer),
+            positive_2=self._fit(prompt.positive_2, self.pipe.tokenizer_2) if prompt.positive_2 else "",
+        )
+
+    def _fit(self, text: str, tokenizer: Any) -> str:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        while len(parts) > 1 and self._tokens(", ".join(parts), tokenizer) > self.token_budget:
+            parts.pop()
+        fitted = ", ".join(parts)
+        if fitted != text:
+            log.debug("prompt trimmed to %d tokens: %r", self._tokens(fitted, tokenizer), fitted)
+        return fitted
+
+    @staticmethod
+    def _tokens(text: str, tokenizer: Any) -> int:
+        return len(tokenizer(text, truncation=False).input_ids)
+
+    # -- rendering -----------------------------------------------------------------------------
+    def render(
+        self,
+        requests: Sequence[FrameRequest],
+        *,
+        on_step: StepCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> list[Image.Image]:
+        if not requests:
+            return []
+        try:
+            return self._call(requests, on_step, should_cancel)
+        except self._torch.OutOfMemoryError:
+            self._free_memory()
+            if len(requests) == 1:
+                raise OutOfMemory(self._oom_message(requests[0])) from None
+            log.warning("out of GPU memory for a batch of %d; retrying one frame at a time", len(requests))
+        images = []
+        for request in requests:
+            try:
+                images += self._call([request], on_step, should_cancel)
+            except self._torch.OutOfMemoryError:
+                self._free_memory()
+                raise OutOfMemory(self._oom_message(request)) from None
+        return images
+
+    def warm_up(self, width: int, height: int) -> None:
+        """One throwaway batch at the real size, so a compiled UNet is compiled before the first job."""
+        self.pipe(
+            prompt=["warm-up"] * self.batch_size, num_inference_steps=2, guidance_scale=self.guidance,
+            width=width, height=height, output_type="latent",
+        )
+
+    def _call(
+        self, requests: Sequence[FrameRequest], on_step: StepCallback | None, should_cancel: CancelCheck | None
+    ) -> list[Image.Image]:
+        first = requests[0]
+        if any((r.width, r.height) != (first.width, first.height) for r in requests):
+            raise ValueError("all frames of one batch must share a size")
+        steps = self.steps
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            if on_step is not None:
+                on_step(step + 1, steps)
+            if should_cancel is not None and should_cancel():
+                pipe._interrupt = True
+            return tensors
+
+        result = self.pipe(
+            prompt=[r.prompt.positive for r in requests],
+            prompt_2=[r.prompt.scene for r in requests],
+            negative_prompt=[r.prompt.negative for r in requests],
+            negative_prompt_2=[r.prompt.negative for r in requests],
+            num_inference_steps=steps,
+            guidance_scale=self.guidance,
+            width=first.width,
+            height=first.height,
+            generator=[self._torch.Generator("cpu").manual_seed(r.seed) for r in requests],
+            callback_on_step_end=step_end,
+            output_type="pil",
+        )
+        if self.pipe.interrupt:
+            raise Cancelled(f"cancelled while drawing frame {first.shot.index}")
+        return list(result.images)
+
+    def _free_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    @staticmethod
+    def _oom_message(request: FrameRequest) -> str:
+        return (
+            f"out of GPU memory drawing frame {request.shot.index} at {request.width}x{request.height}, "
+            "even one frame at a time; try a smaller engine.width/height, engine.vae_tiling or engine.cpu_offload"
+        )
