@@ -121,7 +121,7 @@ class ConsoleAdapter:
 
     # -- output (ChatGateway) --------------------------------------------------------------------
     async def notify(self, update: JobUpdate) -> None:
-        if update.stage != "validating":  # one line per frame is enough on a console
+        if update.stage not in ("validating", "step"):  # one line per batch is enough on a console
             self._write(update.text)
 
     async def deliver(self, delivery: BoardDelivery) -> None:
@@ -146,7 +146,7 @@ class OneShotGateway:
         return self._delivered.get(job_id)
 
     async def notify(self, update: JobUpdate) -> None:
-        if update.stage == "rendering" and update.total:
+        if update.stage in ("rendering", "step") and update.total:
             if self._bar is None:
                 self._bar = tqdm(total=update.total, desc=f"job {update.job_id}", unit="frame",
                                  file=self._progress, disable=None)

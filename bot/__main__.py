@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from bot.config import AppConfig, ConfigError, load_config
+from bot.config import AppConfig, ConfigError, load_config, with_overrides
+from engine.models import ModelLoadError
 
 log = logging.getLogger("bot")
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the bot (console adapter when no chat token is set)")
     run.add_argument("--lang", choices=["en", "ru", "kk"], help="console reply language (default from config)")
     run.add_argument("--user", help="console user id (default from config; moderators are listed in config)")
+    _engine_args(run)
 
     story = commands.add_parser("story", help="render one storyboard and print its output folder")
     _story_text_args(story)
@@ -43,12 +45,41 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--frames", type=int, help="number of frames, 1-12 (default from config)")
     story.add_argument("--seed", type=int, help="board seed (default: random, recorded in report.json)")
     story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
+    _engine_args(story)
 
     plan = commands.add_parser("plan", help="print the shot list as JSON")
     _story_text_args(plan)
     plan.add_argument("--frames", type=int, help="exact number of shots (default: the planner decides, 6-10)")
     plan.add_argument("--seed", type=int, default=0, help="planner seed (default 0)")
     return parser
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (each flag overrides its [engine] key in config.toml)")
+    group.add_argument("--renderer", choices=["auto", "preview", "sdxl"], help="engine.renderer")
+    group.add_argument("--base-model", metavar="PATH_OR_ID", help="engine.base_model: SDXL hub id or diffusers folder")
+    group.add_argument("--lora", metavar="PATH", help="engine.lora: character LoRA file, folder or hub id")
+    group.add_argument("--clip-model", metavar="PATH_OR_ID", help="engine.clip_model: CLIP for the identity check")
+    group.add_argument("--steps", type=int, help="engine.steps: denoising steps")
+    group.add_argument("--size", type=_size, metavar="WxH", help="engine.width and engine.height, e.g. 1024x1024")
+    group.add_argument("--draft", action="store_true", default=None, help="engine.draft: few-step draft LoRA")
+
+
+def _size(value: str) -> tuple[int, int]:
+    width, sep, height = value.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1024x1024, got {value!r}")
+    return int(width), int(height)
+
+
+def engine_overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "clip_model": "clip_model",
+             "steps": "steps", "draft": "draft"}
+    values: dict[str, object] = {key: getattr(args, attr) for attr, key in names.items()
+                                 if getattr(args, attr, None) is not None}
+    if getattr(args, "size", None):
+        values["width"], values["height"] = args.size
+    return values
 
 
 def _story_text_args(parser: argparse.ArgumentParser) -> None:
@@ -79,16 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, os.environ)
+        config = with_overrides(load_config(args.config, os.environ), "engine", engine_overrides(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config, args.log_level)
     if args.command == "plan":
         return _cmd_plan(args, parser, config)
-    if args.command == "story":
-        return _cmd_story(args, parser, config)
-    return _cmd_run(args, config)
+    try:
+        if args.command == "story":
+            return _cmd_story(args, parser, config)
+        return _cmd_run(args, config)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:

@@ -142,6 +142,19 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     return _resolve_paths(config, base=path.parent if path else Path.cwd())
 
 
+def with_overrides(config: AppConfig, section: str, values: Mapping[str, Any]) -> AppConfig:
+    """A copy of ``config`` with ``[section]`` keys replaced (CLI flags), validated like the file."""
+    if not values:
+        return config
+    data = config.model_dump()
+    data[section] = {**data[section], **values}
+    data["secrets"] = config.secrets
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source="command line")) from None
+
+
 def _pick_path(path: Path | None, env: Mapping[str, str]) -> Path | None:
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])

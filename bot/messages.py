@@ -47,6 +47,16 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "🎨 Задача #{job}: рисую кадр {frame} из {total}…",
         "kk": "🎨 #{job} тапсырма: {total} кадрдың {frame}-кадрын салып жатырмын…",
     },
+    "progress_frames": {
+        "en": "🎨 Job #{job}: drawing frames {frame}–{last} of {total}…",
+        "ru": "🎨 Задача #{job}: рисую кадры {frame}–{last} из {total}…",
+        "kk": "🎨 #{job} тапсырма: {total} кадрдың {frame}–{last} кадрларын салып жатырмын…",
+    },
+    "progress_step": {
+        "en": "🎨 Job #{job}: frames {frame}–{last} of {total}, step {step}/{steps}",
+        "ru": "🎨 Задача #{job}: кадры {frame}–{last} из {total}, шаг {step}/{steps}",
+        "kk": "🎨 #{job} тапсырма: {total} кадрдың {frame}–{last} кадрлары, {step}/{steps} қадам",
+    },
     "progress_validating": {
         "en": "🔎 Job #{job}: checking frame {frame} of {total}…",
         "ru": "🔎 Задача #{job}: проверяю кадр {frame} из {total}…",

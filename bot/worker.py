@@ -45,6 +45,25 @@ def supervise(task: asyncio.Task, what: str) -> asyncio.Task:
     return task
 
 
+_PROGRESS_KEYS = {
+    "planning": "progress_planning",
+    "rendering": "progress_frame",
+    "step": "progress_step",
+    "validating": "progress_validating",
+    "composing": "progress_composing",
+}
+
+
+def progress_text(job: Job, event: ProgressEvent) -> str:
+    """The chat line for one engine progress event, in the job's language."""
+    key = _PROGRESS_KEYS[event.stage]
+    if event.stage == "rendering" and event.last_frame not in (None, event.frame):
+        key = "progress_frames"
+    last = event.last_frame if event.last_frame is not None else event.frame
+    return text(key, job.language, job=job.id, frame=event.frame, last=last, total=event.total,
+                step=event.step, steps=event.steps)
+
+
 class Worker:
     def __init__(
         self,
@@ -231,9 +250,7 @@ class Worker:
         while (event := await events.get()) is not None:
             if event.stage == "done":
                 continue  # the delivery itself says "done"
-            key = {"planning": "progress_planning", "rendering": "progress_frame",
-                   "validating": "progress_validating", "composing": "progress_composing"}[event.stage]
-            message = text(key, job.language, job=job.id, frame=event.frame, total=event.total)
+            message = progress_text(job, event)
             await self._notify(job, event.stage, message, frame=event.frame, total=event.total)
 
     async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:

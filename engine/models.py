@@ -128,13 +128,13 @@ class ModelLoader:
         extra: dict[str, Any] = {}
         if s.vae:
             extra["vae"] = self._load(
-                "engine.vae", s.vae, lambda src: AutoencoderKL.from_pretrained(src, torch_dtype=runtime.dtype)
+                "engine.vae", s.vae, lambda src: AutoencoderKL.from_pretrained(src, dtype=runtime.dtype)
             )
         pipe = self._load(
             "engine.base_model",
             s.base_model,
             lambda src: StableDiffusionXLPipeline.from_pretrained(
-                src, torch_dtype=runtime.dtype, add_watermarker=False, **extra
+                src, dtype=runtime.dtype, add_watermarker=False, **extra
             ),
         )
         pipe.set_progress_bar_config(disable=True)
@@ -232,7 +232,7 @@ class ModelLoader:
             model = self._load(
                 "engine.clip_model",
                 self.settings.clip_model,
-                lambda src: CLIPModel.from_pretrained(src, torch_dtype=runtime.dtype).to(runtime.device).eval(),
+                lambda src: CLIPModel.from_pretrained(src, dtype=runtime.dtype).to(runtime.device).eval(),
             )
             processor = self._load("engine.clip_model (processor)", self.settings.clip_model, CLIPProcessor.from_pretrained)
             self._clip = (model, processor)
@@ -277,7 +277,8 @@ def _vae_precision(pipe: Any, runtime: Runtime, vae_override: str) -> str:
 
 
 def _load_failure(key: str, value: str, source: str, exc: Exception) -> str:
-    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    reason = f"{type(exc).__name__}: {first_line[:200]}"
     if Path(source).exists():
         return f"{key}: could not load {source}: {reason}"
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
