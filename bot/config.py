@@ -56,6 +56,7 @@ class QueueSettings(_Section):
     lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=10)
     poll_interval_s: float = Field(default=1.0, ge=0.01, le=60.0)
+    cancel_poll_s: float = Field(default=0.5, ge=0.05, le=60.0)
 
 
 class RolesSettings(_Section):

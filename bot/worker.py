@@ -264,7 +264,9 @@ class Worker:
             log.warning("job %d: progress note not sent", job.id, exc_info=True)
 
     async def _heartbeat(self, job: Job, cancel: threading.Event) -> None:
-        interval = self.config.queue.lease_seconds / 3
+        """Renew the lease and pick up /cancel, often enough for both."""
+        queue = self.config.queue
+        interval = min(queue.lease_seconds / 3, queue.cancel_poll_s)
         while True:
             await asyncio.sleep(interval)
             current = await self.store.renew_lease(job.id, self.worker_id, self.config.queue.lease_seconds)

@@ -282,5 +282,5 @@ def _load_failure(key: str, value: str, source: str, exc: Exception) -> str:
     if Path(source).exists():
         return f"{key}: could not load {source}: {reason}"
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-    hint = " (HF_HUB_OFFLINE is set)" if offline else ""
-    return f"{key}: weights for {value!r} not found locally{hint}; set HF_HOME or a local path ({reason})"
+    hint = "; HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else ""
+    return f"{key} = {value!r}: weights not found locally; set HF_HOME or a local path{hint} ({reason})"

@@ -24,6 +24,24 @@ from bot.config import AppConfig  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip ``@pytest.mark.gpu`` tests unless CUDA and the real weights are there."""
+    if _gpu_ready():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA and ALDAR_SDXL_BASE / ALDAR_CLIP weights")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _gpu_ready() -> bool:
+    if not (os.environ.get("ALDAR_SDXL_BASE") and os.environ.get("ALDAR_CLIP")):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def stories_dir() -> Path:
     """The shared sample stories: ../shared/stories beside the repo (CI and dev), or $STORIES_DIR."""
     if os.environ.get("STORIES_DIR"):
@@ -59,6 +77,44 @@ def make_config(tmp_path: Path) -> Callable[..., AppConfig]:
 @pytest.fixture
 def config(make_config) -> AppConfig:
     return make_config()
+
+
+# -- tiny random-weight models -------------------------------------------------------------
+# Built once per session and saved like real weights; tests load them through the same
+# production code (engine.models). tests.tiny_models imports torch, so it is imported inside
+# the fixtures: tests that need no model do not pay for it.
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved ``StableDiffusionXLPipeline`` folder (model_index.json, unet/, vae/, ...)."""
+    from tests.tiny_models import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved ``CLIPModel`` + ``CLIPProcessor`` folder (32x32 images, 32-d embeddings)."""
+    from tests.tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_file(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``.../pytorch_lora_weights.safetensors``: a UNet LoRA in diffusers/PEFT format."""
+    from tests.tiny_models import build_tiny_lora
+
+    return build_tiny_lora(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_lora"))
+
+
+@pytest.fixture(scope="session")
+def tiny_kohya_lora_file(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same LoRA as ``tiny_lora_file``, as a kohya-ss (SGM key names) safetensors file."""
+    from tests.tiny_models import build_tiny_kohya_lora
+
+    return build_tiny_kohya_lora(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_kohya") / "aldar_kose.safetensors")
 
 
 @pytest.fixture

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 
+from bot.ports import BoardDelivery, JobUpdate
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.worker import Worker
 from engine.grid import PAPER
 
 
@@ -43,3 +47,42 @@ def count_panels(grid_path: Path) -> tuple[int, int]:
     top, panel_height = rows[0]
     columns = _long_runs([is_ink(x, top + panel_height // 2) for x in range(width)])
     return len(columns), len(rows)
+
+
+ALICE = Requester(platform="test", user_id="alice", chat_id="chat-a")
+BOB = Requester(platform="test", user_id="bob", chat_id="chat-b")
+WORKER_STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
+
+
+class RecordingGateway:
+    """A ``ChatGateway`` (the worker's own protocol) that records what a chat would be sent."""
+
+    def __init__(self, fail_deliveries: int = 0) -> None:
+        self.updates: list[JobUpdate] = []
+        self.deliveries: list[BoardDelivery] = []
+        self.fail_deliveries = fail_deliveries
+
+    async def notify(self, update: JobUpdate) -> None:
+        self.updates.append(update)
+
+    async def deliver(self, delivery: BoardDelivery) -> None:
+        if self.fail_deliveries:
+            self.fail_deliveries -= 1
+            raise ConnectionError("chat unreachable")
+        self.deliveries.append(delivery)
+
+
+class Rig:
+    """A worker, its service and its one engine thread on a real store, for burst-mode tests."""
+
+    def __init__(self, config, store, engine, gateway):
+        self.config, self.store, self.gateway = config, store, gateway
+        self.service = StoryService(store, config)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.worker = self.new_worker(engine)
+
+    def new_worker(self, engine):
+        return Worker(store=self.store, engine=engine, gateway=self.gateway, config=self.config, executor=self.executor)
+
+    async def submit(self, who=ALICE, story=WORKER_STORY, **options):
+        return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id

@@ -10,39 +10,16 @@ import asyncio
 import json
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageChops
 
-from bot.ports import BoardDelivery, JobUpdate
-from bot.service import Requester, StoryOptions, StoryRequest, StoryService
-from bot.store import Store
-from bot.worker import Worker
 from engine.backends import build_engine
 from engine.plan import OfflinePlanner
 from engine.storyboard import StoryEngine
+from tests.helpers import ALICE, BOB, RecordingGateway
 
-ALICE = Requester(platform="test", user_id="alice", chat_id="chat-a")
-BOB = Requester(platform="test", user_id="bob", chat_id="chat-b")
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
-
-
-class RecordingGateway:
-    def __init__(self, fail_deliveries: int = 0) -> None:
-        self.updates: list[JobUpdate] = []
-        self.deliveries: list[BoardDelivery] = []
-        self.fail_deliveries = fail_deliveries
-
-    async def notify(self, update: JobUpdate) -> None:
-        self.updates.append(update)
-
-    async def deliver(self, delivery: BoardDelivery) -> None:
-        if self.fail_deliveries:
-            self.fail_deliveries -= 1
-            raise ConnectionError("chat unreachable")
-        self.deliveries.append(delivery)
 
 
 class ExplodingPlanner(OfflinePlanner):
@@ -52,37 +29,6 @@ class ExplodingPlanner(OfflinePlanner):
         if "explode" in story:
             raise RuntimeError("planner exploded")
         return super().plan(story, shots=shots, seed=seed)
-
-
-class Rig:
-    def __init__(self, config, store, engine, gateway):
-        self.config, self.store, self.gateway = config, store, gateway
-        self.service = StoryService(store, config)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self.worker = self.new_worker(engine)
-
-    def new_worker(self, engine):
-        return Worker(store=self.store, engine=engine, gateway=self.gateway, config=self.config, executor=self.executor)
-
-    async def submit(self, who=ALICE, story=STORY, **options):
-        return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id
-
-
-@pytest.fixture
-def rig_factory(make_config):
-    made = []
-
-    async def _make(gateway=None, story_engine=None, **sections):
-        config = make_config(**sections)
-        store = await Store.open(config.storage.database)
-        story_engine = story_engine or build_engine(config.engine_settings(), openai_key_set=False)
-        rig = Rig(config, store, story_engine, gateway or RecordingGateway())
-        made.append(rig)
-        return rig
-
-    yield _make
-    for rig in made:
-        rig.executor.shutdown(wait=True)
 
 
 async def close(rig):

@@ -7,7 +7,6 @@ import time
 import pytest
 from PIL import Image, ImageStat
 
-from engine.prompts import build_prompt
 from engine.preview import (
     FIGURE_COLOUR,
     HORSE_COLOUR,
@@ -15,6 +14,7 @@ from engine.preview import (
     PREVIEW_MARK_COLOUR,
     PreviewRenderer,
 )
+from engine.prompts import build_prompt
 from engine.render import FrameRequest, Renderer
 from engine.settings import PromptSettings
 from engine.shots import FRAMINGS, POSES, SETTINGS, TIMES_OF_DAY, Shot

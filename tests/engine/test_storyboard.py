@@ -17,8 +17,8 @@ from PIL import Image
 from engine.backends import build_engine
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import OfflinePlanner
-from engine.prompts import build_prompt
 from engine.preview import PreviewRenderer
+from engine.prompts import build_prompt
 from engine.render import FrameRequest
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.shots import ShotList

@@ -1,0 +1,26 @@
+"""Fixtures for the bot's tests: a worker rig on a real store."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.store import Store
+from engine.backends import build_engine
+from tests.helpers import RecordingGateway, Rig
+
+
+@pytest.fixture
+def rig_factory(make_config):
+    made = []
+
+    async def _make(gateway=None, story_engine=None, **sections):
+        config = make_config(**sections)
+        store = await Store.open(config.storage.database)
+        story_engine = story_engine or build_engine(config.engine_settings(), openai_key_set=False)
+        rig = Rig(config, store, story_engine, gateway or RecordingGateway())
+        made.append(rig)
+        return rig
+
+    yield _make
+    for rig in made:
+        rig.executor.shutdown(wait=True)
