@@ -160,3 +160,28 @@ def test_sigterm_mid_render_puts_the_job_back_for_the_next_start(tmp_path):
     assert "returned to the queue" in stderr and "Traceback" not in stderr
     with sqlite3.connect(tmp_path / "bot.sqlite3") as conn:
         assert conn.execute("SELECT status, lease_owner FROM jobs").fetchall() == [("queued", None)]
+
+
+def test_story_with_the_sdxl_flags_loads_any_diffusers_folder(tmp_path, tiny_sdxl_dir, tiny_lora_file, tiny_clip_dir):
+    out = tmp_path / "board"
+    result = bot("story", "Aldar Kose rides his horse across the steppe", "--renderer", "sdxl",
+                 "--base-model", str(tiny_sdxl_dir), "--lora", str(tiny_lora_file), "--clip-model", str(tiny_clip_dir),
+                 "--steps", "2", "--size", "64x72", "--frames", "3", "--seed", "7", "--out", str(out),
+                 config=write_config(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (report["renderer"], report["validator"], report["seed"]) == ("sdxl", "clip", 7)
+    assert report["models"]["sources"]["engine.lora"] == str(tiny_lora_file)
+    from PIL import Image
+
+    assert Image.open(out / "frame_01.png").size == (64, 72)
+    assert "renderer=sdxl (configured: engine.renderer = sdxl; weights loaded)" in result.stderr
+
+
+def test_a_missing_base_model_stops_start_up_with_the_key(tmp_path):
+    result = bot("story", "Aldar Kose rides", "--renderer", "sdxl", "--base-model", str(tmp_path / "nope"),
+                 config=write_config(tmp_path))
+    assert result.returncode == 2
+    assert f"engine.base_model: path not found: {tmp_path / 'nope'}" in result.stderr
+    assert "Traceback" not in result.stderr
