@@ -189,12 +189,12 @@ class ModelLoader:
 
     def _apply_performance(self, pipe: Any, runtime: Runtime) -> None:
         import torch
-        from diffusers.models.attention_processor import AttnProcessor2_0
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         s, applied = self.settings, self.applied
-        if s.sdpa:
-            pipe.unet.set_attn_processor(AttnProcessor2_0())
-            applied["sdpa"] = True
+        # diffusers picks SDPA by default on torch 2; "off" means the classic processor for real.
+        pipe.unet.set_attn_processor(AttnProcessor2_0() if s.sdpa else AttnProcessor())
+        applied["sdpa"] = s.sdpa
         if s.fuse_qkv:
             pipe.fuse_qkv_projections()
             applied["fuse_qkv"] = True

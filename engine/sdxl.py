@@ -61,7 +61,7 @@ class SdxlRenderer:
 
     @staticmethod
     def _tokens(text: str, tokenizer: Any) -> int:
-        return len(tokenizer(text, truncation=False).input_ids)
+        return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
     # -- rendering -----------------------------------------------------------------------------
     def render(
@@ -90,11 +90,13 @@ class SdxlRenderer:
         return images
 
     def warm_up(self, width: int, height: int) -> None:
-        """One throwaway batch at the real size, so a compiled UNet is compiled before the first job."""
-        self.pipe(
-            prompt=["warm-up"] * self.batch_size, num_inference_steps=2, guidance_scale=self.guidance,
-            width=width, height=height, output_type="latent",
-        )
+        """Throwaway batches of every size a board can use (1..batch_size: frame 1 alone, the
+        rest, re-rolls), so a compiled UNet compiles them all before the first job."""
+        for size in range(1, self.batch_size + 1):
+            self.pipe(
+                prompt=["warm-up"] * size, num_inference_steps=2, guidance_scale=self.guidance,
+                width=width, height=height, output_type="latent",
+            )
 
     def _call(
         self, requests: Sequence[FrameRequest], on_step: StepCallback | None, should_cancel: CancelCheck | None

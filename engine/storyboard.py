@@ -339,7 +339,7 @@ class StoryEngine:
         return [done[shot.index] for shot in plan.shots]
 
     def _frame1_first(self, request: BoardRequest) -> bool:
-        return request.mode == "ref-guided" or not self.validator.has_own_reference
+        return request.mode == "ref-guided" or self.validator.needs_reference
 
     @staticmethod
     def _checkpoint(frame: FrameResult, out_dir: Path) -> None:

@@ -26,8 +26,8 @@ class Validator(Protocol):
     name: str
 
     @property
-    def has_own_reference(self) -> bool:
-        """True when configured reference pictures define the identity (frame 1 need not)."""
+    def needs_reference(self) -> bool:
+        """True when identity is checked against frame 1, which must then be final first."""
         ...
 
     def score(
@@ -41,7 +41,7 @@ class NullValidator:
     """Scores nothing: used with renderers that draw no real character."""
 
     name = "none"
-    has_own_reference = False
+    needs_reference = False
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None
@@ -63,8 +63,8 @@ class ClipScorer:
         self._reference = self._mean_embedding(list(reference_images)) if reference_images else None
 
     @property
-    def has_own_reference(self) -> bool:
-        return self._reference is not None
+    def needs_reference(self) -> bool:
+        return self._reference is None
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None

@@ -331,3 +331,19 @@ def test_a_real_board_on_a_gpu_keeps_the_character(tmp_path):
     identities = [f["attempts"][f["chosen_attempt"]]["scores"]["identity"] for f in report["frames"][1:]]
     assert sum(identities) / len(identities) >= 0.70
     assert all(f["accepted"] for f in report["frames"])
+
+
+def test_cuda_settings_can_be_switched_off(tiny_sdxl_dir):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", sdpa=False, fuse_qkv=False), openai_key_set=False)
+    processors = set(type(p) for p in engine.renderer.pipe.unet.attn_processors.values())
+    assert processors == {AttnProcessor}
+    assert engine.models.applied["sdpa"] is False and "fuse_qkv" not in engine.models.applied
+
+
+def test_without_an_identity_check_frame_1_batches_with_the_rest(tiny_sdxl_dir, tmp_path):
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""), openai_key_set=False)
+    events: list[ProgressEvent] = []
+    engine.run(BoardRequest(STORY, frames=6, seed=1), tmp_path / "b", on_progress=events.append)
+    assert [(e.frame, e.last_frame) for e in events if e.stage == "rendering"] == [(1, 4), (5, 6)]

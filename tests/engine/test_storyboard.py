@@ -78,7 +78,7 @@ class ScriptedValidator:
     """Returns ``{"identity": score}`` from a fixed list, one per image; fails loudly when the list runs out."""
 
     name = "scripted"
-    has_own_reference = False
+    needs_reference = True
 
     def __init__(self, identities: list[float]) -> None:
         self.identities = list(identities)
