@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -261,15 +262,25 @@ class Store:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
+        """One IMMEDIATE transaction at a time. Cancellation-safe: aiosqlite runs statements in
+        order on its own thread, so a BEGIN whose await was cancelled still runs, and the
+        ROLLBACK queued after it closes it; the next BEGIN never finds a transaction open."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await asyncio.shield(self._rollback())
                 raise
-            else:
-                await self._conn.execute("COMMIT")
+            await self._conn.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):
+                raise
+            log.debug("nothing to roll back: the BEGIN itself had failed")
 
     async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         async with self._conn.execute(sql, _params(params)) as cursor:

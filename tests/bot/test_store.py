@@ -174,3 +174,23 @@ async def test_ban_cancels_queued_jobs(store):
     assert await store.count_jobs(status="cancelled") == 2
     user = await store.user_by_id(alice)
     assert (user.banned, user.ban_reason) == (True, "spam")
+
+
+async def test_writes_cancelled_at_any_point_leave_no_transaction_open(store):
+    """A heartbeat cancelled mid-write must not leave a transaction open for the next writer."""
+    import asyncio
+
+    alice = await add_user(store, "alice")
+    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
+    for delay in range(40):
+        task = asyncio.create_task(store.renew_lease(job_id, "w", 60))
+        for _ in range(delay % 8):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert await store.count_refusal(alice) is None  # the next write works
+    assert (await store.user_by_id(alice)).refusals == 40
