@@ -211,7 +211,7 @@ def measure(args: argparse.Namespace, config: Config, story: str, out: Path, tor
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    engine = build_engine(engine_settings(args, config), openai_key_set=False)
+    engine = build_engine(engine_settings(args, config))
     sync()
     result.build_s = time.perf_counter() - t0
     if engine.renderer.name != "sdxl" or engine.models is None:

@@ -8,7 +8,7 @@ Set-up: ``tests.tiny_models`` writes a tiny SDXL pipeline, a tiny CLIP and a tin
 built exactly as the bot builds it:
 
     build_engine(EngineSettings(render=RenderSettings(renderer="sdxl", base_model=..., lora=...,
-                 clip_model=..., width=64, height=64, steps=S, batch_size=4)), openai_key_set=False)
+                 clip_model=..., width=64, height=64, steps=S, batch_size=4)))
 
 so the weights go through ``engine.models.ModelLoader`` (from_pretrained, LoRA load + fuse, CLIP).
 
@@ -102,7 +102,7 @@ def engine_settings(models: dict[str, str], *, steps: int, batch_size: int, max_
 
 def timed_build(settings: EngineSettings) -> tuple[StoryEngine, float, int]:
     t0 = time.perf_counter()
-    engine = build_engine(settings, openai_key_set=False)
+    engine = build_engine(settings)
     seconds = time.perf_counter() - t0
     if engine.renderer.name != "sdxl" or engine.models is None:
         raise RuntimeError(f"expected the SDXL renderer, got {engine.renderer.name}: {engine.reasons}")

@@ -5,7 +5,7 @@ is written in < 2 s wall time, median over --repeat runs, through the real servi
 
 Three ways are timed:
 
-(a) engine      ``build_engine(EngineSettings(), openai_key_set=False)`` once, then
+(a) engine      ``build_engine(EngineSettings())`` once, then
                 ``engine.run(BoardRequest(story, frames=F, seed=i), out_dir)`` per run.
 (b) run_story   ``bot.app.run_story(config, story, StoryOptions(frames=F, seed=i), out_dir)``
                 per run: opens a fresh app each time (SQLite open + migrate, engine build),
@@ -77,7 +77,7 @@ def _timings(report_path: Path) -> dict[str, float]:
 
 
 def bench_engine(story: str, frames: int | None, repeat: int, tmp: Path) -> tuple[list[float], list[dict], int]:
-    engine = build_engine(EngineSettings(), openai_key_set=False)
+    engine = build_engine(EngineSettings())
     walls, stages, n_frames = [], [], 0
     for i in range(repeat):
         out = tmp / f"engine-{i}"

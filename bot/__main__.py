@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bot.config import AppConfig, ConfigError, load_config, with_overrides
 from engine.models import ModelLoadError
+from engine.plan import PlanError
 
 log = logging.getLogger("bot")
 
@@ -47,10 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
     _engine_args(story)
 
-    plan = commands.add_parser("plan", help="print the shot list as JSON")
+    plan = commands.add_parser("plan", help="print the shot list as JSON (or a table with --pretty)")
     _story_text_args(plan)
     plan.add_argument("--frames", type=int, help="exact number of shots (default: the planner decides, 6-10)")
     plan.add_argument("--seed", type=int, default=0, help="planner seed (default 0)")
+    plan.add_argument("--planner", choices=["auto", "openai", "offline"], help="planner.backend (default from config)")
+    plan.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
     return parser
 
 
@@ -121,21 +124,44 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "story":
             return _cmd_story(args, parser, config)
         return _cmd_run(args, config)
-    except ModelLoadError as exc:
+    except (ModelLoadError, PlanError) as exc:  # a backend that cannot start: say which key, stop
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
-    from engine.plan import OfflinePlanner, PlanError
+    from bot.app import openai_key
+    from engine.backends import build_planner
 
+    if args.planner:
+        config = with_overrides(config, "planner", {"backend": args.planner})
     try:
-        plan = OfflinePlanner(config.planner).plan(_story_text(args, parser), shots=args.frames, seed=args.seed)
+        planner, choice = build_planner(config.engine_settings(), openai_api_key=openai_key(config))
+        result = planner.make_plan(_story_text(args, parser), shots=args.frames, seed=args.seed)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(plan.model_dump(mode="json"), ensure_ascii=False, indent=2))
+    logging.getLogger("bot").info("planner=%s (%s)", choice.name, choice.reason)
+    if result.fallback_reason:
+        print(f"note: planned offline because the {choice.name} planner failed: {result.fallback_reason}",
+              file=sys.stderr)
+    if args.pretty:
+        print(plan_table(result.plan, result.planner))
+    else:
+        print(json.dumps(result.plan.model_dump(mode="json"), ensure_ascii=False, indent=2))
     return 0
+
+
+def plan_table(plan, planner: str) -> str:
+    """A plan as a terminal table: one row per shot."""
+    header = f"{plan.title}  [{plan.language}, {len(plan.shots)} shots, planner: {planner}]"
+    columns = ("#", "framing", "angle", "pose", "setting", "time", "caption")
+    rows = [(str(s.index), s.framing, s.camera_angle, s.pose, s.setting, s.time_of_day, s.caption)
+            for s in plan.shots]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if i < 6 else 0 for i, c in enumerate(columns)]
+    lines = [header, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
 
 
 def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:

@@ -73,7 +73,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     store = await Store.open(config.storage.database)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
     try:
-        engine = build_engine(config.engine_settings(), openai_key_set=config.secrets.openai_api_key is not None)
+        engine = build_engine(config.engine_settings(), openai_api_key=openai_key(config))
         router = ChatRouter()
         service = StoryService(store, config)
         worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor)
@@ -81,6 +81,11 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         await store.close()
+
+
+def openai_key(config: AppConfig) -> str | None:
+    secret = config.secrets.openai_api_key
+    return secret.get_secret_value() if secret is not None else None
 
 
 def startup_line(app: App, adapter_reason: str) -> str:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from engine.models import ModelLoader, ModelLoadError
-from engine.plan import OfflinePlanner
+from engine.plan import OfflinePlanner, PlanError, Planner
 from engine.preview import PreviewRenderer
 from engine.render import Renderer
 from engine.settings import EngineSettings, PlannerSettings, RenderSettings
@@ -31,9 +31,25 @@ class Choice:
 def choose_planner(settings: PlannerSettings, *, openai_key_set: bool) -> Choice:
     if settings.backend == "offline":
         return Choice("offline", "configured: planner.backend = offline")
+    if settings.backend == "openai":
+        if not openai_key_set:
+            raise PlanError("planner.backend = 'openai' needs OPENAI_API_KEY in the environment")
+        return Choice("openai", "configured: planner.backend = openai (offline planner as fallback)")
     if openai_key_set:
-        return Choice("offline", "auto: OPENAI_API_KEY is set, but this build ships only the offline planner")
+        return Choice("openai", "auto: OPENAI_API_KEY is set (offline planner as fallback)")
     return Choice("offline", "auto: OPENAI_API_KEY is not set")
+
+
+def build_planner(settings: EngineSettings, *, openai_api_key: str | None) -> tuple[Planner, Choice]:
+    """The planner ``planner.backend`` asks for, with the offline planner behind the LLM."""
+    choice = choose_planner(settings.planner, openai_key_set=bool(openai_api_key))
+    offline = OfflinePlanner(settings.planner)
+    if choice.name == "offline":
+        return offline, choice
+    from engine.llm_plan import OpenAIPlanner
+
+    planner = OpenAIPlanner(settings.planner, settings.prompt, api_key=openai_api_key or "", fallback=offline)
+    return planner, choice
 
 
 def choose_renderer(settings: RenderSettings) -> Choice:
@@ -67,9 +83,9 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader) -> tuple[Renderer,
     return renderer, ClipScorer(model, processor, reference_images=loader.reference_images())
 
 
-def build_engine(settings: EngineSettings, *, openai_key_set: bool) -> StoryEngine:
+def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None) -> StoryEngine:
     """Choose and construct every engine component once; models load here, never at import."""
-    planner_choice = choose_planner(settings.planner, openai_key_set=openai_key_set)
+    planner, planner_choice = build_planner(settings, openai_api_key=openai_api_key)
     renderer_choice = choose_renderer(settings.render)
     loader = ModelLoader(settings.render)
     renderer: Renderer = PreviewRenderer(delay_s=settings.render.preview_delay_s)
@@ -84,7 +100,7 @@ def build_engine(settings: EngineSettings, *, openai_key_set: bool) -> StoryEngi
             log.warning("SDXL weights did not load, falling back to the preview renderer: %s", exc)
             renderer_choice = Choice("preview", f"auto: CUDA is available but the weights did not load ({exc})")
     return StoryEngine(
-        planner=OfflinePlanner(settings.planner),
+        planner=planner,
         renderer=renderer,
         validator=validator,
         settings=settings,

@@ -47,13 +47,24 @@ class PlanError(ValueError):
     """The story cannot be planned as asked (the user's fault: say why)."""
 
 
+@dataclass(frozen=True)
+class PlanResult:
+    """A plan and how it came to be: which planner made it, why a fallback happened, and
+    what was repaired (clamped counts, unknown poses...). report.json records all three."""
+
+    plan: ShotList
+    planner: str
+    fallback_reason: str | None = None
+    repairs: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Planner(Protocol):
     """Turns a story into a shot list."""
 
     name: str
 
-    def plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> ShotList:
+    def make_plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> PlanResult:
         """Plan ``shots`` shots (or a natural count when None) for ``story``."""
         ...
 
@@ -966,6 +977,9 @@ class OfflinePlanner:
 
     def __init__(self, settings: PlannerSettings) -> None:
         self.settings = settings
+
+    def make_plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> PlanResult:
+        return PlanResult(plan=self.plan(story, shots=shots, seed=seed), planner=self.name)
 
     def plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> ShotList:
         """Plan ``shots`` shots, or a natural count in [min_shots, max_shots] when None.

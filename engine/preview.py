@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from engine.fonts import load_font, wrap_text
-from engine.prompts import Prompt
+from engine.prompts import Prompt, fit_prompt
 from engine.render import CancelCheck, FrameRequest, StepCallback
 from engine.shots import Shot
 
@@ -42,7 +42,8 @@ class PreviewRenderer:
         self.delay_s = delay_s
 
     def fit_prompt(self, prompt: Prompt) -> Prompt:
-        return prompt
+        """No tokenizer here: the conservative estimate keeps report.json's prompts SDXL-sized."""
+        return fit_prompt(prompt)
 
     def render(
         self,

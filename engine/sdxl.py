@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from PIL import Image
 
 from engine.errors import Cancelled, EngineError
-from engine.prompts import Prompt
+from engine.prompts import Prompt, fit_prompt
 from engine.render import CancelCheck, FrameRequest, StepCallback
 
 log = logging.getLogger(__name__)
@@ -43,25 +43,13 @@ class SdxlRenderer:
 
     # -- prompts -------------------------------------------------------------------------------
     def fit_prompt(self, prompt: Prompt) -> Prompt:
-        """Trim each prompt's trailing comma-separated parts until it fits its encoder's budget."""
-        return Prompt(
-            positive=self._fit(prompt.positive, self.pipe.tokenizer),
-            negative=self._fit(prompt.negative, self.pipe.tokenizer),
-            positive_2=self._fit(prompt.positive_2, self.pipe.tokenizer_2) if prompt.positive_2 else "",
-        )
-
-    def _fit(self, text: str, tokenizer: Any) -> str:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        while len(parts) > 1 and self._tokens(", ".join(parts), tokenizer) > self.token_budget:
-            parts.pop()
-        fitted = ", ".join(parts)
-        if fitted != text:
-            log.debug("prompt trimmed to %d tokens: %r", self._tokens(fitted, tokenizer), fitted)
-        return fitted
+        """Each prompt within its text encoder's budget, measured with that encoder's tokenizer."""
+        return fit_prompt(prompt, self._counter(self.pipe.tokenizer), self._counter(self.pipe.tokenizer_2),
+                          budget=self.token_budget)
 
     @staticmethod
-    def _tokens(text: str, tokenizer: Any) -> int:
-        return len(tokenizer(text, truncation=False, verbose=False).input_ids)
+    def _counter(tokenizer: Any) -> Callable[[str], int]:
+        return lambda text: len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
     # -- rendering -----------------------------------------------------------------------------
     def render(

@@ -16,9 +16,17 @@ class _Section(BaseModel):
 
 
 class PlannerSettings(_Section):
-    backend: Literal["auto", "offline"] = "auto"
+    backend: Literal["auto", "offline", "openai"] = "auto"
     min_shots: int = Field(default=6, ge=1, le=12)
     max_shots: int = Field(default=10, ge=1, le=12)
+    # OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, gateways)
+    model: str = Field(default="gpt-4o", min_length=1)
+    base_url: str = ""  # "" = the SDK's default, or $OPENAI_BASE_URL when set
+    temperature: float = Field(default=0.4, ge=0.0, le=2.0)
+    timeout_s: float = Field(default=30.0, ge=1.0, le=600.0)
+    max_retries: int = Field(default=2, ge=0, le=10)  # the SDK's retries: timeouts, 429, 5xx
+    output_retries: int = Field(default=1, ge=0, le=5)  # new requests after unusable output
+    caption_language: Literal["story", "en"] = "story"
 
     @model_validator(mode="after")
     def _ordered(self) -> PlannerSettings:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from engine.errors import Cancelled, CheckpointError, InvalidRequest
 from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
-from engine.plan import Planner
+from engine.plan import Planner, PlanResult
 from engine.prompts import Prompt, build_prompt
 from engine.render import FrameRequest, Renderer
 from engine.settings import EngineSettings
@@ -252,7 +252,8 @@ class StoryEngine:
         # 2. plan
         progress(ProgressEvent("planning"))
         with _timed(timings, "plan"):
-            plan = self._plan(request, out_dir)
+            planned = self._plan(request, out_dir)
+        plan = planned.plan
 
         # 3. prompts
         with _timed(timings, "prompts"):
@@ -268,7 +269,7 @@ class StoryEngine:
 
         # 7. report
         with _timed(timings, "report"):
-            report = self._report(request, plan, frames, grid)
+            report = self._report(request, planned, frames, grid)
         timings["total"] = time.perf_counter() - started
         report["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
         report["timings"]["model_loads"] = (self.models.loads if self.models else 0) - loads_before
@@ -308,12 +309,16 @@ class StoryEngine:
             raise InvalidRequest(f"kept frames {misplaced} are filed under the wrong frame number")
 
     # -- 2. plan -----------------------------------------------------------------------
-    def _plan(self, request: BoardRequest, out_dir: Path) -> ShotList:
-        plan = request.plan or self.planner.plan(request.story, shots=request.frames, seed=request.seed)
-        plan.check_numbering()
-        _write_json(out_dir / PLAN_FILE, plan.model_dump(mode="json"))
-        log.info("plan: %d shots, language=%s, planner=%s", len(plan.shots), plan.language, self.planner.name)
-        return plan
+    def _plan(self, request: BoardRequest, out_dir: Path) -> PlanResult:
+        if request.plan is not None:
+            result = PlanResult(plan=request.plan, planner="reused")
+        else:
+            result = self.planner.make_plan(request.story, shots=request.frames, seed=request.seed)
+        result.plan.check_numbering()
+        _write_json(out_dir / PLAN_FILE, result.plan.model_dump(mode="json"))
+        log.info("plan: %d shots, language=%s, planner=%s%s", len(result.plan.shots), result.plan.language,
+                 result.planner, f" (fallback: {result.fallback_reason})" if result.fallback_reason else "")
+        return result
 
     # -- 4. render + 5. validate ---------------------------------------------------------
     def _render_frames(
@@ -363,17 +368,20 @@ class StoryEngine:
     def _report(
         self,
         request: BoardRequest,
-        plan: ShotList,
+        planned: PlanResult,
         frames: list[FrameResult],
         grid: EncodedGrid,
     ) -> dict:
+        plan = planned.plan
         return {
             "story": request.story,
             "title": plan.title,
             "language": plan.language,
             "mode": request.mode,
             "seed": request.seed,
-            "planner": self.planner.name,
+            "planner": planned.planner,
+            "planner_fallback": planned.fallback_reason,
+            "plan_repairs": list(planned.repairs),
             "renderer": self.renderer.name,
             "validator": self.validator.name,
             "backend_reasons": dict(self.reasons),

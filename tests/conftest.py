@@ -15,6 +15,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# No test may reach OpenAI: a client that is not pointed at a fake lands on a closed port.
+os.environ.pop("OPENAI_API_KEY", None)
+os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -115,6 +118,16 @@ def tiny_kohya_lora_file(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathF
     from tests.tiny_models import build_tiny_kohya_lora
 
     return build_tiny_kohya_lora(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_kohya") / "aldar_kose.safetensors")
+
+
+@pytest.fixture
+def fake_openai():
+    """A local /v1/chat/completions server for the real openai SDK."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

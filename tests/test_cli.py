@@ -18,14 +18,16 @@ from tests.helpers import count_panels
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bot(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 120):
+def bot(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 120,
+        env: dict[str, str] | None = None):
     argv = [sys.executable, "-m", "bot", *(["--config", str(config)] if config else []), *args]
-    return subprocess.run(argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env=_env(**(env or {})))
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "DISCORD_TOKEN", "TELEGRAM_TOKEN")}
-    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}, **extra)
     return env
 
 
@@ -185,3 +187,40 @@ def test_a_missing_base_model_stops_start_up_with_the_key(tmp_path):
     assert result.returncode == 2
     assert f"engine.base_model: path not found: {tmp_path / 'nope'}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plan_with_the_openai_planner_honours_openai_base_url(fake_openai, stories):
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_openai.base_url}
+    result = bot("plan", stories["ru_bai"], "--planner", "openai", env=env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["language"] == "ru" and 6 <= len(plan["shots"]) <= 10
+    assert all(shot["caption"] in stories["ru_bai"] for shot in plan["shots"])
+    assert len(fake_openai.requests) == 1
+    assert "test-key" not in result.stderr  # never logged
+
+
+def test_auto_picks_openai_when_a_key_is_set_and_pretty_prints(fake_openai):
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_openai.base_url}
+    result = bot("plan", "Aldar Kose tricks the bai. The bai laughs. Aldar Kose rides away.", "--pretty", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "planner: openai" in result.stdout.splitlines()[0]
+    assert "framing" in result.stdout.splitlines()[1]
+    assert "planner=openai (auto: OPENAI_API_KEY is set" in result.stderr
+
+
+def test_plan_says_when_it_fell_back(fake_openai):
+    from tests.fakes.openai_server import Reply
+
+    fake_openai.script = [Reply(status=500)] * 10
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_openai.base_url}
+    result = bot("plan", "Aldar Kose tricks the bai.", "--planner", "openai", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "note: planned offline because the openai planner failed: HTTP 500" in result.stderr
+    assert 6 <= len(json.loads(result.stdout)["shots"]) <= 10
+
+
+def test_the_openai_planner_without_a_key_is_a_clear_error():
+    result = bot("plan", "Aldar Kose laughs.", "--planner", "openai")
+    assert result.returncode == 1
+    assert "planner.backend = 'openai' needs OPENAI_API_KEY" in result.stderr

@@ -11,6 +11,8 @@ gives the same bytes.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import os
 import re
@@ -354,3 +356,20 @@ def build_tiny_kohya_lora(
         },
     )
     return out_file
+
+
+def real_clip_tokenizer(folder: Path):
+    """OpenAI's CLIP tokenizer, built offline from the BPE file that clip-anytorch ships."""
+    from transformers import CLIPTokenizer
+
+    spec = importlib.util.find_spec("clip")
+    bpe = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    vocab = list(bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
+                         pad_token="<|endoftext|>")

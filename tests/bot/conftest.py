@@ -16,7 +16,7 @@ def rig_factory(make_config):
     async def _make(gateway=None, story_engine=None, **sections):
         config = make_config(**sections)
         store = await Store.open(config.storage.database)
-        story_engine = story_engine or build_engine(config.engine_settings(), openai_key_set=False)
+        story_engine = story_engine or build_engine(config.engine_settings())
         rig = Rig(config, store, story_engine, gateway or RecordingGateway())
         made.append(rig)
         return rig

@@ -73,7 +73,7 @@ async def test_progress_goes_to_the_owning_chat_in_order(rig_factory):
 
 async def test_a_failing_job_is_recorded_and_the_worker_moves_on(make_config, rig_factory):
     config = make_config()
-    engine = build_engine(config.engine_settings(), openai_key_set=False)
+    engine = build_engine(config.engine_settings())
     broken = StoryEngine(planner=ExplodingPlanner(config.planner), renderer=engine.renderer,
                          validator=engine.validator, settings=engine.settings)
     rig = await rig_factory(story_engine=broken)

@@ -24,7 +24,7 @@ def sdxl_engine_section(tiny_sdxl_dir, tiny_clip_dir):
 
 async def sdxl_rig(rig_factory, make_config, section, **queue):
     config = make_config(engine=section, queue=queue)
-    engine = build_engine(config.engine_settings(), openai_key_set=False)
+    engine = build_engine(config.engine_settings())
     return await rig_factory(story_engine=engine, engine=section, queue=queue)
 
 

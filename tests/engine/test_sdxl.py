@@ -6,8 +6,6 @@ dir, and the production loading code reads them back.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -27,6 +25,7 @@ from engine.sdxl import OutOfMemory, SdxlRenderer
 from engine.settings import EngineSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.storyboard import BoardRequest, ProgressEvent
 from engine.validate import Attempt, RetryPolicy
+from tests.tiny_models import real_clip_tokenizer
 
 STORY = (
     "Aldar Kose arrives at a busy bazaar with an empty pot. A greedy merchant laughs at his coat. "
@@ -45,7 +44,7 @@ def sdxl_settings(base: Path, clip: Path | str, *, validation: dict | None = Non
 
 @pytest.fixture(scope="module")
 def lora_engine(tiny_sdxl_dir, tiny_clip_dir, tiny_lora_file):
-    return build_engine(sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, lora=str(tiny_lora_file)), openai_key_set=False)
+    return build_engine(sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, lora=str(tiny_lora_file)))
 
 
 def frame_array(folder: Path, index: int) -> np.ndarray:
@@ -93,7 +92,7 @@ def test_same_seed_same_frames_and_a_new_seed_changes_them(lora_engine, tmp_path
 
 def test_a_frame_is_reproducible_on_its_own_whatever_its_batch(tiny_sdxl_dir, tiny_clip_dir, lora_engine, tmp_path):
     single = build_engine(sdxl_settings(tiny_sdxl_dir, "", batch_size=1, lora=lora_engine.settings.render.lora),
-                          openai_key_set=False)
+                          )
     lora_engine.run(BoardRequest(STORY, frames=5, seed=9), tmp_path / "batched")
     single.run(BoardRequest(STORY, frames=5, seed=9), tmp_path / "single")
     # first attempts share seeds; with no CLIP in `single` each frame keeps its first attempt
@@ -106,7 +105,7 @@ def test_a_frame_is_reproducible_on_its_own_whatever_its_batch(tiny_sdxl_dir, ti
 def test_the_lora_is_fused_and_changes_the_frames(tiny_sdxl_dir, tiny_lora_file, tiny_kohya_lora_file, tmp_path):
     boards = {}
     for name, lora in (("none", ""), ("peft", str(tiny_lora_file)), ("kohya", str(tiny_kohya_lora_file))):
-        engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=lora), openai_key_set=False)
+        engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=lora))
         engine.run(BoardRequest(STORY, frames=1, seed=3), tmp_path / name)
         boards[name] = frame_array(tmp_path / name, 1)
         applied = report_of(tmp_path / name)["models"]["applied"]
@@ -141,7 +140,7 @@ def test_report_records_the_settings_applied(lora_engine, tmp_path):
 def test_draft_mode_fuses_the_draft_lora_with_its_scheduler_and_steps(tiny_sdxl_dir, tiny_lora_file, tmp_path):
     settings = sdxl_settings(tiny_sdxl_dir, "", draft=True, draft_lora=str(tiny_lora_file), draft_steps=3,
                              vae_tiling=True)
-    engine = build_engine(settings, openai_key_set=False)
+    engine = build_engine(settings)
     assert engine.renderer.steps == 3 and engine.renderer.guidance == 0.0
     engine.run(BoardRequest(STORY, frames=1, seed=1), tmp_path / "b")
     applied = report_of(tmp_path / "b")["models"]["applied"]
@@ -156,7 +155,7 @@ def test_reference_pictures_define_identity_so_all_frames_batch_together(tiny_sd
     for i, colour in enumerate(((200, 40, 40), (40, 40, 200))):
         Image.new("RGB", (48, 48), colour).save(refs / f"aldar_{i}.png")
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, reference_images=str(refs)),
-                          openai_key_set=False)
+                          )
     events: list[ProgressEvent] = []
     engine.run(BoardRequest(STORY, frames=4, seed=2), tmp_path / "b", on_progress=events.append)
     assert [(e.frame, e.last_frame) for e in events if e.stage == "rendering"][0] == (1, 4)
@@ -181,7 +180,7 @@ def test_policy_rerolls_copies_and_keeps_the_best_honest_attempt():
 def test_a_copy_paste_frame_is_rerolled_on_the_real_engine(tiny_sdxl_dir, tiny_clip_dir, tmp_path):
     # threshold and ceiling both 0: only a frame whose identity is <= 0 passes; most are "copies"
     settings = sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, validation={"threshold": 0.0, "copy_ceiling": 0.0})
-    build_engine(settings, openai_key_set=False).run(BoardRequest(STORY, frames=3, seed=4), tmp_path / "b")
+    build_engine(settings).run(BoardRequest(STORY, frames=3, seed=4), tmp_path / "b")
     for frame in report_of(tmp_path / "b")["frames"][1:]:
         verdicts = [a["verdict"] for a in frame["attempts"]]
         assert all(v == "copy_paste" for v in verdicts[:-1])
@@ -198,7 +197,7 @@ def frame_request(engine, index: int = 1, seed: int = 1) -> FrameRequest:
 
 
 def test_cancel_stops_within_one_step(tiny_sdxl_dir):
-    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", steps=10), openai_key_set=False)
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", steps=10))
     steps: list[int] = []
     with pytest.raises(Cancelled):
         engine.renderer.render([frame_request(engine)], on_step=lambda step, total: steps.append(step),
@@ -225,7 +224,7 @@ class OutOfMemoryPipe:
 
 
 def test_out_of_memory_retries_one_frame_at_a_time_then_fails_clearly(tiny_sdxl_dir):
-    engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""), openai_key_set=False)
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""))
     real = engine.renderer.pipe
     engine.renderer.pipe = OutOfMemoryPipe(real, max_batch=1)
     requests = [frame_request(engine, i) for i in (1, 2, 3)]
@@ -236,25 +235,6 @@ def test_out_of_memory_retries_one_frame_at_a_time_then_fails_clearly(tiny_sdxl_
     with pytest.raises(OutOfMemory, match=r"out of GPU memory drawing frame 1 at 64x64"):
         engine.renderer.render(requests)
     assert engine.renderer.pipe.batches == [3, 1]
-
-
-def real_clip_tokenizer(folder: Path):
-    """OpenAI's CLIP tokenizer, built offline from the BPE file that clip-anytorch ships."""
-    from transformers import CLIPTokenizer
-
-    from tests.tiny_models import bytes_to_unicode
-
-    spec = importlib.util.find_spec("clip")
-    bpe = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    vocab = list(bytes_to_unicode().values())
-    vocab += [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
-                         pad_token="<|endoftext|>")
 
 
 def test_prompts_fit_the_real_77_token_budget_with_the_trigger_first(tmp_path, stories):
@@ -296,7 +276,7 @@ def test_a_bad_model_setting_fails_at_start_up_naming_key_and_path(tiny_sdxl_dir
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     settings = sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, **{field: value})
     with pytest.raises(ModelLoadError) as err:
-        build_engine(settings, openai_key_set=False)
+        build_engine(settings)
     assert message in str(err.value)
 
 
@@ -305,11 +285,11 @@ def test_an_unreadable_model_folder_is_reported(tmp_path, tiny_clip_dir):
     broken.mkdir()
     (broken / "model_index.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelLoadError, match=f"engine.base_model: could not load {broken}"):
-        build_engine(sdxl_settings(broken, tiny_clip_dir), openai_key_set=False)
+        build_engine(sdxl_settings(broken, tiny_clip_dir))
 
 
 def test_auto_on_a_machine_without_cuda_picks_preview_and_says_why():
-    engine = build_engine(EngineSettings(render=RenderSettings(renderer="auto")), openai_key_set=False)
+    engine = build_engine(EngineSettings(render=RenderSettings(renderer="auto")))
     assert engine.renderer.name == "preview"
     assert engine.reasons["renderer"].startswith("auto: no CUDA device")
 
@@ -324,7 +304,7 @@ def test_a_real_board_on_a_gpu_keeps_the_character(tmp_path):
         render=RenderSettings(renderer="sdxl", base_model=os.environ["ALDAR_SDXL_BASE"],
                               lora=os.environ.get("ALDAR_LORA", ""), clip_model=os.environ["ALDAR_CLIP"])
     )
-    engine = build_engine(settings, openai_key_set=False)
+    engine = build_engine(settings)
     engine.run(BoardRequest(STORY, frames=8, seed=1), tmp_path / "b")
     report = report_of(tmp_path / "b")
     assert [Image.open(tmp_path / "b" / f"frame_{i:02d}.png").size for i in range(1, 9)] == [(1024, 1024)] * 8
@@ -336,14 +316,14 @@ def test_a_real_board_on_a_gpu_keeps_the_character(tmp_path):
 def test_cuda_settings_can_be_switched_off(tiny_sdxl_dir):
     from diffusers.models.attention_processor import AttnProcessor
 
-    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", sdpa=False, fuse_qkv=False), openai_key_set=False)
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", sdpa=False, fuse_qkv=False))
     processors = set(type(p) for p in engine.renderer.pipe.unet.attn_processors.values())
     assert processors == {AttnProcessor}
     assert engine.models.applied["sdpa"] is False and "fuse_qkv" not in engine.models.applied
 
 
 def test_without_an_identity_check_frame_1_batches_with_the_rest(tiny_sdxl_dir, tmp_path):
-    engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""), openai_key_set=False)
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""))
     events: list[ProgressEvent] = []
     engine.run(BoardRequest(STORY, frames=6, seed=1), tmp_path / "b", on_progress=events.append)
     assert [(e.frame, e.last_frame) for e in events if e.stage == "rendering"] == [(1, 4), (5, 6)]

@@ -105,7 +105,7 @@ def settings(**validation: float) -> EngineSettings:
 
 
 def default_engine() -> StoryEngine:
-    return build_engine(settings(), openai_key_set=False)
+    return build_engine(settings())
 
 
 def engine_with(renderer=None, validator=None, **validation: float) -> StoryEngine:
@@ -212,7 +212,7 @@ def test_custom_negative_prompt_and_trigger_reach_the_report(tmp_path: Path) -> 
         render=RenderSettings(width=SIZE, height=SIZE),
         prompt=PromptSettings(negative_prompt="beard, blurry", trigger_token="aldar_kose_man"),
     )
-    build_engine(custom, openai_key_set=False).run(BoardRequest(story=STORY, frames=2), tmp_path / "b")
+    build_engine(custom).run(BoardRequest(story=STORY, frames=2), tmp_path / "b")
     frames = read_report(tmp_path / "b")["frames"]
     assert [f["negative_prompt"] for f in frames] == ["beard, blurry", "beard, blurry"]
 
@@ -610,7 +610,7 @@ def test_storyboard_paths_point_into_the_output_folder(tmp_path: Path) -> None:
 
 
 def test_a_kept_frame_filed_under_the_wrong_number_is_refused(tmp_path):
-    engine = build_engine(EngineSettings(render=RenderSettings(width=128, height=128)), openai_key_set=False)
+    engine = build_engine(EngineSettings(render=RenderSettings(width=128, height=128)))
     board = engine.run(BoardRequest("Aldar Kose rides. He laughs. He sleeps.", frames=3, seed=1), tmp_path / "a")
     saved = load_saved_board(board.out_dir)
     misfiled = BoardRequest(board.report["story"], frames=3, plan=saved.plan, keep={1: saved.frames[3]})
