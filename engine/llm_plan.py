@@ -203,6 +203,9 @@ def repair_plan(raw: LlmPlan, story: str, *, low: int, high: int, caption_langua
     if len(shots) < low:
         raise UnusableOutput(f"the model returned {len(shots)} shots, fewer than {low}")
     fixed = [_repair_shot(shot, i, caption_language, repairs) for i, shot in enumerate(shots, start=1)]
+    if len(fixed) >= 3 and not any(shot.framing == "wide" for shot in fixed):
+        fixed[0] = fixed[0].model_copy(update={"framing": "wide"})
+        repairs.append("no establishing shot: shot 1 made wide")
     if caption_language == "story" and not _about(story, [s.caption for s in fixed]):
         raise UnusableOutput("the captions do not come from the story")
     language = detect_language(story)

@@ -224,3 +224,14 @@ def test_the_openai_planner_without_a_key_is_a_clear_error():
     result = bot("plan", "Aldar Kose laughs.", "--planner", "openai")
     assert result.returncode == 1
     assert "planner.backend = 'openai' needs OPENAI_API_KEY" in result.stderr
+
+
+def test_a_story_run_plans_with_openai_and_records_it(fake_openai, tmp_path):
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_openai.base_url}
+    out = tmp_path / "board"
+    result = bot("story", "Aldar Kose tricks the bai. The bai laughs. Aldar Kose rides away.", "--frames", "6",
+                 "--out", str(out), config=write_config(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (report["planner"], report["planner_fallback"]) == ("openai", None)
+    assert "exactly 6 shots" in fake_openai.messages()["system"]

@@ -266,3 +266,11 @@ def test_nearest_pose(given, want):
     from engine.llm_plan import POSE_SYNONYMS
 
     assert nearest(given, POSES, "standing", POSE_SYNONYMS) == want
+
+
+def test_a_plan_without_a_wide_shot_gets_an_establishing_shot():
+    raw = LlmPlan(shots=[LlmShot(caption=f"Aldar Kose laughs {i}.", framing="close-up", pose="laughing")
+                         for i in range(6)])
+    plan, repairs = repair_plan(raw, "Aldar Kose laughs at the bai.", low=6, high=10, caption_language="story")
+    assert [s.framing for s in plan.shots] == ["wide"] + ["close-up"] * 5
+    assert "no establishing shot: shot 1 made wide" in repairs
