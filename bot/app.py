@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from adapters.console import ConsoleAdapter, OneShotGateway
+from adapters.telegram_bot import TelegramAdapter
 from bot.config import AppConfig
 from bot.errors import StoryError
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
@@ -98,45 +99,70 @@ def startup_line(app: App, adapter_reason: str) -> str:
 
 
 def choose_adapters(config: AppConfig) -> tuple[list[str], str]:
-    token_names = [name for name, value in (("DISCORD_TOKEN", config.secrets.discord_token),
-                                            ("TELEGRAM_TOKEN", config.secrets.telegram_token)) if value]
-    if token_names:
-        return ["console"], f"{' and '.join(token_names)} set, but this build ships only the console adapter"
-    return ["console"], "no DISCORD_TOKEN or TELEGRAM_TOKEN set"
+    """Every chat adapter whose token is set; the console when there is none."""
+    chosen = [name for name, token in (("telegram", config.secrets.telegram_token),) if token]
+    reasons = [f"{name.upper()}_TOKEN set" for name in chosen]
+    if config.secrets.discord_token:
+        reasons.append("DISCORD_TOKEN set, but this build has no Discord adapter")
+    if chosen:
+        return chosen, "; ".join(reasons)
+    return ["console"], "; ".join(reasons) or "no DISCORD_TOKEN or TELEGRAM_TOKEN set"
 
 
 async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     """``python -m bot run``: every adapter whose token is set, else the console."""
     async with open_app(config) as app:
         app.adapters, reason = choose_adapters(config)
-        console = ConsoleAdapter(
-            app.service, user_id=config.console.user_id, lang=config.console.language, stdin=stdin, stdout=stdout
-        )
-        app.router.register(console.platform, console)
-        log.info(startup_line(app, reason))
-
         stop = asyncio.Event()
         _install_signal_handlers(stop)
-        await app.worker.start_up()
-        worker_task = supervise(asyncio.create_task(app.worker.run(stop)), "worker")
-        console_task = supervise(asyncio.create_task(console.run()), "console")
-        console_task.add_done_callback(lambda _: stop.set())
-        worker_task.add_done_callback(lambda _: stop.set())
-        await stop.wait()
-        await _shut_down(app, worker_task, console_task)
+        chats = _build_chats(app, config, stdin=stdin, stdout=stdout)
+        for chat in chats:
+            app.router.register(chat.platform, chat)
+        log.info(startup_line(app, reason))
+        started: list = []
+        try:
+            for chat in chats:
+                if hasattr(chat, "start"):
+                    await chat.start()
+                    started.append(chat)
+            await app.worker.start_up()
+            worker_task = supervise(asyncio.create_task(app.worker.run(stop)), "worker")
+            worker_task.add_done_callback(lambda _: stop.set())
+            console_task = None
+            if "console" in app.adapters:
+                console_task = supervise(asyncio.create_task(chats[0].run()), "console")
+                console_task.add_done_callback(lambda _: stop.set())
+            await stop.wait()
+            await _shut_down(app, worker_task, console_task)
+        finally:
+            for chat in reversed(started):
+                await chat.stop()
 
 
-async def _shut_down(app: App, worker_task: asyncio.Task, console_task: asyncio.Task) -> None:
+def _build_chats(app: App, config: AppConfig, *, stdin: TextIO, stdout: TextIO) -> list:
+    if app.adapters == ["console"]:
+        return [ConsoleAdapter(app.service, user_id=config.console.user_id, lang=config.console.language,
+                               stdin=stdin, stdout=stdout)]
+    chats = []
+    if "telegram" in app.adapters:
+        token = config.secrets.telegram_token.get_secret_value()
+        chats.append(TelegramAdapter(app.service, config.telegram, token))
+    return chats
+
+
+async def _shut_down(app: App, worker_task: asyncio.Task, console_task: asyncio.Task | None) -> None:
     log.info("shutting down")
     app.worker.request_shutdown()
-    console_task.cancel()
+    if console_task is not None:
+        console_task.cancel()
     try:
         await asyncio.wait_for(asyncio.shield(worker_task), timeout=SHUTDOWN_GRACE_S)
     except TimeoutError:
         log.warning("the job in hand did not stop within %.0fs; its lease will expire and it resumes", SHUTDOWN_GRACE_S)
         worker_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await console_task
+    if console_task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await console_task
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

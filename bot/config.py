@@ -57,6 +57,8 @@ class QueueSettings(_Section):
     max_attempts: int = Field(default=3, ge=1, le=10)
     poll_interval_s: float = Field(default=1.0, ge=0.01, le=60.0)
     cancel_poll_s: float = Field(default=0.5, ge=0.05, le=60.0)
+    delivery_retry_s: float = Field(default=30.0, ge=0.1, le=3600.0)
+    delivery_attempts: int = Field(default=5, ge=1, le=100)
 
 
 class RolesSettings(_Section):
@@ -86,6 +88,15 @@ class ConsoleSettings(_Section):
     language: Literal["en", "ru", "kk"] = "en"
 
 
+class TelegramSettings(_Section):
+    # a self-hosted Bot API server, or a test fake; env TELEGRAM_BASE_URL / TELEGRAM_BASE_FILE_URL override
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    edit_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    poll_timeout_s: float = Field(default=10.0, ge=0.0, le=60.0)
+    rate_limit_retries: int = Field(default=3, ge=0, le=10)
+
+
 class Secrets(BaseModel):
     """Secrets from the environment only. ``SecretStr`` keeps them out of reprs and logs."""
 
@@ -107,6 +118,7 @@ class AppConfig(_Section):
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
     console: ConsoleSettings = ConsoleSettings()
+    telegram: TelegramSettings = TelegramSettings()
     planner: PlannerSettings = PlannerSettings()
     prompt: PromptSettings = PromptSettings()
     engine: RenderSettings = RenderSettings()
@@ -135,6 +147,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     raw = _read_toml(path) if path else {}
     _reject_secrets(raw, source=str(path))
     _apply_env_overrides(raw, env)
+    _apply_named_env(raw, env)
     raw["secrets"] = Secrets.from_env(env)
     try:
         config = AppConfig.model_validate(raw)
@@ -198,6 +211,19 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(section, dict):
                 raise ConfigError(f"environment variable {var}: '{part}' is not a section")
         section[path[-1]] = _parse_literal(text)
+
+
+# Environment names fixed by the adapters' contracts (deployments and checks rely on them).
+NAMED_ENV = {
+    "TELEGRAM_BASE_URL": ("telegram", "base_url"),
+    "TELEGRAM_BASE_FILE_URL": ("telegram", "base_file_url"),
+}
+
+
+def _apply_named_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, (section, key) in NAMED_ENV.items():
+        if env.get(var, "").strip():
+            raw.setdefault(section, {})[key] = env[var].strip()
 
 
 def _parse_literal(text: str) -> Any:

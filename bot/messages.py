@@ -115,6 +115,36 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "✅ {user} разблокирован.",
         "kk": "✅ {user} бұғаттан шығарылды.",
     },
+    "queue_empty": {"en": "The queue is empty.", "ru": "Очередь пуста.", "kk": "Кезек бос."},
+    "queue_header": {
+        "en": "📋 {count} job(s) waiting or running:",
+        "ru": "📋 Задач в очереди и в работе: {count}",
+        "kk": "📋 Кезектегі және орындалып жатқан тапсырмалар: {count}",
+    },
+    "queue_line": {
+        "en": "#{job} {owner}: {status} — {story}",
+        "ru": "#{job} {owner}: {status} — {story}",
+        "kk": "#{job} {owner}: {status} — {story}",
+    },
+    "button_regenerate": {"en": "🔁 Regenerate", "ru": "🔁 Перерисовать", "kk": "🔁 Қайта салу"},
+    "button_frames": {"en": "Frame…", "ru": "Кадр…", "kk": "Кадр…"},
+    "button_full": {"en": "📎 Full resolution", "ru": "📎 Полный размер", "kk": "📎 Толық өлшем"},
+    "button_back": {"en": "◀ Back", "ru": "◀ Назад", "kk": "◀ Артқа"},
+    "board_caption": {
+        "en": "{title}\nJob #{job} · {frames} frames · {mode} · seed {seed}",
+        "ru": "{title}\nЗадача #{job} · кадров: {frames} · {mode} · seed {seed}",
+        "kk": "{title}\n#{job} тапсырма · {frames} кадр · {mode} · seed {seed}",
+    },
+    "err_bad_button": {
+        "en": "This button is not valid any more.",
+        "ru": "Эта кнопка больше не работает.",
+        "kk": "Бұл батырма енді жарамсыз.",
+    },
+    "err_need_reply_or_id": {
+        "en": "Give a user id, or reply to one of the user's messages.",
+        "ru": "Укажите id пользователя или ответьте на его сообщение.",
+        "kk": "Пайдаланушы id-ін жазыңыз немесе оның хабарламасына жауап беріңіз.",
+    },
     "err_empty": {
         "en": "Please write a story after /story, e.g. /story Aldar Kose tricks a greedy merchant.",
         "ru": "Напишите историю после /story, например: /story Алдар Косе обманывает жадного купца.",

@@ -24,6 +24,7 @@ class JobUpdate:
     text: str
     frame: int | None = None
     total: int | None = None
+    status_ref: str | None = None  # the adapter's own handle on the job's status message
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class BoardDelivery:
     frame_paths: tuple[Path, ...]
     mode: str
     seed: int
+    owner_id: str = ""  # the platform user id of the job's author
+    status_ref: str | None = None
 
 
 class ChatGateway(Protocol):

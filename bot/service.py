@@ -90,6 +90,14 @@ class JobView:
 
 
 @dataclass(frozen=True)
+class Board:
+    job: Job
+    grid_path: Path
+    frame_paths: tuple[Path, ...]
+    lang: Lang
+
+
+@dataclass(frozen=True)
 class Stats:
     user: User
     queued: int
@@ -103,6 +111,11 @@ class Stats:
             "mystats", self.lang, submitted=u.jobs_submitted, delivered=u.boards_delivered,
             refusals=u.refusals, queued=self.queued, remaining=self.remaining,
         )
+
+
+def _shorten(value: str, limit: int) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def normalise_for_matching(value: str) -> str:
@@ -269,6 +282,41 @@ class StoryService:
         if banned:
             return text("banned_ok", lang, user=target.key, cancelled=cancelled)
         return text("unbanned_ok", lang, user=target.key)
+
+    # -- what adapters need around a job ---------------------------------------------------
+    async def set_status_ref(self, job_id: int, ref: str) -> None:
+        """Remember where the adapter shows this job's progress (survives restarts)."""
+        await self.store.set_status_ref(job_id, ref)
+
+    async def board(self, requester: Requester, job_id: int) -> Board:
+        """A finished board's files, for buttons such as "Full resolution"."""
+        _, lang = await self._user(requester)
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise BadRequest("err_not_found", job=job_id)
+        if job.status != "done" or not job.grid_path:
+            raise BadRequest("err_not_done", job=job_id)
+        frames = await self.store.frames(job_id)
+        return Board(job=job, grid_path=Path(job.grid_path), frame_paths=tuple(Path(f.path) for f in frames),
+                     lang=lang)
+
+    async def queue_overview(self, requester: Requester) -> str:
+        """Moderators: every queued and running job with its owner and position."""
+        _, lang = await self._user(requester)
+        if not self.is_moderator(requester):
+            raise BadRequest("err_moderators_only")
+        jobs = await self.store.active_jobs()
+        if not jobs:
+            return text("queue_empty", lang)
+        order = round_robin_order(await self.store.queued_entries())
+        lines = [text("queue_header", lang, count=len(jobs))]
+        for job in jobs:
+            owner = await self.store.user_by_id(job.user_id)
+            where = text("status_running", lang) if job.status == "running" else text(
+                "status_queued", lang, position=order.index(job.id) + 1 if job.id in order else "?")
+            lines.append(text("queue_line", lang, job=job.id, owner=owner.key if owner else "?", status=where,
+                              story=_shorten(job.story, 40)))
+        return "\n".join(lines)
 
     # -- stats -----------------------------------------------------------------------------
     async def mystats(self, requester: Requester) -> Stats:

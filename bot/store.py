@@ -106,6 +106,10 @@ MIGRATIONS: tuple[str, ...] = (
         sent_at    REAL
     );
     """,
+    # 2: where a job's progress is shown (an adapter's own reference, e.g. "chat_id:message_id")
+    """
+    ALTER TABLE jobs ADD COLUMN status_ref TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -158,6 +162,7 @@ class Job:
     report_path: str | None
     error_type: str | None
     error_message: str | None
+    status_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -471,6 +476,14 @@ class Store:
                     + (SELECT COUNT(*) FROM deliveries WHERE platform = :p AND status = 'pending')""",
             {"p": platform},
         )
+
+    async def set_status_ref(self, job_id: int, ref: str) -> None:
+        async with self._write():
+            await self._conn.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
+
+    async def active_jobs(self) -> list[Job]:
+        """Queued and running jobs, oldest first (the moderators' /queue)."""
+        return await self._all(Job, "SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
 
     async def queued_entries(self) -> list[QueuedEntry]:
         return await self._all(

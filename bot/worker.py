@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # Errors whose message is safe and useful to show to the user as it is.
 _USER_FACING_ERRORS = (InvalidRequest, PlanError)
-_DELIVERY_GIVE_UP_AFTER = 5
 
 
 def supervise(task: asyncio.Task, what: str) -> asyncio.Task:
@@ -82,6 +82,8 @@ class Worker:
         self.executor = executor
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._shutdown = threading.Event()
+        self._refs: dict[int, str] = {}
+        self._last_delivery_retry = time.monotonic()
 
     def request_shutdown(self) -> None:
         """Stop at the next frame; the job in hand goes back to the queue with its checkpoints."""
@@ -103,6 +105,7 @@ class Worker:
                 continue
             if burst:
                 break
+            await self._retry_deliveries()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.config.queue.poll_interval_s)
             except TimeoutError:
@@ -153,6 +156,7 @@ class Worker:
             events.put_nowait(None)
             await notifier  # every progress note goes out before the outcome
         await self._conclude(job, board, error, cancelled_by_user=cancel.is_set())
+        self._refs.pop(job.id, None)
 
     async def _conclude(
         self, job: Job, board: Storyboard | None, error: Exception | None, *, cancelled_by_user: bool
@@ -256,12 +260,22 @@ class Worker:
     async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:
         update = JobUpdate(
             job_id=job.id, platform=job.platform, chat_id=job.chat_id, lang=job.language,
-            stage=stage, text=message, frame=frame, total=total,
+            stage=stage, text=message, frame=frame, total=total, status_ref=await self._status_ref(job),
         )
         try:
             await self.gateway.notify(update)
         except Exception:  # a chat that cannot take a progress note must not fail the job
             log.warning("job %d: progress note not sent", job.id, exc_info=True)
+
+    async def _status_ref(self, job: Job) -> str | None:
+        """The adapter stores the status message after acknowledging; read it until it is there."""
+        ref = self._refs.get(job.id) or job.status_ref
+        if ref is None:
+            fresh = await self.store.get_job(job.id)
+            ref = fresh.status_ref if fresh else None
+        if ref is not None:
+            self._refs[job.id] = ref
+        return ref
 
     async def _heartbeat(self, job: Job, cancel: threading.Event) -> None:
         """Renew the lease and pick up /cancel, often enough for both."""
@@ -278,6 +292,14 @@ class Worker:
                 cancel.set()
 
     # -- delivery ----------------------------------------------------------------------------------
+    async def _retry_deliveries(self) -> None:
+        """While idle, post results whose delivery failed earlier (a chat was down, a 429...)."""
+        now = time.monotonic()
+        if now - self._last_delivery_retry < self.config.queue.delivery_retry_s:
+            return
+        self._last_delivery_retry = now
+        await self.deliver_pending()
+
     async def deliver_pending(self) -> int:
         pending = await self.store.pending_deliveries()
         for delivery in pending:
@@ -288,18 +310,20 @@ class Worker:
     async def _deliver(self, delivery: Delivery) -> None:
         job = await self.store.get_job(delivery.job_id)
         frames = await self.store.frames(job.id)
+        owner = await self.store.user_by_id(job.user_id)
         payload = BoardDelivery(
             job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
             title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
             grid_path=Path(job.grid_path), report_path=Path(job.report_path),
             frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
+            owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
         )
         try:
             await self.gateway.deliver(payload)
         except Exception as exc:
             log.error("job %d: delivery failed", job.id, exc_info=exc)
             await self.store.record_delivery_error(
-                delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=_DELIVERY_GIVE_UP_AFTER
+                delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=self.config.queue.delivery_attempts
             )
             return
         await self.store.mark_delivered(delivery.id)

@@ -194,3 +194,25 @@ async def test_writes_cancelled_at_any_point_leave_no_transaction_open(store):
             pass
         assert await store.count_refusal(alice) is None  # the next write works
     assert (await store.user_by_id(alice)).refusals == 40
+
+
+async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
+    from bot.store import MIGRATIONS, _split_sql
+
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in _split_sql(MIGRATIONS[0]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version=1")
+        conn.execute("INSERT INTO users (platform, platform_user_id, first_seen, last_seen) VALUES ('t', 'u', 1, 1)")
+        conn.execute("""INSERT INTO jobs (user_id, platform, chat_id, kind, story, mode, seed, created_at)
+                        VALUES (1, 't', 'c', 'story', 'Aldar Kose rides', 'simple', 3, 1)""")
+    store = await Store.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION == 2
+        job = await store.get_job(1)
+        assert (job.story, job.status, job.status_ref) == ("Aldar Kose rides", "queued", None)
+        await store.set_status_ref(1, "42:7")
+        assert (await store.get_job(1)).status_ref == "42:7"
+    finally:
+        await store.close()

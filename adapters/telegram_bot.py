@@ -1,0 +1,360 @@
+"""Telegram adapter (python-telegram-bot 22): commands and buttons in, service calls out.
+
+It translates only. Telegram's limits live here: callback_data ≤ 64 bytes, captions ≤ 1024
+characters, photos ≤ 10 MB with width + height ≤ 10000, media groups of 2–10 items, at most
+one status edit every ``edit_interval_s`` per chat. Buttons carry an action, a job id and
+maybe a frame; everything else is read back through the service, so they keep working
+after a restart, and permissions are checked there, never in the button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaDocument, ReplyParameters, Update
+from telegram.error import BadRequest as TelegramBadRequest
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler
+from telegram.ext import ContextTypes
+
+from bot.commands import parse_job_id, parse_regen_args, parse_story_args
+from bot.config import TelegramSettings
+from bot.errors import BadRequest, StoryError
+from bot.messages import resolve_language, text
+from bot.ports import BoardDelivery, JobUpdate
+from bot.service import Requester, StoryRequest, StoryService, Submitted
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+MAX_CALLBACK_BYTES = 64
+MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10_000_000
+MAX_PHOTO_DIMENSIONS = 10_000
+MEDIA_GROUP = (2, 10)
+FRAME_BUTTONS_PER_ROW = 5
+_CALLBACK = re.compile(r"^(?P<action>[rfdb]):(?P<job>[1-9]\d{0,11})(?::(?P<frame>[1-9]\d?))?$")
+
+
+@dataclass(frozen=True)
+class Button:
+    """What a button carries: an action, a job, maybe a frame. Nothing else."""
+
+    action: str  # r = regenerate, f = frames (or redo one frame), d = full resolution, b = back
+    job_id: int
+    frame: int | None = None
+
+    def encode(self) -> str:
+        data = f"{self.action}:{self.job_id}" + (f":{self.frame}" if self.frame else "")
+        if len(data.encode()) > MAX_CALLBACK_BYTES:
+            raise ValueError(f"callback_data over {MAX_CALLBACK_BYTES} bytes: {data!r}")
+        return data
+
+    @classmethod
+    def decode(cls, data: str | None) -> Button:
+        match = _CALLBACK.match(data or "")
+        if match is None or len((data or "").encode()) > MAX_CALLBACK_BYTES:
+            raise BadRequest("err_bad_button")
+        frame = match["frame"]
+        return cls(match["action"], int(match["job"]), int(frame) if frame else None)
+
+
+def board_keyboard(job_id: int, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton(text("button_regenerate", lang), callback_data=Button("r", job_id).encode()),
+         InlineKeyboardButton(text("button_frames", lang), callback_data=Button("f", job_id).encode())],
+        [InlineKeyboardButton(text("button_full", lang), callback_data=Button("d", job_id).encode())],
+    ])
+
+
+def frames_keyboard(job_id: int, frames: int, lang: str) -> InlineKeyboardMarkup:
+    buttons = [InlineKeyboardButton(str(i), callback_data=Button("f", job_id, i).encode()) for i in range(1, frames + 1)]
+    rows = [buttons[i : i + FRAME_BUTTONS_PER_ROW] for i in range(0, len(buttons), FRAME_BUTTONS_PER_ROW)]
+    rows.append([InlineKeyboardButton(text("button_back", lang), callback_data=Button("b", job_id).encode())])
+    return InlineKeyboardMarkup(rows)
+
+
+def check_photo_limits(path: Path) -> None:
+    """The grid module guarantees Telegram's photo limits; refuse loudly if that ever breaks."""
+    size = path.stat().st_size
+    with Image.open(path) as image:
+        width, height = image.size
+    if size > MAX_PHOTO_BYTES or width + height > MAX_PHOTO_DIMENSIONS:
+        raise ValueError(f"{path} breaks Telegram's photo limits: {size} bytes, {width}x{height}")
+
+
+class EditThrottle:
+    """At most one edit per chat every ``interval`` seconds; newer text for a message replaces
+    older text still waiting, so the last state always gets through."""
+
+    def __init__(self, edit: Callable[[str, int, str], Awaitable[None]], interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._edit, self._interval, self._clock = edit, interval, clock
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, dict[int, str]] = {}
+        self._flushers: dict[str, asyncio.Task] = {}
+
+    def submit(self, chat_id: str, message_id: int, new_text: str) -> None:
+        self._pending.setdefault(chat_id, {})[message_id] = new_text
+        if chat_id not in self._flushers:
+            task = asyncio.create_task(self._flush(chat_id), name=f"telegram-edits-{chat_id}")
+            task.add_done_callback(lambda t, chat=chat_id: self._flush_done(chat, t))
+            self._flushers[chat_id] = task
+
+    async def drain(self) -> None:
+        while self._flushers:
+            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+
+    async def _flush(self, chat_id: str) -> None:
+        while self._pending.get(chat_id):
+            wait = self._last.get(chat_id, float("-inf")) + self._interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            message_id, new_text = self._pending[chat_id].popitem()
+            self._last[chat_id] = self._clock()
+            await self._edit(chat_id, message_id, new_text)
+
+    def _flush_done(self, chat_id: str, task: asyncio.Task) -> None:
+        self._flushers.pop(chat_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("status edits for chat %s failed", chat_id, exc_info=task.exception())
+
+
+class TelegramAdapter:
+    platform = PLATFORM
+
+    def __init__(self, service: StoryService, settings: TelegramSettings, token: str) -> None:
+        self.service = service
+        self.settings = settings
+        self.app: Application = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(settings.base_url)
+            .base_file_url(settings.base_file_url)
+            .rate_limiter(AIORateLimiter(max_retries=settings.rate_limit_retries))
+            .build()
+        )
+        self.edits = EditThrottle(self._edit_status, settings.edit_interval_s)
+        self._add_handlers()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        await self.app.updater.start_polling(
+            timeout=int(self.settings.poll_timeout_s), allowed_updates=["message", "callback_query"]
+        )
+        log.info("telegram: polling as @%s", self.app.bot.username)
+
+    async def stop(self) -> None:
+        await self.edits.drain()
+        if self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    def _add_handlers(self) -> None:
+        commands = {
+            "start": self._help, "help": self._help, "story": self._story, "status": self._status,
+            "cancel": self._cancel, "mystats": self._mystats, "queue": self._queue, "regen": self._regen,
+            "ban": self._ban, "unban": self._unban,
+        }
+        for name, handler in commands.items():
+            self.app.add_handler(CommandHandler(name, _replying(handler)))
+        self.app.add_handler(CallbackQueryHandler(self._button))
+        self.app.add_error_handler(self._on_error)
+
+    # -- commands ------------------------------------------------------------------------------
+    async def _help(self, update: Update, requester: Requester, lang: str) -> str:
+        return text("help", lang)
+
+    async def _story(self, update: Update, requester: Requester, lang: str) -> None:
+        message = update.effective_message
+        args = _arguments(message.text or "")
+        replied = message.reply_to_message
+        if not args.strip() and replied is not None:
+            args = replied.text or replied.caption or ""
+        story, options = parse_story_args(args)
+        submitted = await self.service.submit(StoryRequest(requester, story, options))
+        await self._acknowledge(message, submitted)
+
+    async def _acknowledge(self, message, submitted: Submitted) -> None:
+        ack = await message.reply_text(submitted.text, reply_parameters=_reply_to(message.message_id))
+        await self.service.set_status_ref(submitted.job_id, f"{ack.chat_id}:{ack.message_id}")
+
+    async def _status(self, update: Update, requester: Requester, lang: str) -> str:
+        args = _arguments(update.effective_message.text or "")
+        return (await self.service.status(requester, parse_job_id(args) if args.strip() else None)).text
+
+    async def _cancel(self, update: Update, requester: Requester, lang: str) -> str:
+        return await self.service.cancel(requester, parse_job_id(_arguments(update.effective_message.text or "")))
+
+    async def _mystats(self, update: Update, requester: Requester, lang: str) -> str:
+        return (await self.service.mystats(requester)).text
+
+    async def _queue(self, update: Update, requester: Requester, lang: str) -> str:
+        return await self.service.queue_overview(requester)
+
+    async def _regen(self, update: Update, requester: Requester, lang: str) -> None:
+        job_id, frame = parse_regen_args(_arguments(update.effective_message.text or ""))
+        submitted = await self.service.regenerate(requester, job_id, frame)
+        await self._acknowledge(update.effective_message, submitted)
+
+    async def _ban(self, update: Update, requester: Requester, lang: str) -> str:
+        target, reason = _target_user(update)
+        return await self.service.ban(requester, PLATFORM, target, reason)
+
+    async def _unban(self, update: Update, requester: Requester, lang: str) -> str:
+        target, _ = _target_user(update)
+        return await self.service.unban(requester, PLATFORM, target)
+
+    # -- buttons ---------------------------------------------------------------------------------
+    async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        requester = requester_of(update)
+        lang = resolve_language(requester.locale)
+        try:
+            note = await self._press(query, Button.decode(query.data), requester, lang)
+        except StoryError as exc:
+            await query.answer(exc.message(lang), show_alert=True)
+            return
+        except Exception:
+            await query.answer(text("err_internal", lang), show_alert=True)
+            raise
+        await query.answer(note)
+
+    async def _press(self, query, button: Button, requester: Requester, lang: str) -> str | None:
+        message = query.message
+        if button.action == "r" or (button.action == "f" and button.frame):
+            submitted = await self.service.regenerate(requester, button.job_id, button.frame)
+            if message is not None:
+                await self._acknowledge(message, submitted)
+            return submitted.text
+        board = await self.service.board(requester, button.job_id)
+        if button.action == "f":
+            await query.edit_message_reply_markup(frames_keyboard(button.job_id, len(board.frame_paths), lang))
+        elif button.action == "b":
+            await query.edit_message_reply_markup(board_keyboard(button.job_id, lang))
+        elif message is not None:
+            await self._send_documents(message.chat_id, board.frame_paths, message.message_id)
+        return None
+
+    async def _send_documents(self, chat_id: int, paths: tuple[Path, ...], reply_to: int) -> None:
+        for group in _media_groups(paths):
+            if len(group) == 1:
+                await self.app.bot.send_document(chat_id, group[0].read_bytes(), filename=group[0].name,
+                                                 reply_parameters=_reply_to(reply_to))
+                continue
+            media = [InputMediaDocument(p.read_bytes(), filename=p.name) for p in group]
+            await self.app.bot.send_media_group(chat_id, media, reply_parameters=_reply_to(reply_to))
+
+    # -- ChatGateway ------------------------------------------------------------------------------
+    async def notify(self, update: JobUpdate) -> None:
+        ref = _parse_ref(update.status_ref)
+        if ref is not None:
+            self.edits.submit(ref[0], ref[1], update.text)
+        elif update.stage in ("failed", "cancelled"):
+            await self.app.bot.send_message(int(update.chat_id), update.text)
+
+    async def deliver(self, delivery: BoardDelivery) -> None:
+        check_photo_limits(delivery.grid_path)
+        caption = text("board_caption", delivery.lang, title=delivery.title, job=delivery.job_id,
+                       frames=len(delivery.frame_paths), mode=delivery.mode, seed=delivery.seed)
+        if len(caption) > MAX_CAPTION:
+            caption = caption[: MAX_CAPTION - 1] + "…"
+        ref = _parse_ref(delivery.status_ref)
+        await self.app.bot.send_photo(
+            int(delivery.chat_id), delivery.grid_path.read_bytes(), caption=caption,
+            reply_markup=board_keyboard(delivery.job_id, delivery.lang),
+            reply_parameters=_reply_to(ref[1]) if ref else None,
+        )
+        if ref is not None:
+            self.edits.submit(ref[0], ref[1], delivery.text)
+
+    async def _edit_status(self, chat_id: str, message_id: int, new_text: str) -> None:
+        try:
+            await self.app.bot.edit_message_text(new_text, chat_id=int(chat_id), message_id=message_id)
+        except TelegramBadRequest as exc:
+            if "message is not modified" not in str(exc).lower():
+                raise
+
+    # -- errors -----------------------------------------------------------------------------------
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram handler failed", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_message is not None and update.callback_query is None:
+            lang = resolve_language(update.effective_user.language_code if update.effective_user else None)
+            await update.effective_message.reply_text(text("err_internal", lang))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def requester_of(update: Update) -> Requester:
+    user, chat = update.effective_user, update.effective_chat
+    return Requester(
+        platform=PLATFORM, user_id=str(user.id), chat_id=str(chat.id),
+        display_name=user.full_name or user.username or "", locale=user.language_code,
+    )
+
+
+def _replying(handler: Callable[[Update, Requester, str], Awaitable[str | None]]):
+    """Wrap a command: build the requester, run it, reply with its text or the StoryError's."""
+
+    async def wrapped(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        requester = requester_of(update)
+        lang = resolve_language(requester.locale)
+        message = update.effective_message
+        try:
+            reply = await handler(update, requester, lang)
+        except StoryError as exc:
+            reply = exc.message(lang)
+        if reply:
+            await message.reply_text(reply, reply_parameters=_reply_to(message.message_id))
+
+    return wrapped
+
+
+def _arguments(message_text: str) -> str:
+    """What follows ``/command`` or ``/command@BotName``, line breaks kept."""
+    parts = message_text.split(None, 1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _target_user(update: Update) -> tuple[str, str]:
+    message = update.effective_message
+    args = _arguments(message.text or "").split(maxsplit=1)
+    if args and args[0].lstrip("-").isdigit():
+        return args[0], args[1] if len(args) > 1 else ""
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None:
+        return str(replied.from_user.id), " ".join(args)
+    raise BadRequest("err_need_reply_or_id")
+
+
+def _reply_to(message_id: int) -> ReplyParameters:
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+
+def _parse_ref(ref: str | None) -> tuple[str, int] | None:
+    if not ref or ":" not in ref:
+        return None
+    chat_id, _, message_id = ref.rpartition(":")
+    return (chat_id, int(message_id)) if message_id.isdigit() else None
+
+
+def _media_groups(paths: tuple[Path, ...]) -> list[tuple[Path, ...]]:
+    """Split into Telegram media groups of 2-10 items (a lone item goes as one document)."""
+    low, high = MEDIA_GROUP
+    if len(paths) <= high:
+        return [paths]
+    groups = [paths[i : i + high] for i in range(0, len(paths), high)]
+    if len(groups[-1]) < low:  # 11 -> 9 + 2, never 10 + 1
+        groups[-2], groups[-1] = groups[-2][:-1], groups[-2][-1:] + groups[-1]
+    return groups
