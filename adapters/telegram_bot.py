@@ -20,8 +20,14 @@ from pathlib import Path
 from PIL import Image
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaDocument, ReplyParameters, Update
 from telegram.error import BadRequest as TelegramBadRequest
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler
-from telegram.ext import ContextTypes
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+)
 
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
@@ -177,11 +183,10 @@ class TelegramAdapter:
 
     async def _story(self, update: Update, requester: Requester, lang: str) -> None:
         message = update.effective_message
-        args = _arguments(message.text or "")
+        story, options = parse_story_args(_arguments(message.text or ""))
         replied = message.reply_to_message
-        if not args.strip() and replied is not None:
-            args = replied.text or replied.caption or ""
-        story, options = parse_story_args(args)
+        if not story.strip() and replied is not None:  # "/story" in reply to a message: draw that one
+            story = replied.text or replied.caption or ""
         submitted = await self.service.submit(StoryRequest(requester, story, options))
         await self._acknowledge(message, submitted)
 

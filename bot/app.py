@@ -109,11 +109,13 @@ def choose_adapters(config: AppConfig) -> tuple[list[str], str]:
     return ["console"], "; ".join(reasons) or "no DISCORD_TOKEN or TELEGRAM_TOKEN set"
 
 
-async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
-    """``python -m bot run``: every adapter whose token is set, else the console."""
+async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+                  stop: asyncio.Event | None = None) -> None:
+    """``python -m bot run``: every adapter whose token is set, else the console. Runs until
+    SIGINT/SIGTERM, the console's end of input, or ``stop`` (for embedding and tests)."""
     async with open_app(config) as app:
         app.adapters, reason = choose_adapters(config)
-        stop = asyncio.Event()
+        stop = stop or asyncio.Event()
         _install_signal_handlers(stop)
         chats = _build_chats(app, config, stdin=stdin, stdout=stdout)
         for chat in chats:
