@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -136,7 +137,7 @@ async def test_redo_one_frame_changes_only_its_seed(fake, tg_config):
         await fake.wait_for(lambda f: f.answered(redo))
         await fake.wait_for(lambda f: len(photos(f, ALICE)) == 2)
 
-    reports = [json.loads(open(p, encoding="utf-8").read())
+    reports = [json.loads(Path(p).read_text(encoding="utf-8"))
                for (p,) in await rows(config, "SELECT report_path FROM jobs ORDER BY id")]
     before, after = ([f["seed"] for f in r["frames"]] for r in reports)
     assert [i for i, (a, b) in enumerate(zip(before, after, strict=True), 1) if a != b] == [3]
