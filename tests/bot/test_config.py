@@ -116,3 +116,14 @@ def test_relative_storage_paths_follow_the_config_file(tmp_path):
     config = load_config(path, {})
     assert config.storage.database == tmp_path / "db" / "x.sqlite3"
     assert config.storage.outputs == Path("/abs/out")
+
+
+def test_telegram_endpoints_come_from_config_or_their_fixed_env_names(tmp_path):
+    path = write(tmp_path, '[telegram]\nbase_url = "http://bots.local/bot"\n')
+    assert load_config(path, {}).telegram.base_url == "http://bots.local/bot"
+    env = {"TELEGRAM_BASE_URL": "http://127.0.0.1:8081/bot", "TELEGRAM_BASE_FILE_URL": "http://127.0.0.1:8081/file/bot",
+           "TELEGRAM_TOKEN": "123:abc"}
+    config = load_config(path, env)
+    assert (config.telegram.base_url, config.telegram.base_file_url) == (
+        "http://127.0.0.1:8081/bot", "http://127.0.0.1:8081/file/bot")
+    assert config.secrets.telegram_token.get_secret_value() == "123:abc"
