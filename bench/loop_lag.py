@@ -102,7 +102,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, list[list[floa
     story = args.story.read_text(encoding="utf-8")
     config = AppConfig(
         storage=StorageSettings(database=tmp / "bot.sqlite3", outputs=tmp / "outputs"),
-        render=RenderSettings(preview_delay_s=args.delay),
+        engine=RenderSettings(width=768, height=768, preview_delay_s=args.delay),
         queue=QueueSettings(max_queued_per_user=max(5, args.jobs)),
     )
     phases: dict[str, list[list[float]]] = {"idle": [], "worker": [], "blocking": []}

@@ -130,13 +130,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
-    from bot.app import openai_key
     from engine.backends import build_planner
 
     if args.planner:
         config = with_overrides(config, "planner", {"backend": args.planner})
     try:
-        planner, choice = build_planner(config.engine_settings(), openai_api_key=openai_key(config))
+        planner, choice = build_planner(config.engine_settings(), openai_api_key=config.secrets.openai_key())
         result = planner.make_plan(_story_text(args, parser), shots=args.frames, seed=args.seed)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -74,7 +74,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     store = await Store.open(config.storage.database)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
     try:
-        engine = build_engine(config.engine_settings(), openai_api_key=openai_key(config))
+        engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key())
         router = ChatRouter()
         service = StoryService(store, config)
         worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor)
@@ -82,11 +82,6 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         await store.close()
-
-
-def openai_key(config: AppConfig) -> str | None:
-    secret = config.secrets.openai_api_key
-    return secret.get_secret_value() if secret is not None else None
 
 
 def startup_line(app: App, adapter_reason: str) -> str:

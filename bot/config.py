@@ -106,6 +106,9 @@ class Secrets(BaseModel):
     discord_token: SecretStr | None = None
     telegram_token: SecretStr | None = None
 
+    def openai_key(self) -> str | None:
+        return self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
         return cls(**{field: env[var] for field, var in SECRET_ENV.items() if env.get(var, "").strip()})
