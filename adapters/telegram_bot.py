@@ -143,7 +143,16 @@ class TelegramAdapter:
             .token(token)
             .base_url(settings.base_url)
             .base_file_url(settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=settings.rate_limit_retries))
+            .rate_limiter(
+                AIORateLimiter(
+                    overall_max_rate=settings.overall_max_rate,
+                    overall_time_period=1,
+                    group_max_rate=settings.group_max_rate,
+                    group_time_period=60,
+                    max_retries=settings.rate_limit_retries,
+                )
+            )
+            .concurrent_updates(settings.concurrent_updates)
             .build()
         )
         self.edits = EditThrottle(self._edit_status, settings.edit_interval_s)

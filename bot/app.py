@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from adapters.console import ConsoleAdapter, OneShotGateway
+from adapters.discord_bot import DiscordAdapter
 from adapters.telegram_bot import TelegramAdapter
 from bot.config import AppConfig
 from bot.errors import StoryError
@@ -95,10 +96,9 @@ def startup_line(app: App, adapter_reason: str) -> str:
 
 def choose_adapters(config: AppConfig) -> tuple[list[str], str]:
     """Every chat adapter whose token is set; the console when there is none."""
-    chosen = [name for name, token in (("telegram", config.secrets.telegram_token),) if token]
+    tokens = (("discord", config.secrets.discord_token), ("telegram", config.secrets.telegram_token))
+    chosen = [name for name, token in tokens if token]
     reasons = [f"{name.upper()}_TOKEN set" for name in chosen]
-    if config.secrets.discord_token:
-        reasons.append("DISCORD_TOKEN set, but this build has no Discord adapter")
     if chosen:
         return chosen, "; ".join(reasons)
     return ["console"], "; ".join(reasons) or "no DISCORD_TOKEN or TELEGRAM_TOKEN set"
@@ -141,6 +141,8 @@ def _build_chats(app: App, config: AppConfig, *, stdin: TextIO, stdout: TextIO) 
         return [ConsoleAdapter(app.service, user_id=config.console.user_id, lang=config.console.language,
                                stdin=stdin, stdout=stdout)]
     chats = []
+    if "discord" in app.adapters:
+        chats.append(DiscordAdapter(app.service, config.discord, config.secrets.discord_token.get_secret_value()))
     if "telegram" in app.adapters:
         token = config.secrets.telegram_token.get_secret_value()
         chats.append(TelegramAdapter(app.service, config.telegram, token))

@@ -64,8 +64,10 @@ class QueueSettings(_Section):
 class RolesSettings(_Section):
     # "platform:user_id", e.g. "telegram:12345", "discord:998877", "console:local"
     moderators: tuple[str, ...] = ("console:local",)
+    # "platform:role_id": members holding one of these roles are moderators, e.g. "discord:1234"
+    moderator_roles: tuple[str, ...] = ()
 
-    @field_validator("moderators")
+    @field_validator("moderators", "moderator_roles")
     @classmethod
     def _platform_prefixed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         bad = [m for m in value if ":" not in m or not m.split(":", 1)[1]]
@@ -95,6 +97,19 @@ class TelegramSettings(_Section):
     edit_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
     poll_timeout_s: float = Field(default=10.0, ge=0.0, le=60.0)
     rate_limit_retries: int = Field(default=3, ge=0, le=10)
+    overall_max_rate: float = Field(default=30.0, ge=0.0, le=1000.0)  # requests/s for the whole bot; 0 = no cap
+    group_max_rate: float = Field(default=20.0, ge=0.0, le=1000.0)  # requests/min per group; 0 = no cap
+    concurrent_updates: int = Field(default=32, ge=1, le=512)  # updates handled at once
+
+
+class DiscordSettings(_Section):
+    # a proxy or a test fake; env DISCORD_API_BASE / DISCORD_GATEWAY_URL override
+    api_base: str = ""  # "" = discord.py's default, https://discord.com/api/v10
+    gateway_url: str = ""  # "" = discord.py's default
+    guild_ids: tuple[str, ...] = ()  # sync slash commands to these guilds (instant); () = globally
+    edit_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    interaction_lifetime_s: float = Field(default=840.0, ge=1.0, le=900.0)  # tokens last 15 min; keep a margin
+    attachment_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
 
 
 class Secrets(BaseModel):
@@ -122,6 +137,7 @@ class AppConfig(_Section):
     logging: LoggingSettings = LoggingSettings()
     console: ConsoleSettings = ConsoleSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
     planner: PlannerSettings = PlannerSettings()
     prompt: PromptSettings = PromptSettings()
     engine: RenderSettings = RenderSettings()
@@ -220,6 +236,8 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
 NAMED_ENV = {
     "TELEGRAM_BASE_URL": ("telegram", "base_url"),
     "TELEGRAM_BASE_FILE_URL": ("telegram", "base_file_url"),
+    "DISCORD_API_BASE": ("discord", "api_base"),
+    "DISCORD_GATEWAY_URL": ("discord", "gateway_url"),
 }
 
 

@@ -140,6 +140,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "Эта кнопка больше не работает.",
         "kk": "Бұл батырма енді жарамсыз.",
     },
+    "err_board_gone": {
+        "en": "This board no longer exists.",
+        "ru": "Этой раскадровки больше нет.",
+        "kk": "Бұл раскадровка енді жоқ.",
+    },
     "err_need_reply_or_id": {
         "en": "Give a user id, or reply to one of the user's messages.",
         "ru": "Укажите id пользователя или ответьте на его сообщение.",

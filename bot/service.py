@@ -39,6 +39,7 @@ class Requester:
     chat_id: str
     display_name: str = ""
     locale: str | None = None
+    roles: tuple[str, ...] = ()  # platform role ids (Discord), for moderator roles
 
     @property
     def key(self) -> str:
@@ -137,10 +138,14 @@ class StoryService:
         self.config = config
         self._banned = compile_banned_terms(config.story.banned_terms)
         self._moderators = frozenset(config.roles.moderators)
+        self._moderator_roles = frozenset(config.roles.moderator_roles)
 
     # -- helpers -------------------------------------------------------------------------
     def is_moderator(self, requester: Requester) -> bool:
-        return requester.key in self._moderators
+        """A listed user, or a member holding a listed role. Decided here, never by a button."""
+        if requester.key in self._moderators:
+            return True
+        return any(f"{requester.platform}:{role}" in self._moderator_roles for role in requester.roles)
 
     async def _user(self, requester: Requester) -> tuple[User, Lang]:
         user = await self.store.touch_user(
