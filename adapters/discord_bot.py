@@ -1,0 +1,320 @@
+"""Discord adapter (discord.py 2.7): slash commands and buttons in, service calls out.
+
+It translates only. Discord's rules live here: answer (defer) an interaction within 3 s; its
+token lasts 15 minutes, after which a result is posted as a channel message with the bot
+token, mentioning the author; a ``custom_id`` is at most 100 characters and carries only an
+action, a job id and a frame; buttons are ``DynamicItem``s registered in ``setup_hook``, so
+they work after a restart. Permissions are checked by the service, never in the button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import discord
+import yarl
+from discord import app_commands
+
+from bot.config import DiscordSettings
+from bot.errors import StoryError
+from bot.messages import resolve_language, text
+from bot.ports import BoardDelivery, JobUpdate
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService, Submitted
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MAX_CUSTOM_ID = 100
+FRAME_BUTTONS_PER_ROW = 5
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+BOARD_TEMPLATE = r"board:(?P<action>[rf]):(?P<job>[1-9][0-9]{0,11})(?::(?P<frame>[1-9][0-9]?))?"
+
+
+def apply_endpoints(settings: DiscordSettings) -> None:
+    """Point discord.py at another REST base and gateway (a proxy or a test fake)."""
+    if settings.api_base:
+        discord.http.Route.BASE = settings.api_base.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+def requester_of(interaction: discord.Interaction) -> Requester:
+    user = interaction.user
+    roles = tuple(str(role.id) for role in getattr(user, "roles", ()) if not role.is_default())
+    return Requester(
+        platform=PLATFORM, user_id=str(user.id), chat_id=str(interaction.channel_id),
+        display_name=user.display_name, locale=str(interaction.locale), roles=roles,
+    )
+
+
+@dataclass(frozen=True)
+class StatusRef:
+    """Where a job's progress is shown: the interaction's original response."""
+
+    application_id: int
+    token: str
+    message_id: int
+    created_at: float
+
+    def encode(self) -> str:
+        return f"{self.application_id}:{self.message_id}:{self.created_at:.0f}:{self.token}"
+
+    @classmethod
+    def decode(cls, value: str | None) -> StatusRef | None:
+        parts = (value or "").split(":", 3)
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+            return None
+        return cls(int(parts[0]), parts[3], int(parts[1]), float(parts[2]))
+
+
+class BoardButton(discord.ui.DynamicItem[discord.ui.Button], template=BOARD_TEMPLATE):
+    """🔁 Regenerate (action r) or redo one frame (action f + frame), for one job."""
+
+    def __init__(self, action: str, job_id: int, frame: int | None = None, *, label: str = "") -> None:
+        custom_id = f"board:{action}:{job_id}" + (f":{frame}" if frame else "")
+        if len(custom_id) > MAX_CUSTOM_ID:
+            raise ValueError(f"custom_id over {MAX_CUSTOM_ID} characters: {custom_id}")
+        style = discord.ButtonStyle.primary if action == "r" else discord.ButtonStyle.secondary
+        super().__init__(discord.ui.Button(label=label or str(frame), custom_id=custom_id, style=style))
+        self.action, self.job_id, self.frame = action, job_id, frame
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> BoardButton:
+        frame = match["frame"]
+        return cls(match["action"], int(match["job"]), int(frame) if frame else None, label=item.label or "")
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.adapter.press(interaction, self.job_id, self.frame if self.action == "f" else None)
+
+
+class StaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?!board:[rf]:[1-9]).{1,100}"):
+    """Any other custom_id (forged, or from an older version): a polite ephemeral refusal."""
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(discord.ui.Button(label="?", custom_id=custom_id))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> StaleButton:
+        return cls(item.custom_id or "?")
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        lang = resolve_language(str(interaction.locale))
+        await interaction.response.send_message(text("err_bad_button", lang), ephemeral=True)
+
+
+def board_view(job_id: int, frames: int, lang: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(BoardButton("r", job_id, label=text("button_regenerate", lang)))
+    for index in range(1, frames + 1):
+        button = BoardButton("f", job_id, index)
+        button.item.row = 1 + (index - 1) // FRAME_BUTTONS_PER_ROW
+        view.add_item(button)
+    return view
+
+
+class StoryClient(discord.Client):
+    """The discord.py client: slash commands on a CommandTree, persistent dynamic buttons."""
+
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        super().__init__(intents=discord.Intents.none() | discord.Intents(guilds=True))
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = adapter.on_tree_error
+        adapter.add_commands(self.tree)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(BoardButton, StaleButton)
+        guilds = self.adapter.settings.guild_ids
+        for guild_id in guilds:
+            guild = discord.Object(id=int(guild_id))
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        if not guilds:
+            await self.tree.sync()
+
+
+class DiscordAdapter:
+    platform = PLATFORM
+
+    def __init__(self, service: StoryService, settings: DiscordSettings, token: str) -> None:
+        self.service = service
+        self.settings = settings
+        self._token = token
+        self.client = StoryClient(self)
+        self._task: asyncio.Task | None = None
+        self._last_edit: dict[int, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        apply_endpoints(self.settings)
+        await self.client.login(self._token)
+        self._task = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            self._task.result()  # the gateway task ended: raise its error
+        log.info("discord: connected as %s", self.client.user)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- commands ------------------------------------------------------------------------------
+    def add_commands(self, tree: app_commands.CommandTree) -> None:
+        adapter = self
+        moderators_only = app_commands.check(self._is_moderator)
+
+        @tree.command(name="story", description="Draw a storyboard of Aldar Kose from your story")
+        @app_commands.describe(text="your story", mode="how frames are drawn", frames="number of frames",
+                               seed="a seed, to draw the same board again")
+        @app_commands.choices(mode=[app_commands.Choice(name="simple", value="simple"),
+                                    app_commands.Choice(name="ref-guided", value="ref-guided")])
+        async def story(interaction: discord.Interaction, text: app_commands.Range[str, 1, 4000],
+                        mode: app_commands.Choice[str] | None = None,
+                        frames: app_commands.Range[int, 6, 10] | None = None,
+                        seed: app_commands.Range[int, 0, 4294967295] | None = None) -> None:
+            await adapter.story(interaction, text, StoryOptions(mode=mode.value if mode else None, frames=frames,
+                                                               seed=seed))
+
+        @tree.command(name="status", description="Where is my job?")
+        async def status(interaction: discord.Interaction, job: int | None = None) -> None:
+            await adapter.reply(interaction, lambda r: adapter.service.status(r, job), attr="text")
+
+        @tree.command(name="cancel", description="Cancel a job")
+        async def cancel(interaction: discord.Interaction, job: int) -> None:
+            await adapter.reply(interaction, lambda r: adapter.service.cancel(r, job))
+
+        @tree.command(name="mystats", description="Your jobs, boards and remaining quota")
+        async def mystats(interaction: discord.Interaction) -> None:
+            await adapter.reply(interaction, adapter.service.mystats, attr="text")
+
+        @tree.command(name="help", description="What this bot does")
+        async def help_(interaction: discord.Interaction) -> None:
+            lang = resolve_language(str(interaction.locale))
+            await interaction.response.send_message(text("help", lang), ephemeral=True)
+
+        @tree.command(name="queue", description="Moderators: queued and running jobs")
+        @moderators_only
+        async def queue(interaction: discord.Interaction) -> None:
+            await adapter.reply(interaction, adapter.service.queue_overview)
+
+        @tree.command(name="regen", description="Moderators: redraw a board, or one frame of it")
+        @moderators_only
+        async def regen(interaction: discord.Interaction, job: int, frame: int | None = None) -> None:
+            await adapter.regenerate(interaction, job, frame)
+
+        @tree.command(name="ban", description="Moderators: ban a user from the bot")
+        @moderators_only
+        async def ban(interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
+            await adapter.reply(interaction, lambda r: adapter.service.ban(r, PLATFORM, str(user.id), reason))
+
+        @tree.command(name="unban", description="Moderators: lift a ban")
+        @moderators_only
+        async def unban(interaction: discord.Interaction, user: discord.User) -> None:
+            await adapter.reply(interaction, lambda r: adapter.service.unban(r, PLATFORM, str(user.id)))
+
+    def _is_moderator(self, interaction: discord.Interaction) -> bool:
+        if self.service.is_moderator(requester_of(interaction)):
+            return True
+        raise app_commands.CheckFailure("err_moderators_only")
+
+    async def reply(self, interaction: discord.Interaction, call, *, attr: str | None = None) -> None:
+        """Run a service call and answer ephemerally with its text or its StoryError."""
+        requester = requester_of(interaction)
+        lang = resolve_language(requester.locale)
+        try:
+            result = await call(requester)
+            message = getattr(result, attr) if attr else result
+        except StoryError as exc:
+            message = exc.message(lang)
+        await interaction.response.send_message(message, ephemeral=True)
+
+    async def story(self, interaction: discord.Interaction, story: str, options: StoryOptions) -> None:
+        await interaction.response.defer(thinking=True)  # within Discord's 3 s, before any work
+        requester = requester_of(interaction)
+        try:
+            submitted = await self.service.submit(StoryRequest(requester, story, options))
+        except StoryError as exc:
+            await interaction.edit_original_response(content=exc.message(resolve_language(requester.locale)))
+            return
+        await self._acknowledge(interaction, submitted)
+
+    async def regenerate(self, interaction: discord.Interaction, job_id: int, frame: int | None) -> None:
+        requester = requester_of(interaction)
+        lang = resolve_language(requester.locale)
+        try:
+            submitted = await self.service.regenerate(requester, job_id, frame)
+        except StoryError as exc:
+            message = text("err_board_gone", lang) if exc.key == "err_not_found" else exc.message(lang)
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        await self._acknowledge(interaction, submitted)
+
+    async def press(self, interaction: discord.Interaction, job_id: int, frame: int | None) -> None:
+        await self.regenerate(interaction, job_id, frame)
+
+    async def _acknowledge(self, interaction: discord.Interaction, submitted: Submitted) -> None:
+        message = await interaction.edit_original_response(content=submitted.text)
+        ref = StatusRef(interaction.application_id, interaction.token, message.id, time.time())
+        await self.service.set_status_ref(submitted.job_id, ref.encode())
+
+    async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        lang = resolve_language(str(interaction.locale))
+        if isinstance(error, app_commands.CheckFailure):
+            message = text("err_moderators_only", lang)
+        else:
+            log.error("discord command failed", exc_info=error)
+            message = text("err_internal", lang)
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+
+    # -- ChatGateway ------------------------------------------------------------------------------
+    def _fresh(self, ref: StatusRef | None) -> StatusRef | None:
+        return ref if ref and time.time() - ref.created_at < self.settings.interaction_lifetime_s else None
+
+    async def notify(self, update: JobUpdate) -> None:
+        ref = self._fresh(StatusRef.decode(update.status_ref))
+        if ref is None:
+            return
+        final = update.stage in ("failed", "cancelled")
+        now = time.monotonic()
+        if not final and now - self._last_edit.get(update.job_id, float("-inf")) < self.settings.edit_interval_s:
+            return  # throttled; the next event or the result brings it up to date
+        self._last_edit[update.job_id] = now
+        webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
+        await webhook.edit_message(ref.message_id, content=update.text)
+
+    async def deliver(self, delivery: BoardDelivery) -> None:
+        size = delivery.grid_path.stat().st_size
+        limit = self.settings.attachment_limit_bytes
+        if size > limit:
+            raise ValueError(f"the grid is {size} bytes, over the {limit}-byte attachment limit")
+        embed = discord.Embed(title=delivery.title[:256], description=delivery.text)
+        embed.add_field(name="mode", value=delivery.mode).add_field(name="seed", value=str(delivery.seed))
+        embed.set_image(url=f"attachment://{delivery.grid_path.name}")
+        file = discord.File(io.BytesIO(delivery.grid_path.read_bytes()), filename=delivery.grid_path.name)
+        view = board_view(delivery.job_id, len(delivery.frame_paths), delivery.lang)
+        ref = self._fresh(StatusRef.decode(delivery.status_ref))
+        self._last_edit.pop(delivery.job_id, None)
+        if ref is not None:
+            webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
+            await webhook.edit_message(ref.message_id, content=delivery.text)
+            await webhook.send(file=file, embed=embed, view=view, wait=True)
+            return
+        channel = self.client.get_partial_messageable(int(delivery.chat_id))
+        mention = f"<@{delivery.owner_id}> " if delivery.owner_id else ""
+        await channel.send(content=mention + delivery.text, file=file, embed=embed, view=view,
+                           allowed_mentions=discord.AllowedMentions(users=True))
+
