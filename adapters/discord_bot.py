@@ -123,7 +123,8 @@ class StoryClient(discord.Client):
     """The discord.py client: slash commands on a CommandTree, persistent dynamic buttons."""
 
     def __init__(self, adapter: DiscordAdapter) -> None:
-        super().__init__(intents=discord.Intents.none() | discord.Intents(guilds=True))
+        super().__init__(intents=discord.Intents(guilds=True),  # slash commands need no privileged intent
+                         guild_ready_timeout=adapter.settings.guild_ready_timeout_s)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = adapter.on_tree_error
@@ -286,7 +287,7 @@ class DiscordAdapter:
 
     async def notify(self, update: JobUpdate) -> None:
         ref = self._fresh(StatusRef.decode(update.status_ref))
-        if ref is None:
+        if ref is None or update.stage == "validating":  # a check takes no time worth showing
             return
         final = update.stage in ("failed", "cancelled")
         now = time.monotonic()

@@ -110,6 +110,7 @@ class DiscordSettings(_Section):
     edit_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
     interaction_lifetime_s: float = Field(default=840.0, ge=1.0, le=900.0)  # tokens last 15 min; keep a margin
     attachment_limit_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
+    guild_ready_timeout_s: float = Field(default=2.0, ge=0.0, le=60.0)  # discord.py's wait for guilds at start-up
 
 
 class Secrets(BaseModel):
