@@ -206,3 +206,26 @@ def test_status_refs_round_trip_and_reject_junk():
     ref = StatusRef(123, "tok:with:colons", 456, 1700000000.0)
     assert StatusRef.decode(ref.encode()) == ref
     assert StatusRef.decode("42:7") is None and StatusRef.decode(None) is None
+
+
+async def test_status_cancel_mystats_and_help(fake, dc_config):
+    config = dc_config(engine={"preview_delay_s": 0.3})
+    async with running(config, fake):
+        await fake.slash("story", {"text": "Aldar Kose rides", "frames": 6}, user_id=ALICE)
+        await fake.slash("story", {"text": "Aldar Kose sleeps", "frames": 6}, user_id=ALICE)
+        await fake.wait_for(lambda f: len([c for c in f.calls_to("PATCH", r".*@original") if c.status == 200]) >= 2)
+        asked = {
+            "status": await fake.slash("status", {"job": 2}, user_id=ALICE),
+            "cancel": await fake.slash("cancel", {"job": 2}, user_id=ALICE),
+            "not yours": await fake.slash("cancel", {"job": 1}, user_id=BOB),
+            "mystats": await fake.slash("mystats", {}, user_id=ALICE),
+            "help": await fake.slash("help", {}, user_id=BOB, locale="ru"),
+        }
+        await fake.wait_for(lambda f: all(f.callback(i) for i in asked.values()))
+    said = {name: fake.callback(i)[1]["content"] for name, i in asked.items()}
+    assert re.fullmatch(r"Job #2: queued, position [12]", said["status"])
+    assert said["cancel"] == "🛑 Job #2 was cancelled."
+    assert said["not yours"] == "Only the author of job #1 or a moderator can do that."
+    assert said["mystats"].startswith("📊 Jobs submitted: 2;")
+    assert said["help"].startswith("Я рисую раскадровку")
+    assert await rows(config, "SELECT status FROM jobs WHERE id = 2") == [("cancelled",)]
