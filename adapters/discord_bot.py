@@ -54,22 +54,24 @@ def requester_of(interaction: discord.Interaction) -> Requester:
 
 @dataclass(frozen=True)
 class StatusRef:
-    """Where a job's progress is shown: the interaction's original response."""
+    """Where a job's progress is shown (the interaction's original response), and the
+    attachment size limit that interaction reported."""
 
     application_id: int
     token: str
     message_id: int
     created_at: float
+    filesize_limit: int = DEFAULT_ATTACHMENT_LIMIT
 
     def encode(self) -> str:
-        return f"{self.application_id}:{self.message_id}:{self.created_at:.0f}:{self.token}"
+        return f"{self.application_id}:{self.message_id}:{self.created_at:.0f}:{self.filesize_limit}:{self.token}"
 
     @classmethod
     def decode(cls, value: str | None) -> StatusRef | None:
-        parts = (value or "").split(":", 3)
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+        parts = (value or "").split(":", 4)
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
             return None
-        return cls(int(parts[0]), parts[3], int(parts[1]), float(parts[2]))
+        return cls(int(parts[0]), parts[4], int(parts[1]), float(parts[2]), int(parts[3]))
 
 
 class BoardButton(discord.ui.DynamicItem[discord.ui.Button], template=BOARD_TEMPLATE):
@@ -266,7 +268,8 @@ class DiscordAdapter:
 
     async def _acknowledge(self, interaction: discord.Interaction, submitted: Submitted) -> None:
         message = await interaction.edit_original_response(content=submitted.text)
-        ref = StatusRef(interaction.application_id, interaction.token, message.id, time.time())
+        limit = getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT
+        ref = StatusRef(interaction.application_id, interaction.token, message.id, time.time(), limit)
         await self.service.set_status_ref(submitted.job_id, ref.encode())
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -298,8 +301,9 @@ class DiscordAdapter:
         await webhook.edit_message(ref.message_id, content=update.text)
 
     async def deliver(self, delivery: BoardDelivery) -> None:
+        ref = self._fresh(StatusRef.decode(delivery.status_ref))
         size = delivery.grid_path.stat().st_size
-        limit = self.settings.attachment_limit_bytes
+        limit = min(self.settings.attachment_limit_bytes, ref.filesize_limit if ref else DEFAULT_ATTACHMENT_LIMIT)
         if size > limit:
             raise ValueError(f"the grid is {size} bytes, over the {limit}-byte attachment limit")
         embed = discord.Embed(title=delivery.title[:256], description=delivery.text)
@@ -307,7 +311,6 @@ class DiscordAdapter:
         embed.set_image(url=f"attachment://{delivery.grid_path.name}")
         file = discord.File(io.BytesIO(delivery.grid_path.read_bytes()), filename=delivery.grid_path.name)
         view = board_view(delivery.job_id, len(delivery.frame_paths), delivery.lang)
-        ref = self._fresh(StatusRef.decode(delivery.status_ref))
         self._last_edit.pop(delivery.job_id, None)
         if ref is not None:
             webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)

@@ -203,7 +203,7 @@ async def test_moderator_commands_need_the_role(fake, dc_config, errors):
 
 
 def test_status_refs_round_trip_and_reject_junk():
-    ref = StatusRef(123, "tok:with:colons", 456, 1700000000.0)
+    ref = StatusRef(123, "tok:with:colons", 456, 1700000000.0, 8 * 1024 * 1024)
     assert StatusRef.decode(ref.encode()) == ref
     assert StatusRef.decode("42:7") is None and StatusRef.decode(None) is None
 
@@ -229,3 +229,19 @@ async def test_status_cancel_mystats_and_help(fake, dc_config):
     assert said["mystats"].startswith("📊 Jobs submitted: 2;")
     assert said["help"].startswith("Я рисую раскадровку")
     assert await rows(config, "SELECT status FROM jobs WHERE id = 2") == [("cancelled",)]
+
+
+async def test_a_grid_over_the_interactions_attachment_limit_is_not_posted(fake, dc_config):
+    fake.attachment_size_limit = 1024  # the interaction reports a tiny limit: refuse, never post
+    config = dc_config()
+    async with running(config, fake):
+        await fake.slash("story", {"text": "Aldar Kose rides", "frames": 6}, user_id=ALICE)
+        found = []
+        for _ in range(100):
+            found = await rows(config, "SELECT status, last_error FROM deliveries")
+            if found and found[0][1]:
+                break
+            await asyncio.sleep(0.1)
+    assert boards(fake) == []
+    [(status, error)] = found
+    assert status == "pending" and "over the 1024-byte attachment limit" in error

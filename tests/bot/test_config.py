@@ -127,3 +127,9 @@ def test_telegram_endpoints_come_from_config_or_their_fixed_env_names(tmp_path):
     assert (config.telegram.base_url, config.telegram.base_file_url) == (
         "http://127.0.0.1:8081/bot", "http://127.0.0.1:8081/file/bot")
     assert config.secrets.telegram_token.get_secret_value() == "123:abc"
+
+
+def test_discord_endpoints_come_from_their_fixed_env_names(tmp_path):
+    env = {"DISCORD_API_BASE": "http://127.0.0.1:9000/api/v10", "DISCORD_GATEWAY_URL": "ws://127.0.0.1:9000/gw"}
+    config = load_config(write(tmp_path, ""), env)
+    assert (config.discord.api_base, config.discord.gateway_url) == (env["DISCORD_API_BASE"], env["DISCORD_GATEWAY_URL"])
