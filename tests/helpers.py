@@ -86,3 +86,15 @@ class Rig:
 
     async def submit(self, who=ALICE, story=WORKER_STORY, **options):
         return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id
+
+
+async def db_rows(config, sql: str) -> list[tuple]:
+    """Rows of a query on the bot's database, read through the real store."""
+    from bot.store import Store
+
+    store = await Store.open(config.storage.database)
+    try:
+        async with store._conn.execute(sql) as cursor:
+            return [tuple(r) for r in await cursor.fetchall()]
+    finally:
+        await store.close()

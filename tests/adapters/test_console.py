@@ -14,24 +14,14 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import run_bot
-from bot.store import Store
 from engine.grid import auto_columns
-from tests.helpers import count_panels
+from tests.helpers import count_panels, db_rows
 
 
 async def session(config, *lines: str) -> str:
     stdout = io.StringIO()
     await run_bot(config, stdin=io.StringIO("".join(line + "\n" for line in lines)), stdout=stdout)
     return stdout.getvalue()
-
-
-async def rows(config, sql: str):
-    store = await Store.open(config.storage.database)
-    try:
-        async with store._conn.execute(sql) as cursor:
-            return [tuple(r) for r in await cursor.fetchall()]
-    finally:
-        await store.close()
 
 
 async def test_story_status_and_help_end_to_end(config):
@@ -54,8 +44,8 @@ async def test_story_status_and_help_end_to_end(config):
     assert len(report["frames"]) == 6
     assert all(f["seed"] >= 0 and "aldar_kose_man" in f["prompt"] for f in report["frames"])
     assert report["grid"]["width"] == Image.open(grid_path).width
-    assert await rows(config, "SELECT id, status FROM jobs") == [(1, "done")]
-    assert await rows(config, "SELECT job_id, status FROM deliveries") == [(1, "sent")]
+    assert await db_rows(config, "SELECT id, status FROM jobs") == [(1, "done")]
+    assert await db_rows(config, "SELECT job_id, status FROM deliveries") == [(1, "sent")]
 
 
 async def test_cancel_a_queued_job_from_the_console(make_config):
@@ -72,7 +62,7 @@ async def test_cancel_a_queued_job_from_the_console(make_config):
     assert "Job #2 is already cancelled" in out
     assert "Job #2: cancelled" in out
     assert out.count("is done") == 1
-    assert await rows(config, "SELECT id, status FROM jobs ORDER BY id") == [(1, "done"), (2, "cancelled")]
+    assert await db_rows(config, "SELECT id, status FROM jobs ORDER BY id") == [(1, "done"), (2, "cancelled")]
 
 
 async def test_bad_input_gets_clear_replies_and_no_rows(config):
@@ -106,7 +96,7 @@ async def test_bad_input_gets_clear_replies_and_no_rows(config):
     for reply, want in zip(replies, expected, strict=True):
         assert want in reply
     assert "Traceback" not in out
-    assert await rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert await db_rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
 async def test_regenerate_a_frame_in_a_later_session(config):
@@ -116,7 +106,7 @@ async def test_regenerate_a_frame_in_a_later_session(config):
     assert "Job #1 has frames 1 to 6; frame 9 does not exist." in out
     assert "✅ Job #2 is done" in out
     assert "Jobs submitted: 2;" in out
-    assert await rows(config, "SELECT id, kind, parent_id, redo_frame, status FROM jobs ORDER BY id") == [
+    assert await db_rows(config, "SELECT id, kind, parent_id, redo_frame, status FROM jobs ORDER BY id") == [
         (1, "story", None, None, "done"),
         (2, "regen_frame", 1, 4, "done"),
     ]

@@ -15,9 +15,8 @@ import pytest
 from adapters.discord_bot import BOARD_TEMPLATE, StatusRef
 from bot.app import run_bot
 from bot.config import AppConfig, Secrets
-from bot.store import Store
 from tests.fakes.discord_server import CHANNEL_ID, GUILD_ID, MOD_ROLE_ID, FakeDiscord
-from tests.helpers import count_panels
+from tests.helpers import count_panels, db_rows
 
 TOKEN = "MTMwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEx.fake-bot-token-for-tests"
 ALICE, BOB, MOD = 5001, 5002, 5003
@@ -70,13 +69,6 @@ def boards(fake):
     return [m for m in fake.messages(CHANNEL_ID) if any(name.startswith("grid.") for name in m.files)]
 
 
-async def rows(config, sql):
-    store = await Store.open(config.storage.database)
-    try:
-        async with store._conn.execute(sql) as cursor:
-            return [tuple(r) for r in await cursor.fetchall()]
-    finally:
-        await store.close()
 
 
 async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_config, errors, tmp_path):
@@ -99,7 +91,7 @@ async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_co
     assert board.custom_ids == ["board:r:1"] + [f"board:f:1:{i}" for i in range(1, 7)]
     assert all(re.fullmatch(BOARD_TEMPLATE, c) and len(c) <= 100 for c in board.custom_ids)
     assert board.embeds[0]["title"] and any(f["name"] == "seed" and f["value"] == "5" for f in board.embeds[0]["fields"])
-    assert await rows(config, "SELECT status FROM deliveries") == [("sent",)]
+    assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
     assert errors() == []
 
 
@@ -119,10 +111,10 @@ async def test_regenerate_permissions_and_per_frame_redo(fake, dc_config, errors
     assert (kind, data["flags"]) == (4, 64)  # an ephemeral refusal
     assert data["content"] == "Only the author of job #1 or a moderator can do that."
     assert all(fake.callback(i)[0] == 5 for i in (owner, moderator, redo))
-    assert await rows(config, "SELECT id, kind, parent_id, redo_frame FROM jobs ORDER BY id") == [
+    assert await db_rows(config, "SELECT id, kind, parent_id, redo_frame FROM jobs ORDER BY id") == [
         (1, "story", None, None), (2, "regen_board", 1, None), (3, "regen_board", 1, None), (4, "regen_frame", 1, 3)]
     reports = [json.loads(Path(p).read_text(encoding="utf-8"))
-               for (p,) in await rows(config, "SELECT report_path FROM jobs WHERE id IN (1, 4) ORDER BY id")]
+               for (p,) in await db_rows(config, "SELECT report_path FROM jobs WHERE id IN (1, 4) ORDER BY id")]
     before, after = ([f["seed"] for f in r["frames"]] for r in reports)
     assert [i for i, (a, b) in enumerate(zip(before, after, strict=True), 1) if a != b] == [3]
     assert errors() == []
@@ -169,7 +161,7 @@ async def test_old_buttons_work_after_a_restart(fake, dc_config):
     async with running(config, fake):
         pressed = await fake.click("board:r:1", message_id=board.id, user_id=ALICE)
         await fake.wait_for(lambda f: f.callback(pressed) and len(boards(f)) == 2, timeout=20)
-    assert await rows(config, "SELECT id, parent_id, status FROM jobs ORDER BY id") == [(1, None, "done"), (2, 1, "done")]
+    assert await db_rows(config, "SELECT id, parent_id, status FROM jobs ORDER BY id") == [(1, None, "done"), (2, 1, "done")]
 
 
 async def test_a_late_result_is_posted_in_the_channel_mentioning_the_author(fake, dc_config):
@@ -228,7 +220,7 @@ async def test_status_cancel_mystats_and_help(fake, dc_config):
     assert said["not yours"] == "Only the author of job #1 or a moderator can do that."
     assert said["mystats"].startswith("📊 Jobs submitted: 2;")
     assert said["help"].startswith("Я рисую раскадровку")
-    assert await rows(config, "SELECT status FROM jobs WHERE id = 2") == [("cancelled",)]
+    assert await db_rows(config, "SELECT status FROM jobs WHERE id = 2") == [("cancelled",)]
 
 
 async def test_a_grid_over_the_interactions_attachment_limit_is_not_posted(fake, dc_config):
@@ -238,7 +230,7 @@ async def test_a_grid_over_the_interactions_attachment_limit_is_not_posted(fake,
         await fake.slash("story", {"text": "Aldar Kose rides", "frames": 6}, user_id=ALICE)
         found = []
         for _ in range(100):
-            found = await rows(config, "SELECT status, last_error FROM deliveries")
+            found = await db_rows(config, "SELECT status, last_error FROM deliveries")
             if found and found[0][1]:
                 break
             await asyncio.sleep(0.1)

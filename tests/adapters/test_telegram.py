@@ -16,9 +16,8 @@ from adapters.telegram_bot import Button, EditThrottle, _media_groups
 from bot.app import run_bot
 from bot.config import AppConfig, Secrets
 from bot.errors import BadRequest
-from bot.store import Store
 from tests.fakes.telegram_server import FakeTelegram
-from tests.helpers import count_panels
+from tests.helpers import count_panels, db_rows
 
 ALICE, BOB, MOD = 1001, 1002, 1003
 GROUP = -100777
@@ -69,13 +68,6 @@ def photos(fake, chat):
     return [m for m in fake.messages(chat) if m.kind == "photo"]
 
 
-async def rows(config, sql):
-    store = await Store.open(config.storage.database)
-    try:
-        async with store._conn.execute(sql) as cursor:
-            return [tuple(r) for r in await cursor.fetchall()]
-    finally:
-        await store.close()
 
 
 async def test_story_is_acknowledged_tracked_and_posted_as_a_photo_with_buttons(fake, tg_config):
@@ -98,7 +90,7 @@ async def test_story_is_acknowledged_tracked_and_posted_as_a_photo_with_buttons(
     assert "Job #1" in photo.caption and len(photo.caption) <= 1024
     assert photo.callback_data == ["r:1", "f:1", "d:1"]
     assert all(len(d.encode()) <= 64 for d in photo.callback_data)
-    assert await rows(config, "SELECT status FROM deliveries") == [("sent",)]
+    assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
 
 
 async def test_regenerate_buttons_check_permissions_on_the_server(fake, tg_config):
@@ -119,7 +111,7 @@ async def test_regenerate_buttons_check_permissions_on_the_server(fake, tg_confi
     assert fake.answered(stranger) == {**fake.answered(stranger), "show_alert": True}
     assert "Only the author of job #1 or a moderator" in fake.answered(stranger)["text"]
     assert "Job #3 is queued" in fake.answered(moderator)["text"]
-    assert await rows(config, "SELECT id, kind, parent_id FROM jobs ORDER BY id") == [
+    assert await db_rows(config, "SELECT id, kind, parent_id FROM jobs ORDER BY id") == [
         (1, "story", None), (2, "regen_board", 1), (3, "regen_board", 1)]
 
 
@@ -138,7 +130,7 @@ async def test_redo_one_frame_changes_only_its_seed(fake, tg_config):
         await fake.wait_for(lambda f: len(photos(f, ALICE)) == 2)
 
     reports = [json.loads(Path(p).read_text(encoding="utf-8"))
-               for (p,) in await rows(config, "SELECT report_path FROM jobs ORDER BY id")]
+               for (p,) in await db_rows(config, "SELECT report_path FROM jobs ORDER BY id")]
     before, after = ([f["seed"] for f in r["frames"]] for r in reports)
     assert [i for i, (a, b) in enumerate(zip(before, after, strict=True), 1) if a != b] == [3]
 
@@ -173,7 +165,7 @@ async def test_bad_story_input_gets_a_clear_reply(fake, tg_config):
     replies = [m.text for m in fake.messages(ALICE)]
     assert "Please write a story after /story" in replies[0]
     assert "the limit is 2000" in replies[1]
-    assert await rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert await db_rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
 async def test_a_reply_with_just_story_uses_the_replied_text_and_groups_take_story_at_botname(fake, tg_config):
@@ -183,7 +175,7 @@ async def test_a_reply_with_just_story_uses_the_replied_text_and_groups_take_sto
         story(fake, "/story@AldarBot --frames 2", user=ALICE, chat=GROUP, chat_type="supergroup", reply_to=original)
         story(fake, "/story@OtherBot Aldar Kose sleeps", user=ALICE, chat=GROUP, chat_type="supergroup")
         await fake.wait_for(lambda f: photos(f, GROUP))
-    assert await rows(config, "SELECT story, chat_id FROM jobs") == [
+    assert await db_rows(config, "SELECT story, chat_id FROM jobs") == [
         ("Aldar Kose sells a magic pot to the bai.", str(GROUP))]
 
 
@@ -194,7 +186,7 @@ async def test_a_restart_posts_the_result_once_and_old_buttons_still_work(fake, 
         first = await fake.wait_for(lambda f: photos(f, ALICE) and photos(f, ALICE)[0])
         story(fake, "/story Aldar Kose meets the bai in the steppe --frames 6")
         await fake.wait_for(lambda f: any("drawing frame 2 of 6" in t for m in f.messages(ALICE) for t in texts(m)))
-    assert await rows(config, "SELECT id, status FROM jobs ORDER BY id") == [(1, "done"), (2, "queued")]
+    assert await db_rows(config, "SELECT id, status FROM jobs ORDER BY id") == [(1, "done"), (2, "queued")]
 
     async with running(config):
         await fake.wait_for(lambda f: len(photos(f, ALICE)) == 2, timeout=20)
@@ -202,7 +194,7 @@ async def test_a_restart_posts_the_result_once_and_old_buttons_still_work(fake, 
         await fake.wait_for(lambda f: f.answered(pressed))
         await fake.wait_for(lambda f: len(photos(f, ALICE)) == 3, timeout=20)
     assert [p.caption.splitlines()[1].split(" · ")[0] for p in photos(fake, ALICE)] == ["Job #1", "Job #2", "Job #3"]
-    assert await rows(config, "SELECT job_id, status FROM deliveries ORDER BY job_id") == [
+    assert await db_rows(config, "SELECT job_id, status FROM deliveries ORDER BY job_id") == [
         (1, "sent"), (2, "sent"), (3, "sent")]
 
 
@@ -214,7 +206,7 @@ async def test_a_429_on_send_photo_is_retried_and_the_photo_arrives(fake, tg_con
         story(fake, "/story Aldar Kose laughs --frames 2")
         await fake.wait_for(lambda f: photos(f, ALICE), timeout=20)
     assert [c.status for c in fake.calls_to("sendPhoto")] == [429, 200]
-    assert await rows(config, "SELECT status FROM deliveries") == [("sent",)]
+    assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
 
 
 async def test_moderator_commands(fake, tg_config):
