@@ -293,10 +293,13 @@ class DiscordAdapter:
         if ref is None or update.stage == "validating":  # a check takes no time worth showing
             return
         final = update.stage in ("failed", "cancelled")
+        if final:
+            self._last_edit.pop(update.job_id, None)
         now = time.monotonic()
         if not final and now - self._last_edit.get(update.job_id, float("-inf")) < self.settings.edit_interval_s:
             return  # throttled; the next event or the result brings it up to date
-        self._last_edit[update.job_id] = now
+        if not final:
+            self._last_edit[update.job_id] = now
         webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
         await webhook.edit_message(ref.message_id, content=update.text)
 
