@@ -237,3 +237,20 @@ async def test_a_grid_over_the_interactions_attachment_limit_is_not_posted(fake,
     assert boards(fake) == []
     [(status, error)] = found
     assert status == "pending" and "over the 1024-byte attachment limit" in error
+
+
+async def test_an_unexpected_error_is_logged_and_answered_ephemerally(fake, dc_config, errors, monkeypatch):
+    from bot.service import StoryService
+
+    async def broken(self, requester):
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(StoryService, "mystats", broken)  # our own code fails; discord.py stays real
+    config = dc_config()
+    async with running(config, fake):
+        asked = await fake.slash("mystats", {}, user_id=ALICE)
+        await fake.wait_for(lambda f: f.callback(asked))
+    kind, data = fake.callback(asked)
+    assert (kind, data["flags"], data["content"]) == (4, 64, "Something went wrong on my side. Please try again in a minute.")
+    logged = errors()
+    assert logged and logged[0].exc_info and "database on fire" in str(logged[0].exc_info[1])
