@@ -113,6 +113,7 @@ def engine_settings(args: argparse.Namespace, config: Config) -> EngineSettings:
         width=args.size,
         height=args.size,
         batch_size=args.batch_size,
+        ref_guided=False,  # simple-mode timings; ref-guided loads its own ControlNet + IP-Adapter
     )
     render.update(config.overrides)
     return EngineSettings(render=RenderSettings(**render), validation=ValidateSettings(max_retries=args.max_retries))

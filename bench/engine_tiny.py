@@ -94,7 +94,8 @@ def build_tiny_models(root: Path) -> dict[str, str]:
 def engine_settings(models: dict[str, str], *, steps: int, batch_size: int, max_retries: int) -> EngineSettings:
     return EngineSettings(
         render=RenderSettings(
-            renderer="sdxl", width=SIZE, height=SIZE, steps=steps, batch_size=batch_size, **models
+            renderer="sdxl", width=SIZE, height=SIZE, steps=steps, batch_size=batch_size, ref_guided=False,
+            **models
         ),
         validation=ValidateSettings(max_retries=max_retries),
     )

@@ -66,6 +66,10 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, help="engine.steps: denoising steps")
     group.add_argument("--size", type=_size, metavar="WxH", help="engine.width and engine.height, e.g. 1024x1024")
     group.add_argument("--draft", action="store_true", default=None, help="engine.draft: few-step draft LoRA")
+    group.add_argument("--controlnet", metavar="PATH_OR_ID", help="engine.controlnet: SDXL OpenPose ControlNet")
+    group.add_argument("--ip-adapter", metavar="PATH_OR_ID", help="engine.ip_adapter: IP-Adapter repo or folder")
+    group.add_argument("--ip-adapter-weight", metavar="NAME", help="engine.ip_adapter_weight: weights file name")
+    group.add_argument("--image-encoder", metavar="SUBFOLDER", help="engine.image_encoder: the IP-Adapter's image encoder")
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -77,7 +81,8 @@ def _size(value: str) -> tuple[int, int]:
 
 def engine_overrides(args: argparse.Namespace) -> dict[str, object]:
     names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "clip_model": "clip_model",
-             "steps": "steps", "draft": "draft"}
+             "steps": "steps", "draft": "draft", "controlnet": "controlnet", "ip_adapter": "ip_adapter",
+             "ip_adapter_weight": "ip_adapter_weight", "image_encoder": "image_encoder"}
     values: dict[str, object] = {key: getattr(args, attr) for attr, key in names.items()
                                  if getattr(args, attr, None) is not None}
     if getattr(args, "size", None):

@@ -72,9 +72,14 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader) -> tuple[Renderer,
     from engine.sdxl import SdxlRenderer
 
     pipe = loader.pipeline()
+    ref_guided = loader.ref_guided() if settings.ref_guided else None
     steps = settings.draft_steps if settings.draft else settings.steps
     guidance = settings.draft_guidance if settings.draft else settings.guidance
-    renderer = SdxlRenderer(pipe, steps=steps, guidance=guidance, batch_size=settings.batch_size)
+    renderer = SdxlRenderer(
+        pipe, steps=steps, guidance=guidance, batch_size=settings.batch_size, ref_guided=ref_guided,
+        controlnet_scale=settings.controlnet_scale,
+        control_guidance=(settings.control_guidance_start, settings.control_guidance_end),
+    )
     if loader.applied.get("compile_unet") is True:
         renderer.warm_up(settings.width, settings.height)
     if not settings.clip_model:

@@ -85,6 +85,7 @@ class ModelLoader:
     sources: dict[str, str] = field(default_factory=dict)
     runtime: Runtime | None = None
     _pipeline: Any = None
+    _ref_guided: RefGuided | None = None
     _clip: tuple[Any, Any] | None = None
     _references: list[Image.Image] | None = None
 
@@ -221,6 +222,36 @@ class ModelLoader:
             if getattr(s, flag) and flag not in applied:
                 applied[flag] = "skipped: needs CUDA"
 
+    # -- ref-guided: ControlNet + IP-Adapter on the same UNet, VAE and text encoders ----------------
+    def ref_guided(self) -> RefGuided:
+        """The ControlNet pipeline sharing every base component, and the IP-Adapter, loaded once."""
+        if self._ref_guided is None:
+            self._ref_guided = self._build_ref_guided(self.pipeline())
+        return self._ref_guided
+
+    def _build_ref_guided(self, base: Any) -> RefGuided:
+        from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+        s, runtime = self.settings, self.runtime
+        controlnet = self._load(
+            "engine.controlnet", s.controlnet, lambda src: ControlNetModel.from_pretrained(src, dtype=runtime.dtype)
+        ).to(runtime.device)
+        simple = _UnetState.capture(base.unet)
+
+        def load_ip_adapter(source: str) -> None:
+            base.load_ip_adapter(source, subfolder=s.ip_adapter_subfolder, weight_name=s.ip_adapter_weight,
+                                 image_encoder_folder=s.image_encoder)
+
+        self._load("engine.ip_adapter", s.ip_adapter, load_ip_adapter)
+        base.image_encoder.to(device=runtime.device, dtype=runtime.dtype)
+        base.set_ip_adapter_scale(s.ip_adapter_scale)
+        guided = _UnetState.capture(base.unet)
+        simple.apply(base.unet)  # simple mode stays exactly as it was
+        pipe = StableDiffusionXLControlNetPipeline.from_pipe(base, controlnet=controlnet)
+        pipe.set_progress_bar_config(disable=True)
+        self.applied["ref_guided"] = {"ip_adapter_scale": s.ip_adapter_scale, "controlnet_scale": s.controlnet_scale}
+        return RefGuided(pipe=pipe, unet=base.unet, simple=simple, guided=guided)
+
     # -- CLIP -----------------------------------------------------------------------------------
     def clip(self) -> tuple[Any, Any]:
         """(CLIPModel, CLIPProcessor) on the render device, loaded once."""
@@ -243,6 +274,40 @@ class ModelLoader:
         if self._references is None:
             self._references = _read_reference_images(self.settings.reference_images)
         return self._references
+
+
+@dataclass(frozen=True)
+class _UnetState:
+    """The parts of a UNet that IP-Adapter changes: attention processors and the image projection."""
+
+    processors: dict[str, Any]
+    encoder_hid_proj: Any
+    encoder_hid_dim_type: str | None
+
+    @classmethod
+    def capture(cls, unet: Any) -> _UnetState:
+        return cls(dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)
+
+    def apply(self, unet: Any) -> None:
+        unet.set_attn_processor(dict(self.processors))
+        unet.encoder_hid_proj = self.encoder_hid_proj
+        unet.config.encoder_hid_dim_type = self.encoder_hid_dim_type
+
+
+@dataclass
+class RefGuided:
+    """Ref-guided mode's pipeline, and a switch that puts the shared UNet in one mode or the other."""
+
+    pipe: Any
+    unet: Any
+    simple: _UnetState
+    guided: _UnetState
+    mode: str = "simple"
+
+    def use(self, mode: str) -> None:
+        if mode != self.mode:
+            (self.guided if mode == "ref-guided" else self.simple).apply(self.unet)
+            self.mode = mode
 
 
 def _read_reference_images(folder_value: str) -> list[Image.Image]:

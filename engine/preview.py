@@ -35,6 +35,7 @@ class PreviewRenderer:
 
     name = "preview"
     batch_size = 1  # sketches gain nothing from batching; one frame at a time keeps progress per frame
+    modes = ("simple", "ref-guided")
 
     def __init__(self, delay_s: float = 0.0) -> None:
         if delay_s < 0:

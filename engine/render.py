@@ -32,6 +32,7 @@ class FrameRequest:
     width: int
     height: int
     reference: Image.Image | None = None
+    control_image: Image.Image | None = None  # the shot's pose skeleton, ref-guided frames only
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -49,6 +50,7 @@ class Renderer(Protocol):
 
     name: str
     batch_size: int
+    modes: tuple[str, ...]  # the render modes this renderer has loaded
 
     def fit_prompt(self, prompt: Prompt) -> Prompt:
         """The prompt as this renderer will really use it (e.g. trimmed to the text encoder's budget)."""

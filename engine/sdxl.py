@@ -31,15 +31,20 @@ class OutOfMemory(EngineError):
 class SdxlRenderer:
     name = "sdxl"
 
-    def __init__(self, pipe: Any, *, steps: int, guidance: float, batch_size: int) -> None:
+    def __init__(self, pipe: Any, *, steps: int, guidance: float, batch_size: int, ref_guided: Any = None,
+                 controlnet_scale: float = 0.8, control_guidance: tuple[float, float] = (0.0, 1.0)) -> None:
         import torch
 
         self._torch = torch
         self.pipe = pipe
+        self.ref_guided = ref_guided  # engine.models.RefGuided, or None when only simple mode is loaded
         self.steps = steps
         self.guidance = guidance
         self.batch_size = batch_size
+        self.controlnet_scale = controlnet_scale
+        self.control_guidance = control_guidance
         self.token_budget = pipe.tokenizer.model_max_length  # 77 for CLIP
+        self.modes = ("simple", "ref-guided") if ref_guided is not None else ("simple",)
 
     # -- prompts -------------------------------------------------------------------------------
     def fit_prompt(self, prompt: Prompt) -> Prompt:
@@ -101,7 +106,9 @@ class SdxlRenderer:
                 pipe._interrupt = True
             return tensors
 
-        result = self.pipe(
+        pipe, extra = self._mode_for(requests)
+        result = pipe(
+            **extra,
             prompt=[r.prompt.positive for r in requests],
             prompt_2=[r.prompt.scene for r in requests],
             negative_prompt=[r.prompt.negative for r in requests],
@@ -114,9 +121,31 @@ class SdxlRenderer:
             callback_on_step_end=step_end,
             output_type="pil",
         )
-        if self.pipe.interrupt:
+        if pipe.interrupt:
             raise Cancelled(f"cancelled while drawing frame {first.shot.index}")
         return list(result.images)
+
+    def _mode_for(self, requests: Sequence[FrameRequest]) -> tuple[Any, dict]:
+        """Simple frames use the base pipeline; ref-guided frames the ControlNet pipeline with the
+        reference through IP-Adapter and each shot's pose skeleton through ControlNet."""
+        guided = [r.reference is not None for r in requests]
+        if not any(guided):
+            if self.ref_guided is not None:
+                self.ref_guided.use("simple")
+            return self.pipe, {}
+        if not all(guided) or any(r.control_image is None for r in requests):
+            raise ValueError("a ref-guided batch needs a reference and a pose image for every frame")
+        if self.ref_guided is None:
+            raise ValueError("ref-guided mode is not loaded (engine.ref_guided = false)")
+        self.ref_guided.use("ref-guided")
+        start, end = self.control_guidance
+        return self.ref_guided.pipe, {
+            "image": [r.control_image for r in requests],
+            "ip_adapter_image": requests[0].reference,
+            "controlnet_conditioning_scale": self.controlnet_scale,
+            "control_guidance_start": start,
+            "control_guidance_end": end,
+        }
 
     def _free_memory(self) -> None:
         import gc

@@ -30,6 +30,7 @@ from PIL import Image
 from engine.errors import Cancelled, CheckpointError, InvalidRequest
 from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
 from engine.plan import Planner, PlanResult
+from engine.poses import PoseTemplate, pose_image
 from engine.prompts import Prompt, build_prompt
 from engine.render import FrameRequest, Renderer
 from engine.settings import EngineSettings
@@ -84,6 +85,7 @@ class FrameResult:
     accepted: bool  # the kept attempt passed validation
     image: Image.Image = field(repr=False, compare=False)
     reused: bool = False
+    pose_template: str | None = None  # ref-guided frames: the OpenPose template that steered them
 
     @property
     def seed(self) -> int:
@@ -92,6 +94,10 @@ class FrameResult:
     @property
     def file_name(self) -> str:
         return f"frame_{self.index:02d}.png"
+
+    @property
+    def pose_file_name(self) -> str:
+        return f"pose_{self.index:02d}.png"
 
     def to_json(self) -> dict:
         return {
@@ -106,6 +112,8 @@ class FrameResult:
             "accepted": self.accepted,
             "file": self.file_name,
             "reused": self.reused,
+            "pose_template": self.pose_template,
+            "pose_file": self.pose_file_name if self.pose_template else None,
         }
 
     @classmethod
@@ -129,6 +137,7 @@ class FrameResult:
             chosen=data.get("chosen_attempt", 0),
             accepted=data["accepted"],
             image=image,
+            pose_template=data.get("pose_template"),
         )
 
 
@@ -285,6 +294,8 @@ class StoryEngine:
             raise InvalidRequest("story is empty")
         if request.mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
+        if request.mode not in getattr(self.renderer, "modes", MODES):
+            raise InvalidRequest(f"{request.mode} mode is not loaded (engine.ref_guided = false)")
         if request.frames is not None and not 1 <= request.frames <= MAX_FRAMES:
             raise InvalidRequest(f"frames must be within 1..{MAX_FRAMES}, got {request.frames}")
         if request.seed < 0:
@@ -365,6 +376,17 @@ class StoryEngine:
         return grid
 
     # -- 7. report -----------------------------------------------------------------------
+    def _ref_guided_report(self, request: BoardRequest) -> dict | None:
+        if request.mode != "ref-guided":
+            return None
+        render = self.settings.render
+        return {
+            "ip_adapter_scale": render.ip_adapter_scale,
+            "controlnet_scale": render.controlnet_scale,
+            "control_guidance": [render.control_guidance_start, render.control_guidance_end],
+            "reference": "frame 1",
+        }
+
     def _report(
         self,
         request: BoardRequest,
@@ -392,6 +414,7 @@ class StoryEngine:
                 "copy_ceiling": self.policy.copy_ceiling,
             },
             "models": self.models.report() if self.models else {},
+            "ref_guided": self._ref_guided_report(request),
             "grid": {
                 "file": f"grid.{grid.extension}",
                 "format": grid.format,
@@ -426,6 +449,7 @@ class _FrameRun:
         self.engine, self.request, self.out_dir = engine, request, out_dir
         self.timings, self.progress, self.cancelled = timings, progress, cancelled
         self.total, self.done = total, done
+        self.poses: dict[int, tuple[PoseTemplate, Image.Image]] = {}
 
     def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
         policy = self.engine.policy
@@ -462,7 +486,8 @@ class _FrameRun:
         render_reference = reference if self.request.mode == "ref-guided" else None
         requests = [
             FrameRequest(shot, prompt, frame_seed(self.request.seed, shot.index, attempt_no),
-                         settings.width, settings.height, render_reference)
+                         settings.width, settings.height, render_reference,
+                         self._pose(shot) if render_reference is not None else None)
             for shot, prompt in chunk
         ]
         event = {"frame": first, "last_frame": last, "total": self.total, "attempt": attempt_no + 1}
@@ -482,9 +507,17 @@ class _FrameRun:
             attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=self.engine.policy.verdict(score)))
             images[shot.index].append(image)
 
+    def _pose(self, shot: Shot) -> Image.Image:
+        """The shot's pose skeleton for ControlNet (drawn once per frame, saved beside it)."""
+        if shot.index not in self.poses:
+            settings = self.engine.settings.render
+            self.poses[shot.index] = pose_image(shot.pose, shot.framing, settings.width, settings.height)
+        return self.poses[shot.index][1]
+
     def _finalise(self, shot: Shot, prompt: Prompt, attempts: list[Attempt], images: list[Image.Image]) -> None:
         policy = self.engine.policy
         chosen = policy.best(attempts)
+        pose = self.poses.get(shot.index)
         frame = FrameResult(
             index=shot.index,
             shot=shot,
@@ -493,7 +526,10 @@ class _FrameRun:
             chosen=chosen,
             accepted=policy.passes(attempts[chosen].scores),
             image=images[chosen],
+            pose_template=pose[0].name if pose else None,
         )
+        if pose is not None:
+            pose[1].save(self.out_dir / frame.pose_file_name)
         if len(attempts) > 1 or not frame.accepted:
             log.info("frame %d: %d attempt(s), kept #%d (%s)", shot.index, len(attempts), chosen + 1,
                      attempts[chosen].verdict)

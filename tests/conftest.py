@@ -120,6 +120,22 @@ def tiny_kohya_lora_file(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathF
     return build_tiny_kohya_lora(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_kohya") / "aldar_kose.safetensors")
 
 
+@pytest.fixture(scope="session")
+def tiny_controlnet_dir(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved SDXL ControlNet made from the tiny UNet (``ControlNetModel.from_unet``)."""
+    from tests.tiny_models import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_controlnet"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ip_adapter_dir(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The h94/IP-Adapter folder layout with tiny weights and a tiny image encoder."""
+    from tests.tiny_models import build_tiny_ip_adapter
+
+    return build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path_factory.mktemp("tiny_ip_adapter"))
+
+
 @pytest.fixture
 def fake_openai():
     """A local /v1/chat/completions server for the real openai SDK."""

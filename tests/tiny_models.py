@@ -373,3 +373,57 @@ def real_clip_tokenizer(folder: Path):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
                          pad_token="<|endoftext|>")
+
+
+def build_tiny_controlnet(sdxl_folder: Path, out_folder: Path) -> Path:
+    """An SDXL OpenPose-style ControlNet made from the tiny UNet, saved like a real one."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(sdxl_folder, subfolder="unet")
+    # the tiny VAE downsamples by 2, so the pose image is embedded with one downsampling
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    controlnet.save_pretrained(out_folder)
+    return out_folder
+
+
+def build_tiny_ip_adapter(sdxl_folder: Path, out_folder: Path, *, subfolder: str = "sdxl_models",
+                          weight_name: str = "ip-adapter_sdxl.safetensors") -> Path:
+    """The h94/IP-Adapter layout, tiny: ``<subfolder>/<weight_name>`` with the ``image_proj.*`` and
+    ``ip_adapter.N.to_k_ip/to_v_ip`` keys diffusers' loader reads, and ``<subfolder>/image_encoder``."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(sdxl_folder, subfolder="unet")
+    cross = unet.config.cross_attention_dim
+    image_dim = 32
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+        patch_size=4, projection_dim=image_dim,
+    ))
+    target = out_folder / subfolder
+    encoder.save_pretrained(target / "image_encoder")
+    weights = {
+        "image_proj.proj.weight": torch.randn(cross * 4, image_dim) * 0.1,
+        "image_proj.proj.bias": torch.zeros(cross * 4),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[0]
+        if block == "mid_block":
+            hidden = unet.config.block_out_channels[-1]
+        elif block == "up_blocks":
+            hidden = list(reversed(unet.config.block_out_channels))[int(name.split(".")[1])]
+        else:
+            hidden = unet.config.block_out_channels[int(name.split(".")[1])]
+        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.1
+        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.1
+        key_id += 2
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(target / weight_name))
+    return out_folder

@@ -17,7 +17,7 @@ from tests.helpers import ALICE, BOB
 def sdxl_engine_section(tiny_sdxl_dir, tiny_clip_dir):
     def section(**values):
         return {"renderer": "sdxl", "base_model": str(tiny_sdxl_dir), "clip_model": str(tiny_clip_dir),
-                "width": 64, "height": 64, "steps": 2, "batch_size": 4, **values}
+                "width": 64, "height": 64, "steps": 2, "batch_size": 4, "ref_guided": False, **values}
 
     return section
 

@@ -37,7 +37,7 @@ SIZE = 64
 
 def sdxl_settings(base: Path, clip: Path | str, *, validation: dict | None = None, **engine) -> EngineSettings:
     values = {"renderer": "sdxl", "base_model": str(base), "clip_model": str(clip), "width": SIZE, "height": SIZE,
-              "steps": 2, "batch_size": 4, **engine}
+              "steps": 2, "batch_size": 4, "ref_guided": False, **engine}
     render = RenderSettings(**values)
     return EngineSettings(render=render, validation=ValidateSettings(**(validation or {})))
 

@@ -50,6 +50,7 @@ class RecordingRenderer:
     """Draws with the real preview renderer and records every request and image it returns."""
 
     name = "recording"
+    modes = ("simple", "ref-guided")
 
     def __init__(self, batch_size: int = 1) -> None:
         self.preview = PreviewRenderer()
