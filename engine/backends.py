@@ -67,7 +67,7 @@ def choose_renderer(settings: RenderSettings) -> Choice:
     return Choice("sdxl", "auto: CUDA is available")
 
 
-def build_sdxl(settings: RenderSettings, loader: ModelLoader) -> tuple[Renderer, Validator]:
+def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: bool = False) -> tuple[Renderer, Validator]:
     """Load SDXL (+ LoRA) and CLIP through the loader; raises ModelLoadError naming the key."""
     from engine.sdxl import SdxlRenderer
 
@@ -85,7 +85,8 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader) -> tuple[Renderer,
     if not settings.clip_model:
         return renderer, NullValidator()
     model, processor = loader.clip()
-    return renderer, ClipScorer(model, processor, reference_images=loader.reference_images())
+    faces = loader.faces() if face_check else None
+    return renderer, ClipScorer(model, processor, reference_images=loader.reference_images(), faces=faces)
 
 
 def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None) -> StoryEngine:
@@ -97,7 +98,7 @@ def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None)
     validator: Validator = NullValidator()
     if renderer_choice.name == "sdxl":
         try:
-            renderer, validator = build_sdxl(settings.render, loader)
+            renderer, validator = build_sdxl(settings.render, loader, face_check=settings.validation.face_check)
             renderer_choice = Choice("sdxl", f"{renderer_choice.reason}; weights loaded")
         except ModelLoadError as exc:
             if settings.render.renderer == "sdxl":

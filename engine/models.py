@@ -88,6 +88,7 @@ class ModelLoader:
     _ref_guided: RefGuided | None = None
     _clip: tuple[Any, Any] | None = None
     _references: list[Image.Image] | None = None
+    _faces: Any = None
 
     def report(self) -> dict:
         runtime = self.runtime
@@ -268,6 +269,19 @@ class ModelLoader:
             processor = self._load("engine.clip_model (processor)", self.settings.clip_model, CLIPProcessor.from_pretrained)
             self._clip = (model, processor)
         return self._clip
+
+    def faces(self) -> Any:
+        """dlib's face detector and encoder (engine.faces), loaded once."""
+        if self._faces is None:
+            from engine.faces import FaceIdentity, FaceModelError
+
+            try:
+                self._faces = FaceIdentity()
+            except FaceModelError as exc:
+                raise ModelLoadError(f"validation.face_check: {exc}") from exc
+            self.loads += 1
+            self.sources["validation.face_check"] = str(self._faces.models_dir)
+        return self._faces
 
     def reference_images(self) -> list[Image.Image]:
         """The configured character pictures (``engine.reference_images``), read once."""

@@ -110,6 +110,8 @@ class ValidateSettings(_Section):
     threshold: float = Field(default=0.70, ge=0.0, le=1.0)
     max_retries: int = Field(default=2, ge=0, le=5)
     copy_ceiling: float = Field(default=0.95, ge=0.0, le=1.0)  # above this a frame copies its reference
+    face_check: bool = True  # with SDXL: detect faces (dlib), score CLIP on the face crop, compare face embeddings
+    face_threshold: float = Field(default=0.6, ge=0.0, le=2.0)  # largest face distance that is the same person
 
 
 class GridSettings(_Section):

@@ -237,7 +237,8 @@ class StoryEngine:
         self.reasons = dict(reasons or {})
         self.models = models
         validation = settings.validation
-        self.policy = RetryPolicy(validation.threshold, validation.max_retries, validation.copy_ceiling)
+        self.policy = RetryPolicy(validation.threshold, validation.max_retries, validation.copy_ceiling,
+                                  validation.face_threshold)
         self.config_hash = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
 
     def run(
@@ -412,6 +413,7 @@ class StoryEngine:
                 "threshold": self.policy.threshold,
                 "max_retries": self.policy.max_retries,
                 "copy_ceiling": self.policy.copy_ceiling,
+                "face_threshold": self.policy.face_threshold,
             },
             "models": self.models.report() if self.models else {},
             "ref_guided": self._ref_guided_report(request),
@@ -501,7 +503,8 @@ class _FrameRun:
         self.progress(ProgressEvent("validating", **event))
         with _timed(self.timings, "validate"):
             scores = self.engine.validator.score(
-                rendered, texts=[shot.description for shot, _ in chunk], reference=reference
+                rendered, texts=[shot.description for shot, _ in chunk], reference=reference,
+                framings=[shot.framing for shot, _ in chunk],
             )
         for (shot, _), req, image, score in zip(chunk, requests, rendered, scores, strict=True):
             attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=self.engine.policy.verdict(score)))

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from PIL import Image
 
-Verdict = Literal["pass", "unchecked", "low_identity", "copy_paste"]
+Verdict = Literal["pass", "unchecked", "low_identity", "copy_paste", "wrong_face", "no_face"]
 
 
 class Validator(Protocol):
@@ -31,9 +31,10 @@ class Validator(Protocol):
         ...
 
     def score(
-        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None
+        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
+        framings: Sequence[str] | None = None,
     ) -> list[dict[str, float]]:
-        """Scores in 0..1 per image; ``identity`` only when there is a reference to compare with."""
+        """Scores per image; ``identity`` only when there is a reference to compare with."""
         ...
 
 
@@ -44,47 +45,85 @@ class NullValidator:
     needs_reference = False
 
     def score(
-        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None
+        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
+        framings: Sequence[str] | None = None,
     ) -> list[dict[str, float]]:
         return [{} for _ in images]
 
 
 class ClipScorer:
-    """CLIP embeddings on the model's device, batched; the model is loaded once by engine.models."""
+    """CLIP embeddings on the model's device, batched; the model is loaded once by engine.models.
+
+    With ``faces`` (engine.faces.FaceIdentity), identity is CLIP on the face crop when a face is
+    found (the whole frame otherwise, recorded as ``face_found`` 0), plus the face-embedding
+    distance to the reference face when both faces are found. A close-up is expected to show a
+    face (``face_expected`` 1): finding none there is a failure, never a pass on its own.
+    """
 
     name = "clip"
 
-    def __init__(self, model: Any, processor: Any, *, reference_images: Sequence[Image.Image] = ()) -> None:
+    def __init__(self, model: Any, processor: Any, *, reference_images: Sequence[Image.Image] = (),
+                 faces: Any = None) -> None:
         import torch  # the ML stack is imported only when a real scorer is built
 
         self._torch = torch
         self.model = model.eval()
         self.processor = processor
-        self._reference = self._mean_embedding(list(reference_images)) if reference_images else None
+        self.faces = faces
+        if faces is not None:
+            self.name = "clip+face"
+        self._cache: tuple[int, Any, Any] | None = None  # (id of reference image, CLIP emb, face emb)
+        self._reference = None
+        if reference_images:
+            crops = [self._crop(image)[0] for image in reference_images]
+            self._reference = (_normalise(self.embed_images(crops).mean(dim=0, keepdim=True))[0],
+                               faces.reference_embedding(reference_images) if faces is not None else None)
 
     @property
     def needs_reference(self) -> bool:
         return self._reference is None
 
     def score(
-        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None
+        self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
+        framings: Sequence[str] | None = None,
     ) -> list[dict[str, float]]:
         if len(texts) != len(images):
             raise ValueError(f"need one text per image, got {len(texts)} texts for {len(images)} images")
-        image_emb = self.embed_images(images)
-        text_emb = self.embed_texts(texts)
-        clip_t = (image_emb * text_emb).sum(dim=-1)
-        ref = self._reference if self._reference is not None else (
-            self.embed_images([reference])[0] if reference is not None else None
-        )
-        identity = image_emb @ ref if ref is not None else None
+        framings = list(framings) if framings is not None else [""] * len(images)
+        crops, boxes = zip(*(self._crop(image) for image in images), strict=True)
+        clip_t = (self.embed_images(images) * self.embed_texts(texts)).sum(dim=-1)
+        ref_clip, ref_face = self._reference_embeddings(reference)
+        identity = self.embed_images(list(crops)) @ ref_clip if ref_clip is not None else None
         scores = []
-        for i in range(len(images)):
+        for i, image in enumerate(images):
             entry = {"clip_t": round(float(clip_t[i]), 4)}
             if identity is not None:
                 entry["identity"] = round(float(identity[i]), 4)
+            if self.faces is not None:
+                entry.update(self._face_scores(image, boxes[i], ref_face, framings[i]))
             scores.append(entry)
         return scores
+
+    def _crop(self, image: Image.Image) -> tuple[Image.Image, Any]:
+        box = self.faces.find_face(image) if self.faces is not None else None
+        return (box.crop(image) if box is not None else image), box
+
+    def _face_scores(self, image: Image.Image, box: Any, ref_face: Any, framing: str) -> dict[str, float]:
+        entry = {"face_found": 1.0 if box is not None else 0.0, "face_expected": 1.0 if framing == "close-up" else 0.0}
+        if box is not None and ref_face is not None:
+            entry["face_distance"] = round(self.faces.distance(self.faces.embed(image, box), ref_face), 4)
+        return entry
+
+    def _reference_embeddings(self, reference: Image.Image | None) -> tuple[Any, Any]:
+        if self._reference is not None:
+            return self._reference
+        if reference is None:
+            return None, None
+        if self._cache is None or self._cache[0] != id(reference):
+            crop, box = self._crop(reference)
+            face = self.faces.embed(reference, box) if self.faces is not None and box is not None else None
+            self._cache = (id(reference), self.embed_images([crop])[0], face)
+        return self._cache[1], self._cache[2]
 
     def embed_images(self, images: Sequence[Image.Image]):
         inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
@@ -100,9 +139,6 @@ class ClipScorer:
                 attention_mask=inputs["attention_mask"].to(self._device),
             )
         return _normalise(_embedding(features)).float()
-
-    def _mean_embedding(self, images: list[Image.Image]):
-        return _normalise(self.embed_images(images).mean(dim=0, keepdim=True))[0]
 
     @property
     def _device(self):
@@ -139,6 +175,7 @@ class RetryPolicy:
     threshold: float
     max_retries: int
     copy_ceiling: float = 1.0
+    face_threshold: float = 0.6  # largest face-embedding distance that is still the same person
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -153,6 +190,8 @@ class RetryPolicy:
         return self.max_retries + 1
 
     def verdict(self, scores: dict[str, float]) -> Verdict:
+        """CLIP identity within [threshold, copy_ceiling] AND (no face found, or the face matches);
+        a close-up where a face was expected but none was found does not pass."""
         identity = scores.get("identity")
         if identity is None:
             return "unchecked"
@@ -160,6 +199,10 @@ class RetryPolicy:
             return "copy_paste"
         if identity < self.threshold:
             return "low_identity"
+        if scores.get("face_distance", 0.0) > self.face_threshold:
+            return "wrong_face"
+        if scores.get("face_expected") == 1.0 and scores.get("face_found") == 0.0:
+            return "no_face"
         return "pass"
 
     def passes(self, scores: dict[str, float]) -> bool:

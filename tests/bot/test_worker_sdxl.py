@@ -23,9 +23,10 @@ def sdxl_engine_section(tiny_sdxl_dir, tiny_clip_dir):
 
 
 async def sdxl_rig(rig_factory, make_config, section, **queue):
-    config = make_config(engine=section, queue=queue)
+    validation = {"face_check": False}  # face checks have their own tests; dlib is slow on face-less frames
+    config = make_config(engine=section, queue=queue, validation=validation)
     engine = build_engine(config.engine_settings())
-    return await rig_factory(story_engine=engine, engine=section, queue=queue)
+    return await rig_factory(story_engine=engine, engine=section, queue=queue, validation=validation)
 
 
 async def test_cancel_stops_a_running_sdxl_job_within_steps(rig_factory, make_config, sdxl_engine_section):

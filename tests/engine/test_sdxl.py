@@ -39,7 +39,8 @@ def sdxl_settings(base: Path, clip: Path | str, *, validation: dict | None = Non
     values = {"renderer": "sdxl", "base_model": str(base), "clip_model": str(clip), "width": SIZE, "height": SIZE,
               "steps": 2, "batch_size": 4, "ref_guided": False, **engine}
     render = RenderSettings(**values)
-    return EngineSettings(render=render, validation=ValidateSettings(**(validation or {})))
+    # dlib's detector costs ~0.7 s on a face-less 64 px frame; face checks have their own tests
+    return EngineSettings(render=render, validation=ValidateSettings(**{"face_check": False, **(validation or {})}))
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ class ScriptedValidator:
         self.identities = list(identities)
         self.references: list[Image.Image | None] = []
 
-    def score(self, images, *, texts, reference: Image.Image | None) -> list[dict[str, float]]:
+    def score(self, images, *, texts, reference: Image.Image | None, framings=None) -> list[dict[str, float]]:
         assert len(images) == len(texts)
         scores = []
         for _ in images:
@@ -366,7 +366,8 @@ def test_failing_frame_is_rerolled_to_the_limit_and_the_best_attempt_kept(tmp_pa
     assert saved["chosen_attempt"] == 1
     assert saved["seed"] == seeds[1]
     assert saved["accepted"] is False
-    assert read_report(tmp_path / "b")["validation"] == {"threshold": 0.70, "max_retries": 2, "copy_ceiling": 0.95}
+    assert read_report(tmp_path / "b")["validation"] == {"threshold": 0.70, "max_retries": 2, "copy_ceiling": 0.95,
+                                                        "face_threshold": 0.6}
 
 
 def test_reroll_stops_at_the_first_passing_attempt(tmp_path: Path) -> None:
