@@ -98,3 +98,30 @@ async def db_rows(config, sql: str) -> list[tuple]:
             return [tuple(r) for r in await cursor.fetchall()]
     finally:
         await store.close()
+
+
+async def loop_lag_while(work, interval: float = 0.01) -> tuple[list[float], float]:
+    """Run ``work`` (a coroutine) while probing the event loop: how late each ``sleep(interval)``
+    woke up. Returns the lags and the seconds ``work`` took."""
+    import asyncio
+    import time
+
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(interval)
+            lags.append(time.perf_counter() - start - interval)
+
+    probe_task = asyncio.create_task(probe())
+    started = time.perf_counter()
+    try:
+        await work
+    finally:
+        elapsed = time.perf_counter() - started
+        done.set()
+        await probe_task
+    return lags, elapsed
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import time
 from pathlib import Path
 
 from PIL import Image, ImageChops
@@ -17,7 +16,7 @@ from PIL import Image, ImageChops
 from engine.backends import build_engine
 from engine.plan import OfflinePlanner
 from engine.storyboard import StoryEngine
-from tests.helpers import ALICE, BOB, RecordingGateway
+from tests.helpers import ALICE, BOB, RecordingGateway, loop_lag_while
 
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
 
@@ -95,21 +94,7 @@ async def test_the_event_loop_stays_responsive_while_a_board_renders(rig_factory
     delay = 0.3  # per frame, on the engine thread
     rig = await rig_factory(engine={"width": 256, "height": 256, "preview_delay_s": delay})
     await rig.submit(frames=4)
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def probe():
-        while not done.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.01)
-            lags.append(time.perf_counter() - start - 0.01)
-
-    probe_task = asyncio.create_task(probe())
-    started = time.perf_counter()
-    await rig.worker.run(burst=True)
-    elapsed = time.perf_counter() - started
-    done.set()
-    await probe_task
+    lags, elapsed = await loop_lag_while(rig.worker.run(burst=True), interval=0.01)
 
     assert elapsed >= 4 * delay  # the render really ran while we probed
     assert len(lags) > 50

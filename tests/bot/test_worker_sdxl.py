@@ -4,13 +4,12 @@ cancel within a step, a responsive event loop, and out-of-memory handling."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import torch
 
 from engine.backends import build_engine
-from tests.helpers import ALICE, BOB
+from tests.helpers import ALICE, BOB, loop_lag_while
 
 
 @pytest.fixture
@@ -49,21 +48,7 @@ async def test_cancel_stops_a_running_sdxl_job_within_steps(rig_factory, make_co
 async def test_the_loop_stays_responsive_while_sdxl_renders(rig_factory, make_config, sdxl_engine_section):
     rig = await sdxl_rig(rig_factory, make_config, sdxl_engine_section(steps=8))
     await rig.submit(frames=6)
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def probe():
-        while not done.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.005)
-            lags.append(time.perf_counter() - start - 0.005)
-
-    probe_task = asyncio.create_task(probe())
-    started = time.perf_counter()
-    await rig.worker.run(burst=True)
-    elapsed = time.perf_counter() - started
-    done.set()
-    await probe_task
+    lags, elapsed = await loop_lag_while(rig.worker.run(burst=True), interval=0.005)
     assert (await rig.store.get_job(1)).status == "done"
     assert len(lags) > 20 and elapsed > 0.3
     lags.sort()
