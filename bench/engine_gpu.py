@@ -73,6 +73,7 @@ class Config:
     key: str  # for --configs
     name: str  # in the table
     overrides: dict[str, Any]
+    mode: str = "simple"  # the boards' render mode
 
 
 def config_matrix(args: argparse.Namespace) -> list[Config]:
@@ -85,6 +86,8 @@ def config_matrix(args: argparse.Namespace) -> list[Config]:
         Config("fuse_qkv", "+fuse_qkv", {**off, "fuse_qkv": True}),
         Config("all-on", "all on", dict(all_on)),
         Config("compile", "all on + compile_unet", {**all_on, "compile_unet": True}),
+        # frame 1 simple, frames 2+ with IP-Adapter + ControlNet-OpenPose (engine.controlnet / engine.ip_adapter)
+        Config("ref-guided", "all on, ref-guided mode", {**all_on, "ref_guided": True}, mode="ref-guided"),
     ]
     if args.draft_lora:
         draft = {**all_on, "draft": True, "draft_lora": args.draft_lora, "draft_steps": args.draft_steps}
@@ -225,7 +228,8 @@ def measure(args: argparse.Namespace, config: Config, story: str, out: Path, tor
 
     for i in range(args.warmup):
         t0 = time.perf_counter()
-        engine.run(BoardRequest(story, frames=args.frames, seed=1000 + i), out / f"{config.key}-warmup-{i}")
+        engine.run(BoardRequest(story, mode=config.mode, frames=args.frames, seed=1000 + i),
+                   out / f"{config.key}-warmup-{i}")
         sync()
         if i == 0:
             result.first_board_s = time.perf_counter() - t0
@@ -235,7 +239,7 @@ def measure(args: argparse.Namespace, config: Config, story: str, out: Path, tor
     clock = _StepClock(sync)
     for i in range(args.repeat):
         t0 = time.perf_counter()
-        board = engine.run(BoardRequest(story, frames=args.frames, seed=i), out / f"{config.key}-{i}",
+        board = engine.run(BoardRequest(story, mode=config.mode, frames=args.frames, seed=i), out / f"{config.key}-{i}",
                            on_progress=clock)
         sync()
         result.boards.append(time.perf_counter() - t0)

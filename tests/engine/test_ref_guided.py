@@ -4,6 +4,7 @@ frame follows its shot's pose (ControlNet-OpenPose), and every component is shar
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,19 @@ def test_ref_guided_needs_its_components(tiny_sdxl_dir, tmp_path):
     simple_only = build_engine(settings(tiny_sdxl_dir, ref_guided=False))
     with pytest.raises(ValueError, match="ref-guided mode is not loaded"):
         simple_only.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "b")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (os.environ.get("ALDAR_CONTROLNET") and os.environ.get("ALDAR_IP_ADAPTER")),
+                    reason="needs ALDAR_CONTROLNET and ALDAR_IP_ADAPTER weights")
+def test_a_real_ref_guided_board_keeps_the_character_and_follows_the_poses(tmp_path):
+    """Needs CUDA and real weights: ALDAR_SDXL_BASE, ALDAR_CLIP, ALDAR_CONTROLNET, ALDAR_IP_ADAPTER (+ ALDAR_LORA)."""
+    render = RenderSettings(renderer="sdxl", base_model=os.environ["ALDAR_SDXL_BASE"],
+                            lora=os.environ.get("ALDAR_LORA", ""), clip_model=os.environ["ALDAR_CLIP"],
+                            controlnet=os.environ["ALDAR_CONTROLNET"], ip_adapter=os.environ["ALDAR_IP_ADAPTER"])
+    engine = build_engine(EngineSettings(render=render))
+    engine.run(BoardRequest(STORY, mode="ref-guided", frames=8, seed=1), tmp_path / "b")
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
+    identities = [f["attempts"][f["chosen_attempt"]]["scores"]["identity"] for f in report["frames"][1:]]
+    assert sum(identities) / len(identities) >= 0.70
+    assert [f["pose_template"] for f in report["frames"][1:]] == [f["shot"]["pose"] for f in report["frames"][1:]]
