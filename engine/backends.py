@@ -75,10 +75,15 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
     ref_guided = loader.ref_guided() if settings.ref_guided else None
     steps = settings.draft_steps if settings.draft else settings.steps
     guidance = settings.draft_guidance if settings.draft else settings.guidance
+    ip_references = loader.reference_images() if settings.ip_adapter_reference != "frame1" else []
+    if settings.ref_guided and settings.ip_adapter_reference != "frame1" and not ip_references:
+        raise ModelLoadError(f"engine.ip_adapter_reference = {settings.ip_adapter_reference!r} needs pictures "
+                             "in engine.reference_images")
     renderer = SdxlRenderer(
         pipe, steps=steps, guidance=guidance, batch_size=settings.batch_size, ref_guided=ref_guided,
         controlnet_scale=settings.controlnet_scale,
         control_guidance=(settings.control_guidance_start, settings.control_guidance_end),
+        ip_references=ip_references, ip_use_frame1=settings.ip_adapter_reference != "images",
     )
     if loader.applied.get("compile_unet") is True:
         renderer.warm_up(settings.width, settings.height)

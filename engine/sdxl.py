@@ -32,7 +32,8 @@ class SdxlRenderer:
     name = "sdxl"
 
     def __init__(self, pipe: Any, *, steps: int, guidance: float, batch_size: int, ref_guided: Any = None,
-                 controlnet_scale: float = 0.8, control_guidance: tuple[float, float] = (0.0, 1.0)) -> None:
+                 controlnet_scale: float = 0.8, control_guidance: tuple[float, float] = (0.0, 1.0),
+                 ip_references: Sequence[Image.Image] = (), ip_use_frame1: bool = True) -> None:
         import torch
 
         self._torch = torch
@@ -43,6 +44,8 @@ class SdxlRenderer:
         self.batch_size = batch_size
         self.controlnet_scale = controlnet_scale
         self.control_guidance = control_guidance
+        self.ip_references = list(ip_references)  # configured character pictures for IP-Adapter
+        self.ip_use_frame1 = ip_use_frame1
         self.token_budget = pipe.tokenizer.model_max_length  # 77 for CLIP
         self.modes = ("simple", "ref-guided") if ref_guided is not None else ("simple",)
 
@@ -141,7 +144,7 @@ class SdxlRenderer:
         start, end = self.control_guidance
         return self.ref_guided.pipe, {
             "image": [r.control_image for r in requests],
-            "ip_adapter_image": requests[0].reference,
+            "ip_adapter_image": [self.ip_references + ([requests[0].reference] if self.ip_use_frame1 else [])],
             "controlnet_conditioning_scale": self.controlnet_scale,
             "control_guidance_start": start,
             "control_guidance_end": end,

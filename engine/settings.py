@@ -99,6 +99,8 @@ class RenderSettings(_Section):
     ip_adapter_weight: str = "ip-adapter_sdxl.safetensors"  # or "ip-adapter-plus-face_sdxl_vit-h.safetensors"
     image_encoder: str = "image_encoder"  # folder under the subfolder, or a path with "/" from the repo root
     ip_adapter_scale: float = Field(default=0.5, ge=0.0, le=1.0)
+    # what IP-Adapter sees: frame 1, the pictures in reference_images, or both
+    ip_adapter_reference: Literal["frame1", "images", "both"] = "frame1"
     controlnet_scale: float = Field(default=0.8, ge=0.0, le=2.0)
     control_guidance_start: float = Field(default=0.0, ge=0.0, le=1.0)
     control_guidance_end: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -385,7 +385,7 @@ class StoryEngine:
             "ip_adapter_scale": render.ip_adapter_scale,
             "controlnet_scale": render.controlnet_scale,
             "control_guidance": [render.control_guidance_start, render.control_guidance_end],
-            "reference": "frame 1",
+            "ip_adapter_reference": render.ip_adapter_reference,
         }
 
     def _report(

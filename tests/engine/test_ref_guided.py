@@ -101,3 +101,30 @@ def test_a_real_ref_guided_board_keeps_the_character_and_follows_the_poses(tmp_p
     identities = [f["attempts"][f["chosen_attempt"]]["scores"]["identity"] for f in report["frames"][1:]]
     assert sum(identities) / len(identities) >= 0.70
     assert [f["pose_template"] for f in report["frames"][1:]] == [f["shot"]["pose"] for f in report["frames"][1:]]
+
+
+@pytest.mark.parametrize("source", ["images", "both"])
+def test_configured_pictures_can_feed_ip_adapter(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path,
+                                                 both_modes, source):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i, colour in enumerate(((220, 30, 30), (30, 30, 220))):
+        Image.new("RGB", (48, 48), colour).save(refs / f"aldar_{i}.png")
+    engine = build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                                   ip_adapter=str(tiny_ip_adapter_dir), reference_images=str(refs),
+                                   ip_adapter_reference=source, lora=both_modes.settings.render.lora))
+    engine.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2), tmp_path / source)
+    both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2), tmp_path / "frame1")
+    report = json.loads((tmp_path / source / "report.json").read_text(encoding="utf-8"))
+    assert report["ref_guided"]["ip_adapter_reference"] == source
+    ours, theirs = frames(tmp_path / source, 3), frames(tmp_path / "frame1", 3)
+    assert np.array_equal(ours[0], theirs[0])  # frame 1 is drawn in simple mode either way
+    assert not np.array_equal(ours[1], theirs[1])  # the IP-Adapter saw other pictures
+
+
+def test_pictures_for_ip_adapter_must_exist(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir):
+    from engine.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="ip_adapter_reference = 'images' needs pictures"):
+        build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                              ip_adapter=str(tiny_ip_adapter_dir), ip_adapter_reference="images"))
