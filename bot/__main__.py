@@ -185,12 +185,16 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
 
 
 def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
-    from bot.app import run_bot
+    from bot.app import AdapterStartError, run_bot
 
     console = config.console.model_copy(
         update={k: v for k, v in (("language", args.lang), ("user_id", args.user)) if v}
     )
-    asyncio.run(run_bot(config.model_copy(update={"console": console})))
+    try:
+        asyncio.run(run_bot(config.model_copy(update={"console": console})))
+    except AdapterStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

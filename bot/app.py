@@ -120,7 +120,7 @@ async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextI
         try:
             for chat in chats:
                 if hasattr(chat, "start"):
-                    await chat.start()
+                    await _start(chat)
                     started.append(chat)
             await app.worker.start_up()
             worker_task = supervise(asyncio.create_task(app.worker.run(stop)), "worker")
@@ -134,6 +134,18 @@ async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextI
         finally:
             for chat in reversed(started):
                 await chat.stop()
+
+
+class AdapterStartError(RuntimeError):
+    """A chat adapter could not connect at start-up (bad token, unreachable server)."""
+
+
+async def _start(chat) -> None:
+    try:
+        await chat.start()
+    except Exception as exc:  # reported once, with the platform, instead of a library traceback
+        log.debug("%s adapter failed to start", chat.platform, exc_info=exc)
+        raise AdapterStartError(f"{chat.platform}: could not start: {type(exc).__name__}: {exc}") from exc
 
 
 def _build_chats(app: App, config: AppConfig, *, stdin: TextIO, stdout: TextIO) -> list:

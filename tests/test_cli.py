@@ -236,3 +236,11 @@ def test_a_story_run_plans_with_openai_and_records_it(fake_openai, tmp_path):
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert (report["planner"], report["planner_fallback"]) == ("openai", None)
     assert "exactly 6 shots" in fake_openai.messages()["system"]
+
+
+def test_a_chat_that_cannot_be_reached_stops_start_up_with_a_clear_message(tmp_path):
+    env = {"TELEGRAM_TOKEN": "123:secret-token", "TELEGRAM_BASE_URL": "http://127.0.0.1:9/bot"}
+    result = bot("run", config=write_config(tmp_path), env=env, timeout=60)
+    assert result.returncode == 2
+    assert "error: telegram: could not start: NetworkError" in result.stderr
+    assert "Traceback" not in result.stderr and "secret-token" not in result.stderr
