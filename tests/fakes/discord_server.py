@@ -87,6 +87,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.polling import poll_until
+
 # ---------------------------------------------------------------------------------------------
 # the world the fake serves
 # ---------------------------------------------------------------------------------------------
@@ -705,14 +707,7 @@ class FakeDiscord:
 
     async def wait_for(self, predicate: Callable[[FakeDiscord], Any], timeout: float = 10) -> Any:
         """Poll (every 0.02 s) until ``predicate(self)`` is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate(self)
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"condition not met within {timeout} s; recent calls:\n{self.summary()}")
-            await asyncio.sleep(0.02)
+        return await poll_until(lambda: predicate(self), timeout=timeout, describe=self.summary)
 
     def summary(self, last: int = 20) -> str:
         lines = []

@@ -55,6 +55,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.polling import poll_until
+
 BOT_ID = 999
 BOT_USERNAME = "AldarBot"
 BOT_FIRST_NAME = "Aldar"
@@ -382,14 +384,7 @@ class FakeTelegram:
 
     async def wait_for(self, predicate: Callable[[FakeTelegram], Any], timeout: float = 10) -> Any:
         """Poll (every 0.02 s) until ``predicate(self)`` is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate(self)
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"condition not met within {timeout} s; recent calls:\n{self.summary()}")
-            await asyncio.sleep(0.02)
+        return await poll_until(lambda: predicate(self), timeout=timeout, describe=self.summary)
 
     def summary(self, last: int = 20) -> str:
         lines = []
