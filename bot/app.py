@@ -179,6 +179,7 @@ async def _shut_down(app: App, worker_task: asyncio.Task, console_task: asyncio.
 def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
+        # Windows loops and loops outside the main thread have no signal handlers: Ctrl-C still works there
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 

@@ -258,9 +258,11 @@ class Worker:
             await self._notify(job, event.stage, message, frame=event.frame, total=event.total)
 
     async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:
+        # per-step events are many: they use what is known, the lookups happen on the others
+        ref = self._refs.get(job.id) if stage == "step" else await self._status_ref(job)
         update = JobUpdate(
             job_id=job.id, platform=job.platform, chat_id=job.chat_id, lang=job.language,
-            stage=stage, text=message, frame=frame, total=total, status_ref=await self._status_ref(job),
+            stage=stage, text=message, frame=frame, total=total, status_ref=ref,
         )
         try:
             await self.gateway.notify(update)

@@ -295,7 +295,7 @@ class StoryEngine:
             raise InvalidRequest("story is empty")
         if request.mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
-        if request.mode not in getattr(self.renderer, "modes", MODES):
+        if request.mode not in self.renderer.modes:
             raise InvalidRequest(f"{request.mode} mode is not loaded (engine.ref_guided = false)")
         if request.frames is not None and not 1 <= request.frames <= MAX_FRAMES:
             raise InvalidRequest(f"frames must be within 1..{MAX_FRAMES}, got {request.frames}")
