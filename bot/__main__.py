@@ -70,6 +70,10 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ip-adapter", metavar="PATH_OR_ID", help="engine.ip_adapter: IP-Adapter repo or folder")
     group.add_argument("--ip-adapter-weight", metavar="NAME", help="engine.ip_adapter_weight: weights file name")
     group.add_argument("--image-encoder", metavar="SUBFOLDER", help="engine.image_encoder: the IP-Adapter's image encoder")
+    group.add_argument("--pose-images", metavar="DIR",
+                       help="engine.pose_images with pose_source = detect: a picture per pose, named after it")
+    group.add_argument("--pose-detector", metavar="PATH_OR_ID",
+                       help="engine.pose_detector: OpenPose body weights (body_pose_model.pth)")
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -82,11 +86,14 @@ def _size(value: str) -> tuple[int, int]:
 def engine_overrides(args: argparse.Namespace) -> dict[str, object]:
     names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "clip_model": "clip_model",
              "steps": "steps", "draft": "draft", "controlnet": "controlnet", "ip_adapter": "ip_adapter",
-             "ip_adapter_weight": "ip_adapter_weight", "image_encoder": "image_encoder"}
+             "ip_adapter_weight": "ip_adapter_weight", "image_encoder": "image_encoder",
+             "pose_images": "pose_images", "pose_detector": "pose_detector"}
     values: dict[str, object] = {key: getattr(args, attr) for attr, key in names.items()
                                  if getattr(args, attr, None) is not None}
     if getattr(args, "size", None):
         values["width"], values["height"] = args.size
+    if "pose_images" in values:
+        values["pose_source"] = "detect"
     return values
 
 

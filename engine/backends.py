@@ -68,11 +68,13 @@ def choose_renderer(settings: RenderSettings) -> Choice:
 
 
 def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: bool = False) -> tuple[Renderer, Validator]:
-    """Load SDXL (+ LoRA) and CLIP through the loader; raises ModelLoadError naming the key."""
+    """Load SDXL (+ LoRA), CLIP and the ref-guided parts through the loader; raises ModelLoadError naming the key."""
     from engine.sdxl import SdxlRenderer
 
     pipe = loader.pipeline()
     ref_guided = loader.ref_guided() if settings.ref_guided else None
+    if settings.ref_guided:
+        loader.pose_library()  # detected poses (pose_source = "detect") are found now, not at the first job
     steps = settings.draft_steps if settings.draft else settings.steps
     guidance = settings.draft_guidance if settings.draft else settings.guidance
     ip_references = loader.reference_images() if settings.ip_adapter_reference != "frame1" else []
@@ -117,4 +119,5 @@ def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None)
         settings=settings,
         reasons={"planner": planner_choice.reason, "renderer": renderer_choice.reason},
         models=loader if renderer.name == "sdxl" else None,
+        poses=loader.pose_library() if renderer.name == "sdxl" and settings.render.ref_guided else None,
     )

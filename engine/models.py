@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from engine.errors import EngineError
+from engine.poses import PoseLibrary
 from engine.settings import RenderSettings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class ModelLoader:
     _clip: tuple[Any, Any] | None = None
     _references: list[Image.Image] | None = None
     _faces: Any = None
+    _poses: PoseLibrary | None = None
 
     def report(self) -> dict:
         runtime = self.runtime
@@ -282,6 +284,36 @@ class ModelLoader:
             self.loads += 1
             self.sources["validation.face_check"] = str(self._faces.models_dir)
         return self._faces
+
+    # -- poses ----------------------------------------------------------------------------------
+    def pose_library(self) -> PoseLibrary:
+        """Each pose's template: built in, or (pose_source = "detect") found in engine.pose_images, once."""
+        if self._poses is None:
+            self._poses = self._build_pose_library()
+        return self._poses
+
+    def _build_pose_library(self) -> PoseLibrary:
+        s = self.settings
+        if s.pose_source == "templates":
+            return PoseLibrary()
+        from engine.pose_detect import PoseImagesError, build_pose_library, pose_pictures
+
+        try:
+            pictures = pose_pictures(s.pose_images)
+            library = build_pose_library(pictures, self.pose_detector())
+        except PoseImagesError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.applied["pose_source"] = {"detect": library.describe()}
+        return library  # the detector is dropped: every pose it will ever give is in the library
+
+    def pose_detector(self) -> Any:
+        """controlnet_aux's OpenPose body detector from engine.pose_detector (not cached: used at start-up)."""
+        from engine.pose_detect import load_body_detector
+
+        runtime = self.runtime or resolve_runtime(self.settings)
+        self.runtime = runtime
+        return self._load("engine.pose_detector", self.settings.pose_detector,
+                          lambda src: load_body_detector(src, runtime.device))
 
     def reference_images(self) -> list[Image.Image]:
         """The configured character pictures (``engine.reference_images``), read once."""

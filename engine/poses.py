@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from PIL import Image, ImageDraw
@@ -250,10 +250,14 @@ TEMPLATES: Mapping[str, PoseTemplate] = MappingProxyType({template.name: templat
 DEFAULT_POSE = "standing"
 
 
+def pose_key(pose: str) -> str:
+    """A pose name as the templates spell it: lower case, ``_`` and ``-`` read as spaces."""
+    return " ".join(pose.strip().lower().replace("_", " ").replace("-", " ").split())
+
+
 def pose_template(pose: str) -> PoseTemplate:
     """The template for a pose name (case, ``_`` and ``-`` forgiven); unknown names stand."""
-    key = " ".join(pose.strip().lower().replace("_", " ").replace("-", " ").split())
-    template = TEMPLATES.get(key)
+    template = TEMPLATES.get(pose_key(pose))
     if template is None:
         logger.debug("no pose template for %r; using %r", pose, DEFAULT_POSE)
         return TEMPLATES[DEFAULT_POSE]
@@ -414,12 +418,113 @@ def _limb_ellipse(p: tuple[float, float], q: tuple[float, float], half_width: fl
 
 
 def pose_image(
-    pose: str, framing: str, width: int, height: int, *, x_center: float = 0.5
+    pose: str | PoseTemplate, framing: str, width: int, height: int, *, x_center: float = 0.5
 ) -> tuple[PoseTemplate, Image.Image]:
     """The template a shot's pose maps to and its OpenPose image, framed: what the renderer feeds ControlNet."""
-    template = pose_template(pose)
+    template = pose if isinstance(pose, PoseTemplate) else pose_template(pose)
     points = place(template, framing=framing, width=width, height=height, x_center=x_center)
     return template, draw_openpose(points, width, height)
+
+
+# ---------------------------------------------------------------------------------------
+# Detected poses (pose_source = "detect"): keypoints found in a picture become a template
+# ---------------------------------------------------------------------------------------
+TEMPLATE_SOURCE = "template"
+
+# Body segments whose length, against the standing template's, gives the figure's height.
+# Foreshortening only shortens a segment, so the longest estimate is the truest one.
+_MEASURING_SEGMENTS: tuple[tuple[str, str], ...] = (
+    ("r_shoulder", "l_shoulder"), ("r_shoulder", "r_elbow"), ("l_shoulder", "l_elbow"),
+    ("r_hip", "r_knee"), ("l_hip", "l_knee"), ("r_knee", "r_ankle"), ("l_knee", "l_ankle"),
+)  # fmt: skip
+_MIN_DETECTED_JOINTS = 4
+
+
+class NoPoseFound(ValueError):
+    """A picture gave no usable body: too few joints, or no neck and shoulders to anchor it."""
+
+
+def template_from_keypoints(name: str, points: Sequence[tuple[float, float] | None]) -> PoseTemplate:
+    """A template from 18 COCO keypoints in pixels (y down), as a pose detector reports them.
+
+    The figure's height comes from its longest body segment against the standing template
+    (torso, shoulders, upper arms, thighs, shins); the neck goes on the box's centre line.
+    Feet, when seen, stand on the box's floor; otherwise the neck sits where a standing
+    figure's does. Joints that would leave the box are clamped to its edge.
+    """
+    if len(points) != len(KEYPOINT_NAMES):
+        raise ValueError(f"need {len(KEYPOINT_NAMES)} keypoints (COCO-18 order), got {len(points)}")
+    found = {KEYPOINT_NAMES[i]: p for i, p in enumerate(points) if p is not None}
+    if len(found) < _MIN_DETECTED_JOINTS:
+        raise NoPoseFound(f"only {len(found)} body joint(s) found; at least {_MIN_DETECTED_JOINTS} are needed")
+    neck = found.get("neck") or _midpoint(found.get("r_shoulder"), found.get("l_shoulder"))
+    if neck is None:
+        raise NoPoseFound("no neck or shoulders found, so the figure cannot be placed")
+    height = _figure_height({**found, "neck": neck})
+    if height is None:
+        raise NoPoseFound("no two joints far enough apart to measure the figure")
+    standing = TEMPLATES[DEFAULT_POSE]
+    standing_neck = standing.point("neck")
+    assert standing_neck is not None
+    ankles = [found[a][1] for a in ("r_ankle", "l_ankle") if a in found]
+    if ankles:  # the lowest foot on the floor line
+        ankle_floor = max(p[1] for p in (standing.point("r_ankle"), standing.point("l_ankle")) if p is not None)
+        top = max(ankles) - ankle_floor * height
+    else:
+        top = neck[1] - standing_neck[1] * height
+    box: list[Keypoint] = []
+    for point_name in KEYPOINT_NAMES:
+        point = neck if point_name == "neck" else found.get(point_name)
+        if point is None:
+            box.append(None)
+            continue
+        x = standing_neck[0] + (point[0] - neck[0]) / height
+        y = (point[1] - top) / height
+        box.append((round(min(1.0, max(0.0, x)), 4), round(min(1.0, max(0.0, y)), 4)))
+    return PoseTemplate(name, tuple(box))
+
+
+def _midpoint(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    if a is None or b is None:
+        return None
+    return ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+
+
+def _figure_height(found: Mapping[str, tuple[float, float]]) -> float | None:
+    standing = TEMPLATES[DEFAULT_POSE]
+    estimates: list[float] = []
+    hips = _midpoint(found.get("r_hip"), found.get("l_hip")) or found.get("r_hip") or found.get("l_hip")
+    if hips is not None:  # the torso: neck to the middle of the hips
+        standing_hips = _mid_y(standing, "r_hip", "l_hip")
+        standing_neck = standing.point("neck")
+        assert standing_neck is not None
+        estimates.append(math.dist(found["neck"], hips) / (standing_hips - standing_neck[1]))
+    for a, b in _MEASURING_SEGMENTS:
+        if a in found and b in found:
+            reference = math.dist(standing.point(a), standing.point(b))  # type: ignore[arg-type]
+            estimates.append(math.dist(found[a], found[b]) / reference)
+    height = max(estimates, default=0.0)
+    return height if height > 1.0 else None
+
+
+@dataclass(frozen=True)
+class PoseLibrary:
+    """Which template each shot pose uses: a detected one where a picture gave it, else the built-in.
+
+    ``detected`` maps a pose name (as ``pose_key`` spells it) to its template and the picture
+    it came from; lookups say which it was, for report.json.
+    """
+
+    detected: Mapping[str, tuple[PoseTemplate, str]] = field(default_factory=dict)
+
+    def lookup(self, pose: str) -> tuple[PoseTemplate, str]:
+        hit = self.detected.get(pose_key(pose))
+        if hit is not None:
+            return hit[0], f"detected: {hit[1]}"
+        return pose_template(pose), TEMPLATE_SOURCE
+
+    def describe(self) -> dict[str, str]:
+        return {name: source for name, (_, source) in sorted(self.detected.items())}
 
 
 def _check_size(width: int, height: int) -> None:

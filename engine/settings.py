@@ -104,6 +104,10 @@ class RenderSettings(_Section):
     controlnet_scale: float = Field(default=0.8, ge=0.0, le=2.0)
     control_guidance_start: float = Field(default=0.0, ge=0.0, le=1.0)
     control_guidance_end: float = Field(default=1.0, ge=0.0, le=1.0)
+    # where each shot's pose skeleton comes from: the built-in templates, or OpenPose run on pictures
+    pose_source: Literal["templates", "detect"] = "templates"
+    pose_images: str = ""  # detect: a folder with a picture per pose, named after it (riding.png, arms_crossed.jpg)
+    pose_detector: str = "lllyasviel/Annotators"  # OpenPose body weights (body_pose_model.pth): hub id, folder or file
     # Test/demo knob: sleep this long per frame in the preview renderer to imitate GPU time.
     preview_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
 

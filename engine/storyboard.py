@@ -30,7 +30,7 @@ from PIL import Image
 from engine.errors import Cancelled, CheckpointError, InvalidRequest
 from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
 from engine.plan import Planner, PlanResult
-from engine.poses import PoseTemplate, pose_image
+from engine.poses import PoseLibrary, PoseTemplate, pose_image
 from engine.prompts import Prompt, build_prompt
 from engine.render import FrameRequest, Renderer
 from engine.settings import EngineSettings
@@ -86,6 +86,7 @@ class FrameResult:
     image: Image.Image = field(repr=False, compare=False)
     reused: bool = False
     pose_template: str | None = None  # ref-guided frames: the OpenPose template that steered them
+    pose_source: str | None = None  # "template", or "detected: <picture>" with pose_source = "detect"
 
     @property
     def seed(self) -> int:
@@ -114,6 +115,7 @@ class FrameResult:
             "reused": self.reused,
             "pose_template": self.pose_template,
             "pose_file": self.pose_file_name if self.pose_template else None,
+            "pose_source": self.pose_source,
         }
 
     @classmethod
@@ -138,6 +140,7 @@ class FrameResult:
             accepted=data["accepted"],
             image=image,
             pose_template=data.get("pose_template"),
+            pose_source=data.get("pose_source"),
         )
 
 
@@ -229,8 +232,10 @@ class StoryEngine:
         settings: EngineSettings,
         reasons: Mapping[str, str] | None = None,
         models: ModelInfo | None = None,
+        poses: PoseLibrary | None = None,
     ) -> None:
         self.planner = planner
+        self.poses = poses or PoseLibrary()
         self.renderer = renderer
         self.validator = validator
         self.settings = settings
@@ -451,7 +456,7 @@ class _FrameRun:
         self.engine, self.request, self.out_dir = engine, request, out_dir
         self.timings, self.progress, self.cancelled = timings, progress, cancelled
         self.total, self.done = total, done
-        self.poses: dict[int, tuple[PoseTemplate, Image.Image]] = {}
+        self.poses: dict[int, tuple[PoseTemplate, str, Image.Image]] = {}
 
     def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
         policy = self.engine.policy
@@ -514,8 +519,10 @@ class _FrameRun:
         """The shot's pose skeleton for ControlNet (drawn once per frame, saved beside it)."""
         if shot.index not in self.poses:
             settings = self.engine.settings.render
-            self.poses[shot.index] = pose_image(shot.pose, shot.framing, settings.width, settings.height)
-        return self.poses[shot.index][1]
+            template, source = self.engine.poses.lookup(shot.pose)
+            _, image = pose_image(template, shot.framing, settings.width, settings.height)
+            self.poses[shot.index] = (template, source, image)
+        return self.poses[shot.index][2]
 
     def _finalise(self, shot: Shot, prompt: Prompt, attempts: list[Attempt], images: list[Image.Image]) -> None:
         policy = self.engine.policy
@@ -530,9 +537,10 @@ class _FrameRun:
             accepted=policy.passes(attempts[chosen].scores),
             image=images[chosen],
             pose_template=pose[0].name if pose else None,
+            pose_source=pose[1] if pose else None,
         )
         if pose is not None:
-            pose[1].save(self.out_dir / frame.pose_file_name)
+            pose[2].save(self.out_dir / frame.pose_file_name)
         if len(attempts) > 1 or not frame.accepted:
             log.info("frame %d: %d attempt(s), kept #%d (%s)", shot.index, len(attempts), chosen + 1,
                      attempts[chosen].verdict)
