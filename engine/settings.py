@@ -135,3 +135,69 @@ class EngineSettings(_Section):
     render: RenderSettings = RenderSettings()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
+
+
+class TrainSettings(_Section):
+    """``[train]``: the character trainer (``python -m bot train-lora``); flags override each key."""
+
+    trigger: str = Field(default="aldar_kose_man", min_length=1)
+    caption_template: str = "a photo of {trigger}"  # for pictures without a .txt caption beside them
+    resolution: int = Field(default=1024, ge=32, le=2048)  # square side, a multiple of 8
+    crop: Literal["center", "resize"] = "center"  # center-crop to a square, or squash the whole picture
+    steps: int = Field(default=800, ge=1, le=100_000)
+    checkpoint_every: int = Field(default=100, ge=1, le=100_000)
+    batch_size: int = Field(default=1, ge=1, le=64)
+    gradient_accumulation: int = Field(default=1, ge=1, le=128)
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant_with_warmup"
+    warmup_steps: int = Field(default=50, ge=0, le=100_000)
+    rank: int = Field(default=16, ge=1, le=256)
+    alpha: float = Field(default=16.0, gt=0.0, le=1024.0)
+    dropout: float = Field(default=0.0, ge=0.0, le=0.9)
+    train_text_encoder: bool = False  # LoRAs on both text encoders too (their embeddings are then not cached)
+    snr_gamma: float = Field(default=5.0, ge=0.0, le=100.0)  # min-SNR loss weighting; 0 = plain MSE
+    adam_8bit: bool = False  # bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA)
+    gradient_checkpointing: bool = True
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
+    cache_latents: bool = True  # encode each picture (and caption) once, not every epoch
+    seed: int = Field(default=0, ge=0)
+    # DreamBooth prior preservation (with --class-prompt)
+    prior_loss_weight: float = Field(default=1.0, ge=0.0, le=10.0)
+    num_class_images: int = Field(default=100, ge=1, le=10_000)
+    class_steps: int = Field(default=30, ge=1, le=150)  # steps for each generated class picture
+
+    @model_validator(mode="after")
+    def _resolution_fits_the_vae(self) -> TrainSettings:
+        if self.resolution % 8:
+            raise ValueError(f"train.resolution must be a multiple of 8, got {self.resolution}")
+        if "{trigger}" not in self.caption_template:
+            raise ValueError("train.caption_template must contain {trigger}")
+        return self
+
+
+class PickSettings(_Section):
+    """``[pick]``: how ``python -m bot pick-checkpoint`` compares checkpoints."""
+
+    prompts: list[str] = Field(
+        default=[
+            "a photo of {trigger} standing in the steppe",
+            "{trigger} riding a horse at sunset",
+            "a close-up portrait of {trigger} laughing",
+            "{trigger} sitting in a yurt by the fire",
+        ],
+        min_length=4,
+        max_length=8,
+    )
+    seeds: list[int] = Field(default=[11, 22], min_length=1, max_length=8)  # each prompt is drawn once per seed
+    steps: int = Field(default=25, ge=1, le=150)
+    guidance: float = Field(default=6.0, ge=0.0, le=20.0)
+    resolution: int = Field(default=1024, ge=32, le=2048)
+    copy_ceiling: float = Field(default=0.95, ge=0.0, le=1.0)  # identity above this is a copy of a training picture
+    clip_t_weight: float = Field(default=1.0, ge=0.0, le=10.0)  # how much prompt fidelity counts against identity
+
+    @model_validator(mode="after")
+    def _prompts_name_the_character(self) -> PickSettings:
+        missing = [prompt for prompt in self.prompts if "{trigger}" not in prompt]
+        if missing:
+            raise ValueError(f"pick.prompts must each contain {{trigger}}: {missing}")
+        return self
