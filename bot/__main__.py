@@ -1,8 +1,10 @@
-"""Command line: ``python -m bot run | story | plan``.
+"""Command line: ``python -m bot run | story | plan | train-lora | pick-checkpoint``.
 
     python -m bot run                      # the bot: chat adapters with tokens, else the console
     python -m bot story "TEXT" [--out DIR] # one storyboard through the real queue and engine
     python -m bot plan "TEXT"              # the shot list as JSON (no GPU, no model)
+    python -m bot train-lora --images DIR --base-model M --out DIR   # train a character LoRA
+    python -m bot pick-checkpoint OUT --base-model M [--link]        # name (and use) the best checkpoint
 
 Printing is this module's job; everything below it logs.
 """
@@ -17,7 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-from bot.config import AppConfig, ConfigError, load_config, with_overrides
+from bot.config import CONFIG_ENV, AppConfig, ConfigError, load_config, with_overrides
+from bot.train_cli import add_commands as add_train_commands
+from bot.train_cli import cmd_pick_checkpoint, cmd_train_lora
 from engine.models import ModelLoadError
 from engine.plan import PlanError
 
@@ -54,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0, help="planner seed (default 0)")
     plan.add_argument("--planner", choices=["auto", "openai", "offline"], help="planner.backend (default from config)")
     plan.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
+    add_train_commands(commands)
     return parser
 
 
@@ -125,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = with_overrides(load_config(args.config, os.environ), "engine", engine_overrides(args))
+        overrides = engine_overrides(args) if args.command in ("run", "story") else {}
+        config = with_overrides(load_config(args.config, os.environ), "engine", overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config, args.log_level)
     if args.command == "plan":
         return _cmd_plan(args, parser, config)
+    if args.command == "train-lora":
+        return cmd_train_lora(args, config)
+    if args.command == "pick-checkpoint":
+        return cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"))
     try:
         if args.command == "story":
             return _cmd_story(args, parser, config)

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from engine.settings import (
     EngineSettings,
     GridSettings,
+    PickSettings,
     PlannerSettings,
     PromptSettings,
     RenderSettings,
+    TrainSettings,
     ValidateSettings,
 )
 
@@ -144,6 +146,8 @@ class AppConfig(_Section):
     engine: RenderSettings = RenderSettings()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
+    train: TrainSettings = TrainSettings()
+    pick: PickSettings = PickSettings()
     secrets: Secrets = Field(default=Secrets(), exclude=True)
 
     def engine_settings(self) -> EngineSettings:
