@@ -221,3 +221,18 @@ def test_bad_datasets_name_the_files(tmp_path, make, message) -> None:
 def test_a_missing_folder_is_named(tmp_path) -> None:
     with pytest.raises(DatasetError, match="folder not found: .*nowhere"):
         load_dataset(tmp_path / "nowhere", trigger="t", template="{trigger}", resolution=64)
+
+
+def test_half_precision_needs_cuda(tiny_sdxl_dir, pictures, tmp_path) -> None:
+    with pytest.raises(TrainError, match="mixed_precision = 'bf16' needs CUDA"):
+        train_lora(TrainJob(pictures, str(tiny_sdxl_dir), tmp_path, tiny(mixed_precision="bf16"), device="cpu"),
+                   show_progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda_learns_and_saves_float32_loras(tiny_sdxl_dir, pictures, tmp_path, precision) -> None:
+    result = train_lora(TrainJob(pictures, str(tiny_sdxl_dir), tmp_path, tiny(mixed_precision=precision),
+                                 device="cuda"), show_progress=False)
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert {value.dtype for value in lora(result.checkpoints[-1]).values()} == {torch.float32}
