@@ -109,7 +109,8 @@ def cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path
         return 2
     try:
         result = pick_checkpoint(args.out, base_model=args.base_model, clip_model=clip_model, settings=config.pick,
-                                 images=args.images, trigger=args.trigger, device=args.device)
+                                 images=args.images, trigger=args.trigger, device=args.device,
+                                 face_check=config.validation.face_check)
     except (DatasetError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

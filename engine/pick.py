@@ -4,7 +4,8 @@ For each ``OUT/checkpoint-N`` the base pipeline (loaded once through ``engine.mo
 the checkpoint's LoRA, draws every ``[pick]`` prompt at every seed, and gives it back. Each
 render is scored with the engine's own ``ClipScorer``:
 
-- **identity**: CLIP similarity of the character crop to the training pictures;
+- **identity**: CLIP similarity of the render to the training pictures, on the face crop when
+  ``face_check`` finds a face (the engine's own validation scorer);
 - **CLIP-T**: similarity to the prompt (the trigger read as "a person", which CLIP knows);
 - **copies**: renders closer than ``copy_ceiling`` to any one training picture. Their identity
   counts as zero, so a checkpoint that memorised its pictures cannot win on identity;
@@ -111,7 +112,7 @@ class Judge:
     """Renders and scores the validation set; the pipeline and CLIP are loaded once."""
 
     def __init__(self, base_model: str, clip_model: str, settings: PickSettings, trigger: str,
-                 training_pictures: list[Image.Image], device: str = "auto") -> None:
+                 training_pictures: list[Image.Image], device: str = "auto", face_check: bool = False) -> None:
         from engine.validate import ClipScorer
 
         self.settings, self.trigger = settings, trigger
@@ -121,7 +122,8 @@ class Judge:
             steps=settings.steps, guidance=settings.guidance))
         self.pipe = self.loader.pipeline()
         model, processor = self.loader.clip()
-        self.scorer = ClipScorer(model, processor, reference_images=training_pictures)
+        faces = self.loader.faces() if face_check else None  # identity on the face crop, as the engine validates
+        self.scorer = ClipScorer(model, processor, reference_images=training_pictures, faces=faces)
         self.training = self.scorer.embed_images(training_pictures)
         self.prompts = [(prompt.format(trigger=trigger), prompt.format(trigger="a person"), seed)
                         for prompt in settings.prompts for seed in settings.seeds]
@@ -162,7 +164,8 @@ class Judge:
 
 
 def pick_checkpoint(out: Path, *, base_model: str, clip_model: str, settings: PickSettings = PickSettings(),
-                    images: Path | None = None, trigger: str | None = None, device: str = "auto") -> PickResult:
+                    images: Path | None = None, trigger: str | None = None, device: str = "auto",
+                    face_check: bool = False) -> PickResult:
     """Score every checkpoint under ``out``; write the CSV and contact sheet there; name the best."""
     # 1. check inputs: checkpoints, their trigger and training pictures
     checkpoints = checkpoint_dirs(out)
@@ -182,7 +185,7 @@ def pick_checkpoint(out: Path, *, base_model: str, clip_model: str, settings: Pi
         with Image.open(path) as picture:
             pictures.append(picture.convert("RGB"))
     # 2. the base model's renders, then each checkpoint's
-    judge = Judge(base_model, clip_model, settings, trigger, pictures, device)
+    judge = Judge(base_model, clip_model, settings, trigger, pictures, device, face_check)
     base = judge.score(Row(BASE_ROW, None, renders=judge.render()), None)
     rows = [base]
     for checkpoint in checkpoints:

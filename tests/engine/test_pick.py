@@ -93,3 +93,13 @@ def test_broken_weights_are_reported_not_picked(trained, tiny_sdxl_dir, tiny_cli
 def test_no_checkpoints_is_a_clear_error(tmp_path, tiny_sdxl_dir, tiny_clip_dir) -> None:
     with pytest.raises(PickError, match="no checkpoint-N folders in"):
         pick_checkpoint(tmp_path, base_model=str(tiny_sdxl_dir), clip_model=str(tiny_clip_dir), settings=SMALL)
+
+
+def test_identity_can_use_the_engines_face_check(trained, tiny_sdxl_dir, tiny_clip_dir) -> None:
+    from engine.pick import Judge
+
+    picture = Image.new("RGB", (64, 64), "white")
+    judge = Judge(str(tiny_sdxl_dir), str(tiny_clip_dir), SMALL, "aldar_kose_man", [picture], device="cpu",
+                  face_check=True)
+    assert judge.scorer.name == "clip+face"
+    assert judge.loader.sources["validation.face_check"]  # dlib's models, loaded through the engine loader
