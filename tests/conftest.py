@@ -151,3 +151,14 @@ async def store(tmp_path: Path):
     opened = await Store.open(tmp_path / "store.sqlite3")
     yield opened
     await opened.close()
+
+
+@pytest.fixture(scope="session")
+def character_pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four synthetic pictures of one 'character' (drawn with Pillow) to train on."""
+    from tests.helpers import draw_character
+
+    folder = tmp_path_factory.mktemp("character")
+    for index in range(4):
+        draw_character(folder / f"aldar_{index}.png", index)
+    return folder

@@ -6,7 +6,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from bot.ports import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
@@ -125,3 +125,14 @@ async def loop_lag_while(work, interval: float = 0.01) -> tuple[list[float], flo
         await probe_task
     return lags, elapsed
 
+
+def draw_character(path: Path, index: int, size: tuple[int, int] = (80, 64)) -> Path:
+    """A synthetic 'character': a red face with a yellow hat, moved a little per picture."""
+    picture = Image.new("RGB", size, (235, 235, 225))
+    draw = ImageDraw.Draw(picture)
+    x = 12 + 4 * index
+    draw.ellipse((x, 18, x + 36, 58), fill=(200, 40, 40))
+    draw.polygon([(x - 4, 20), (x + 18, 2 + index), (x + 40, 20)], fill=(230, 200, 20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path

@@ -11,16 +11,13 @@ from safetensors.torch import load_file, save_file
 
 from bot.config import load_config
 from bot.train_cli import set_engine_lora
-from tests.engine.test_train import draw_character
+from tests.helpers import draw_character
 from tests.test_cli import bot
 
 
 @pytest.fixture(scope="module")
-def pictures(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("character")
-    for index in range(4):
-        draw_character(folder / f"aldar_{index}.png", index)
-    return folder
+def pictures(character_pictures) -> Path:
+    return character_pictures
 
 
 def train(pictures: Path, base: Path, out: Path, *extra: str):

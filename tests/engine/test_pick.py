@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from engine.pick import BASE_ROW, PickError, Row, combine, contact_sheet, pick_checkpoint, table
 from engine.settings import PickSettings, TrainSettings
 from engine.train import LORA_FILE, TrainJob, train_lora
-from tests.engine.test_train import draw_character
+from tests.helpers import draw_character
 
 SMALL = PickSettings(resolution=64, steps=2, seeds=[1])
 

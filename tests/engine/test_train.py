@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from engine.models import ModelLoader
@@ -18,26 +17,12 @@ from engine.settings import RenderSettings, TrainSettings
 from engine.train import LORA_FILE, RESUME_FILE, STATE_FILE, TrainError, TrainJob, checkpoint_dirs, train_lora
 from engine.train_data import DatasetError, caption_for, load_dataset
 from engine.train_prior import PROMPT_FILE
-
-
-def draw_character(path: Path, index: int, size: tuple[int, int] = (80, 64)) -> Path:
-    """A synthetic 'character': a red face with a yellow hat, moved a little per picture."""
-    picture = Image.new("RGB", size, (235, 235, 225))
-    draw = ImageDraw.Draw(picture)
-    x = 12 + 4 * index
-    draw.ellipse((x, 18, x + 36, 58), fill=(200, 40, 40))
-    draw.polygon([(x - 4, 20), (x + 18, 2 + index), (x + 40, 20)], fill=(230, 200, 20))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+from tests.helpers import draw_character
 
 
 @pytest.fixture(scope="module")
-def pictures(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("character")
-    for index in range(4):
-        draw_character(folder / f"aldar_{index}.png", index)
-    return folder
+def pictures(character_pictures) -> Path:
+    return character_pictures
 
 
 def tiny(**overrides) -> TrainSettings:
