@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from bot.config import CONFIG_ENV, AppConfig, ConfigError, load_config, with_overrides
+from bot.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import cmd_pick_checkpoint, cmd_train_lora
 from engine.models import ModelLoadError
@@ -119,11 +120,7 @@ def _story_text(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
 
 
 def configure_logging(config: AppConfig, override: str | None) -> None:
-    logging.basicConfig(
-        level=override or config.logging.level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(override or config.logging.level, config.logging.format, config.secrets.values())
 
 
 def main(argv: list[str] | None = None) -> int:

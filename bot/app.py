@@ -23,6 +23,8 @@ from adapters.discord_bot import DiscordAdapter
 from adapters.telegram_bot import TelegramAdapter
 from bot.config import AppConfig
 from bot.errors import StoryError
+from bot.health import HealthServer
+from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.store import Store
@@ -66,7 +68,9 @@ class App:
     worker: Worker
     router: ChatRouter
     executor: ThreadPoolExecutor
+    metrics: Metrics
     adapters: list[str] = field(default_factory=list)
+    health: HealthServer | None = None
 
 
 @contextlib.asynccontextmanager
@@ -78,8 +82,10 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key())
         router = ChatRouter()
         service = StoryService(store, config)
-        worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor)
-        yield App(config, store, engine, service, worker, router, executor)
+        metrics = Metrics()
+        metrics.started(engine.models.loads if engine.models else 0)
+        worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor, metrics=metrics)
+        yield App(config, store, engine, service, worker, router, executor, metrics)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         await store.close()
@@ -118,6 +124,7 @@ async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextI
         log.info(startup_line(app, reason))
         started: list = []
         try:
+            app.health = await _start_health(app)
             for chat in chats:
                 if hasattr(chat, "start"):
                     await _start(chat)
@@ -134,10 +141,26 @@ async def run_bot(config: AppConfig, *, stdin: TextIO = sys.stdin, stdout: TextI
         finally:
             for chat in reversed(started):
                 await chat.stop()
+            if app.health is not None:
+                await app.health.stop()
 
 
 class AdapterStartError(RuntimeError):
     """A chat adapter could not connect at start-up (bad token, unreachable server)."""
+
+
+async def _start_health(app: App) -> HealthServer | None:
+    settings = app.config.observability
+    if not settings.enabled:
+        return None
+    server = HealthServer(settings, store=app.store, worker=app.worker, metrics=app.metrics)
+    try:
+        await server.start()
+    except OSError as exc:
+        await server.stop()
+        raise AdapterStartError(f"observability: cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+                                "set [observability] port, or enabled = false") from exc
+    return server
 
 
 async def _start(chat) -> None:

@@ -85,6 +85,16 @@ class StorageSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"  # one line per event either way; json for log collectors
+
+
+class ObservabilitySettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to let Prometheus scrape from elsewhere
+    port: int = Field(default=9464, ge=0, le=65535)  # 0 = any free port
+    worker_stale_s: float = Field(default=120.0, ge=1.0, le=3600.0)
+    loop_lag_limit_s: float = Field(default=5.0, ge=0.1, le=600.0)
+    db_timeout_s: float = Field(default=5.0, ge=0.1, le=120.0)
 
 
 class ConsoleSettings(_Section):
@@ -127,6 +137,11 @@ class Secrets(BaseModel):
     def openai_key(self) -> str | None:
         return self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
 
+    def values(self) -> list[str]:
+        """The raw secret values, for the log mask; never log or print these."""
+        return [s.get_secret_value() for s in (self.openai_api_key, self.discord_token, self.telegram_token)
+                if s is not None]
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
         return cls(**{field: env[var] for field, var in SECRET_ENV.items() if env.get(var, "").strip()})
@@ -138,6 +153,7 @@ class AppConfig(_Section):
     roles: RolesSettings = RolesSettings()
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     console: ConsoleSettings = ConsoleSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

@@ -393,6 +393,16 @@ class Store:
             return await self._scalar("SELECT COUNT(*) FROM jobs")
         return await self._scalar("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,))
 
+    async def count_by_status(self) -> dict[str, int]:
+        async with self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status") as cursor:
+            return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    async def check_writable(self) -> None:
+        """Take the write lock and write (the schema version, unchanged): raises if the database cannot."""
+        async with self._write():
+            version = await self._scalar("PRAGMA user_version")
+            await self._conn.execute(f"PRAGMA user_version={int(version)}")
+
     async def count_user_jobs(self, user_id: int, status: str) -> int:
         return await self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = ?", (user_id, status))
 

@@ -10,6 +10,7 @@ While a job runs, a heartbeat task renews its lease and picks up cancel requests
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import secrets
@@ -21,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.config import AppConfig
+from bot.logs import job_context
 from bot.messages import text
+from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
 from bot.store import Delivery, FrameRow, Job, Store
 from engine.errors import Cancelled, InvalidRequest
@@ -74,8 +77,11 @@ class Worker:
         config: AppConfig,
         executor: ThreadPoolExecutor,
         worker_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
+        self._pulse = time.monotonic()
         self.engine = engine
         self.gateway = gateway
         self.config = config
@@ -84,6 +90,10 @@ class Worker:
         self._shutdown = threading.Event()
         self._refs: dict[int, str] = {}
         self._last_delivery_retry = time.monotonic()
+
+    def pulse_age(self) -> float:
+        """Seconds since this worker last claimed, polled an empty queue or renewed a lease (for /healthz)."""
+        return time.monotonic() - self._pulse
 
     def request_shutdown(self) -> None:
         """Stop at the next frame; the job in hand goes back to the queue with its checkpoints."""
@@ -113,6 +123,7 @@ class Worker:
         return processed
 
     async def run_once(self) -> bool:
+        self._pulse = time.monotonic()
         await self._fail_exhausted()
         queue = self.config.queue
         job = await self.store.claim(
@@ -123,8 +134,9 @@ class Worker:
         )
         if job is None:
             return False
-        log.info("job %d claimed by %s (attempt %d, %s)", job.id, self.worker_id, job.attempts, job.kind)
-        await self._process(job)
+        with job_context(job.id):
+            log.info("job %d claimed by %s (attempt %d, %s)", job.id, self.worker_id, job.attempts, job.kind)
+            await self._process(job)
         return True
 
     # -- one job -------------------------------------------------------------------------------
@@ -146,8 +158,9 @@ class Worker:
         board: Storyboard | None = None
         error: Exception | None = None
         try:
+            context = contextvars.copy_context()  # the engine thread's log lines carry the job id too
             board = await loop.run_in_executor(
-                self.executor, self._render, job, out_dir, parent_dir, on_progress, should_stop
+                self.executor, context.run, self._render, job, out_dir, parent_dir, on_progress, should_stop
             )
         except Exception as exc:  # any engine failure ends this job, never the worker
             error = exc
@@ -225,6 +238,8 @@ class Worker:
             log.warning("job %d: lease lost before finishing; another worker owns it now", job.id)
             return
         log.info("job %d done: %s", job.id, board.grid_path)
+        self.metrics.board_done(board.report)
+        self.metrics.job_ended(job.platform, "done")
         delivery = await self.store.delivery_for(job.id)
         await self._deliver(delivery)
 
@@ -240,6 +255,7 @@ class Worker:
         if not recorded:
             log.warning("job %d: lease lost before recording %s", job.id, status)
             return
+        self.metrics.job_ended(job.platform, status, error_type)
         shown = message if isinstance(exc, _USER_FACING_ERRORS) else error_type
         key = "job_cancelled" if status == "cancelled" else "job_failed"
         await self._notify(job, status, text(key, job.language, job=job.id, error=shown))
@@ -247,6 +263,7 @@ class Worker:
     async def _fail_exhausted(self) -> None:
         for job in await self.store.fail_exhausted(max_attempts=self.config.queue.max_attempts):
             log.error("job %d: giving up after %d attempts", job.id, job.attempts)
+            self.metrics.job_ended(job.platform, "failed", job.error_type or "GaveUp")
             await self._notify(job, "failed", text("job_failed", job.language, job=job.id, error=job.error_type))
 
     # -- progress and leases ---------------------------------------------------------------------
@@ -286,6 +303,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             current = await self.store.renew_lease(job.id, self.worker_id, self.config.queue.lease_seconds)
+            self._pulse = time.monotonic()
             if current is None:
                 log.warning("job %d: lease lost; stopping at the next frame", job.id)
                 cancel.set()
@@ -320,6 +338,7 @@ class Worker:
             frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
             owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
         )
+        started = time.perf_counter()
         try:
             await self.gateway.deliver(payload)
         except Exception as exc:
@@ -328,4 +347,5 @@ class Worker:
                 delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=self.config.queue.delivery_attempts
             )
             return
+        self.metrics.delivered(time.perf_counter() - started)
         await self.store.mark_delivered(delivery.id)

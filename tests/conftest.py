@@ -69,6 +69,7 @@ def make_config(tmp_path: Path) -> Callable[..., AppConfig]:
             "storage": {"database": tmp_path / "bot.sqlite3", "outputs": tmp_path / "outputs"},
             "engine": {"width": 128, "height": 128},
             "queue": {"poll_interval_s": 0.05},
+            "observability": {"port": 0},
         }
         for name, values in sections.items():
             data[name] = {**data.get(name, {}), **values}

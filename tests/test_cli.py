@@ -37,6 +37,7 @@ def write_config(tmp_path: Path, **sections: dict) -> Path:
         "storage": {"database": "bot.sqlite3", "outputs": "outputs"},
         "engine": {"width": 128, "height": 128},
         "queue": {"poll_interval_s": 0.05},
+        "observability": {"port": 0},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -1,0 +1,96 @@
+"""Logging for the whole process: one line per event, the job id on every line logged while a
+job is in hand, and no secret ever written.
+
+- ``job_context(job_id)`` marks the current job (a contextvar: it follows the job's tasks, and
+  the worker copies it onto the engine thread), and every record carries ``job_id``.
+- ``text`` format: ``time LEVEL logger [job=12] message``; a traceback is folded onto the same
+  line. ``json`` format: one object per line with ts, level, logger, job_id, msg and exc.
+- ``SecretMask`` is applied to the finished line, so a token is masked wherever it hides: in
+  the message, its arguments, an exception's text, or a URL a library echoes
+  (``https://api.telegram.org/bot<TOKEN>/getMe``). httpx's per-request INFO lines are turned
+  down to WARNING: they are noise, and they carry that URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+MASK = "***"
+MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words
+_job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_id", default=None)
+_CHATTY = ("httpx", "httpcore", "aiohttp.access")
+
+
+@contextlib.contextmanager
+def job_context(job_id: int) -> Iterator[None]:
+    token = _job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _job_id.reset(token)
+
+
+def current_job_id() -> int | None:
+    return _job_id.get()
+
+
+class SecretMask:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+    def __call__(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret, MASK)
+        return line
+
+
+class _JobFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "job_id"):
+            record.job_id = _job_id.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, mask: SecretMask) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s")
+        self.mask = mask
+
+    def format(self, record: logging.LogRecord) -> str:
+        job_id = getattr(record, "job_id", None)
+        record.job = f" [job={job_id}]" if job_id is not None else ""
+        return self.mask(super().format(record).replace("\n", " | "))
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, mask: SecretMask) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "job_id": getattr(record, "job_id", None), "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return self.mask(json.dumps(entry, ensure_ascii=False))
+
+
+def configure_logging(level: str, fmt: str, secrets: Iterable[str], *, stream: TextIO | None = None) -> None:
+    """Replace the root handlers with one masked, one-line-per-event handler on ``stream`` (stderr)."""
+    mask = SecretMask(secrets)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(mask) if fmt == "json" else TextFormatter(mask))
+    handler.addFilter(_JobFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
