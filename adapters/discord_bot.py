@@ -245,7 +245,8 @@ class DiscordAdapter:
         await interaction.response.defer(thinking=True)  # within Discord's 3 s, before any work
         requester = requester_of(interaction)
         try:
-            submitted = await self.service.submit(StoryRequest(requester, story, options))
+            submitted = await self.service.submit(StoryRequest(requester, story, options,
+                                                               source_ref=str(interaction.id)))
         except StoryError as exc:
             await interaction.edit_original_response(content=exc.message(resolve_language(requester.locale)))
             return

@@ -196,7 +196,8 @@ class TelegramAdapter:
         replied = message.reply_to_message
         if not story.strip() and replied is not None:  # "/story" in reply to a message: draw that one
             story = replied.text or replied.caption or ""
-        submitted = await self.service.submit(StoryRequest(requester, story, options))
+        source = f"{message.chat_id}:{message.message_id}"  # Telegram redelivers unconfirmed updates after a crash
+        submitted = await self.service.submit(StoryRequest(requester, story, options, source_ref=source))
         await self._acknowledge(message, submitted)
 
     async def _acknowledge(self, message, submitted: Submitted) -> None:

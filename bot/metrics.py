@@ -12,6 +12,7 @@ scrape time, so it is always the truth rather than a counter that can drift.
     aldar_identity_score                     histogram  identity of each kept frame
     aldar_model_loads_total                  counter    model loads (start-up and any during boards)
     aldar_engine_errors_total{type}          counter    failed jobs by exception type
+    aldar_deliveries_interrupted_total       counter    posts cut off by a crash and sent again
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Metrics:
                                   buckets=IDENTITY_BUCKETS, registry=registry)
         self.model_loads = Counter("aldar_model_loads", "Model loads", registry=registry)
         self.engine_errors = Counter("aldar_engine_errors", "Failed jobs by error type", ["type"], registry=registry)
+        self.interrupted = Counter("aldar_deliveries_interrupted", "Deliveries cut off mid-send by a crash and "
+                                   "posted again (the chat may show them twice)", registry=registry)
         for status in JOB_STATUSES:
             self.queue_jobs.labels(status=status).set(0)
 
@@ -81,6 +84,9 @@ class Metrics:
         self.jobs.labels(platform=platform, outcome=outcome).inc()
         if outcome == "failed" and error_type:
             self.engine_errors.labels(type=error_type).inc()
+
+    def delivery_interrupted(self) -> None:
+        self.interrupted.inc()
 
     def delivered(self, seconds: float) -> None:
         self.stage_seconds.labels(stage="deliver").observe(seconds)

@@ -59,6 +59,7 @@ class StoryRequest:
     text: str
     options: StoryOptions = StoryOptions()
     out_dir: Path | None = None  # CLI only: where the board is written
+    source_ref: str | None = None  # the platform's id of the message: a redelivered message is one job, not two
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class StoryService:
         job = NewJob(
             user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
             language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,
-            out_dir=str(request.out_dir) if request.out_dir else None,
+            out_dir=str(request.out_dir) if request.out_dir else None, source_ref=request.source_ref,
         )
         return await self._enqueue(job, lang)
 

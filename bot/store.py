@@ -110,6 +110,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN status_ref TEXT;
     """,
+    # 3: the chat message a job came from (a platform redelivers after a crash: one job, not two),
+    #    and deliveries interrupted mid-send (the post may have gone out: counted, said, re-sent)
+    """
+    ALTER TABLE jobs ADD COLUMN source_ref TEXT;
+    CREATE UNIQUE INDEX jobs_source_ref ON jobs (platform, source_ref) WHERE source_ref IS NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN sending_since REAL;
+    ALTER TABLE deliveries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -163,6 +171,7 @@ class Job:
     error_type: str | None
     error_message: str | None
     status_ref: str | None = None
+    source_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class NewJob:
     parent_id: int | None = None
     redo_frame: int | None = None
     out_dir: str | None = None
+    source_ref: str | None = None  # the platform's id of the message that asked for it
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,8 @@ class Delivery:
     chat_id: str
     status: str
     attempts: int
+    sending_since: float | None = None
+    interrupted: int = 0
 
 
 @dataclass(frozen=True)
@@ -356,10 +368,17 @@ class Store:
         """Write the job as ``queued`` unless the user already has ``max_queued`` waiting.
 
         Returns the new job id, or None when the user is at the limit. Check and insert
-        share one IMMEDIATE transaction, so two quick submits cannot both squeeze in.
+        share one IMMEDIATE transaction, so two quick submits cannot both squeeze in. A job
+        whose ``source_ref`` is already known (the same chat message, redelivered after a
+        crash) is not written twice: the existing job's id comes back.
         """
         now = self._clock()
         async with self._write():
+            if job.source_ref is not None:
+                existing = await self._scalar("SELECT id FROM jobs WHERE platform = ? AND source_ref = ?",
+                                              (job.platform, job.source_ref))
+                if existing is not None:
+                    return existing
             waiting = await self._scalar(
                 "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = 'queued'", (job.user_id,)
             )
@@ -368,12 +387,12 @@ class Store:
             cursor = await self._conn.execute(
                 """
                 INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
-                                  story, mode, frames, seed, out_dir, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  story, mode, frames, seed, out_dir, created_at, source_ref)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
-                    job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now,
+                    job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now, job.source_ref,
                 ),
             )
             job_id = cursor.lastrowid
@@ -567,11 +586,27 @@ class Store:
     async def delivery_for(self, job_id: int) -> Delivery | None:
         return await self._one(Delivery, "SELECT * FROM deliveries WHERE job_id = ?", (job_id,))
 
+    async def job_by_source(self, platform: str, source_ref: str) -> Job | None:
+        return await self._one(Job, "SELECT * FROM jobs WHERE platform = ? AND source_ref = ?", (platform, source_ref))
+
+    async def mark_sending(self, delivery_id: int) -> None:
+        """Just before the post: if the process dies now, the next start knows the post may be out."""
+        async with self._write():
+            await self._conn.execute("UPDATE deliveries SET sending_since = ? WHERE id = ? AND status = 'pending'",
+                                     (self._clock(), delivery_id))
+
+    async def mark_interrupted(self, delivery_id: int) -> None:
+        """A pending delivery found mid-send at start-up: count it and clear the mark before the re-send."""
+        async with self._write():
+            await self._conn.execute(
+                """UPDATE deliveries SET interrupted = interrupted + 1, sending_since = NULL
+                   WHERE id = ? AND status = 'pending' AND sending_since IS NOT NULL""", (delivery_id,))
+
     async def mark_delivered(self, delivery_id: int) -> None:
         now = self._clock()
         async with self._write():
             cursor = await self._conn.execute(
-                """UPDATE deliveries SET status = 'sent', sent_at = ?, attempts = attempts + 1
+                """UPDATE deliveries SET status = 'sent', sent_at = ?, attempts = attempts + 1, sending_since = NULL
                    WHERE id = ? AND status = 'pending' RETURNING job_id""",
                 (now, delivery_id),
             )
@@ -586,7 +621,7 @@ class Store:
     async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> None:
         async with self._write():
             await self._conn.execute(
-                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?,
+                """UPDATE deliveries SET attempts = attempts + 1, last_error = ?, sending_since = NULL,
                           status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END
                    WHERE id = ? AND status = 'pending'""",
                 (error[:2000], give_up_after, delivery_id),

@@ -323,7 +323,13 @@ class Worker:
     async def deliver_pending(self) -> int:
         pending = await self.store.pending_deliveries()
         for delivery in pending:
-            log.info("job %d: delivering a result left undelivered", delivery.job_id)
+            if delivery.sending_since is not None:  # the process died during the post: it may be out already
+                log.warning("job %d: the last delivery was cut off mid-send; posting again (the chat may show it "
+                            "twice)", delivery.job_id)
+                await self.store.mark_interrupted(delivery.id)
+                self.metrics.delivery_interrupted()
+            else:
+                log.info("job %d: delivering a result left undelivered", delivery.job_id)
             await self._deliver(delivery)
         return len(pending)
 
@@ -338,6 +344,7 @@ class Worker:
             frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
             owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
         )
+        await self.store.mark_sending(delivery.id)
         started = time.perf_counter()
         try:
             await self.gateway.deliver(payload)

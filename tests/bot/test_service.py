@@ -197,3 +197,24 @@ def test_kazakh_replies_use_kazakh_letters():
 )
 def test_resolve_language(locale, lang):
     assert resolve_language(locale) == lang
+
+
+async def test_a_redelivered_chat_message_is_one_job_not_two(make_config):
+    from bot.service import StoryOptions, StoryRequest, StoryService
+    from bot.store import Store
+    from tests.helpers import ALICE, WORKER_STORY, db_rows
+
+    config = make_config()
+    store = await Store.open(config.storage.database)
+    try:
+        service = StoryService(store, config)
+        first = await service.submit(StoryRequest(ALICE, WORKER_STORY, StoryOptions(), source_ref="55:1001"))
+        again = await service.submit(StoryRequest(ALICE, WORKER_STORY, StoryOptions(), source_ref="55:1001"))
+        other = await service.submit(StoryRequest(ALICE, WORKER_STORY, StoryOptions(), source_ref="55:1002"))
+        plain = await service.submit(StoryRequest(ALICE, WORKER_STORY, StoryOptions()))
+    finally:
+        await store.close()
+    assert again.job_id == first.job_id and again.text == first.text
+    assert len({first.job_id, other.job_id, plain.job_id}) == 3
+    assert await db_rows(config, "SELECT id, source_ref FROM jobs ORDER BY id") == [
+        (first.job_id, "55:1001"), (other.job_id, "55:1002"), (plain.job_id, None)]

@@ -209,7 +209,7 @@ async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
                         VALUES (1, 't', 'c', 'story', 'Aldar Kose rides', 'simple', 3, 1)""")
     store = await Store.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 3
         job = await store.get_job(1)
         assert (job.story, job.status, job.status_ref) == ("Aldar Kose rides", "queued", None)
         await store.set_status_ref(1, "42:7")

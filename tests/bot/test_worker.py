@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import statistics
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageChops
 
 from engine.backends import build_engine
@@ -188,4 +190,42 @@ async def test_an_undelivered_result_is_posted_once_after_a_restart(rig_factory)
     await rig.worker.start_up()
     assert [d.job_id for d in gateway.deliveries] == [job_id]
     assert (await rig.store.delivery_for(job_id)).status == "sent"
+    await close(rig)
+
+
+class DiesMidSend(RecordingGateway):
+    """Posts the board, then the process 'dies' before the bot hears back (kill -9 mid-send)."""
+
+    async def deliver(self, delivery):
+        await super().deliver(delivery)
+        raise asyncio.CancelledError  # nothing after the post runs: no mark, no error record
+
+
+async def test_a_delivery_cut_off_mid_send_is_counted_said_and_posted_again(rig_factory, caplog):
+    gateway = DiesMidSend()
+    rig = await rig_factory(gateway=gateway)
+    job_id = await rig.submit(frames=2)
+    with pytest.raises(asyncio.CancelledError):
+        await rig.worker.run(burst=True)
+    delivery = await rig.store.delivery_for(job_id)
+    assert delivery.status == "pending" and delivery.sending_since is not None
+
+    restarted = RecordingGateway()
+    rig.worker.gateway = restarted
+    with caplog.at_level(logging.WARNING, logger="bot.worker"):
+        await rig.worker.start_up()
+    delivery = await rig.store.delivery_for(job_id)
+    assert delivery.status == "sent" and delivery.interrupted == 1 and delivery.sending_since is None
+    assert [d.job_id for d in restarted.deliveries] == [job_id]
+    assert "cut off mid-send; posting again" in caplog.text
+    assert rig.worker.metrics.interrupted._value.get() == 1
+    await close(rig)
+
+
+async def test_a_plain_undelivered_result_is_not_called_interrupted(rig_factory):
+    rig = await rig_factory(gateway=RecordingGateway(fail_deliveries=1))
+    job_id = await rig.submit(frames=2)
+    await rig.worker.run(burst=True)
+    await rig.worker.start_up()
+    assert (await rig.store.delivery_for(job_id)).interrupted == 0
     await close(rig)
