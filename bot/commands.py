@@ -45,9 +45,17 @@ def _convert(name: str, value: str) -> object:
         raise BadRequest("err_bad_option", option=name, allowed=_ALLOWED[name]) from None
 
 
+MAX_JOB_ID_DIGITS = 18  # below SQLite's 64-bit INTEGER limit
+
+
+def _plain_number(value: str, max_digits: int) -> bool:
+    """Decimal digits (any script's, which ``int`` reads); ``str.isdigit`` would also pass "²" and "①"."""
+    return value.isdecimal() and len(value) <= max_digits
+
+
 def parse_job_id(value: str) -> int:
     value = value.strip().lstrip("#")
-    if not value.isdigit() or int(value) < 1:
+    if not _plain_number(value, MAX_JOB_ID_DIGITS) or int(value) < 1:
         raise BadRequest("err_bad_job_id")
     return int(value)
 
@@ -59,7 +67,7 @@ def parse_regen_args(args: str) -> tuple[int, int | None]:
         raise BadRequest("err_bad_job_id")
     frame = None
     if len(parts) == 2:
-        if not parts[1].isdigit():
+        if not _plain_number(parts[1], 2):
             raise BadRequest("err_bad_option", option="frame", allowed="1..12")
         frame = int(parts[1])
     return parse_job_id(parts[0]), frame
