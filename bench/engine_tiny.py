@@ -29,7 +29,10 @@ re-rolls included, and "s/render" divides the render stage by it.
 
 Nothing is downloaded (HF_HUB_OFFLINE=1); everything is written under a temporary directory.
 
-    python bench/engine_tiny.py [--repeat 3] [--steps 2] [--frames 8] [--max-retries 2] [--story PATH]
+--threads N sets torch's CPU threads (default: torch's own choice); on a busy 2-core box two
+threads spin against each other and a tiny board can take 30x longer, so run_all passes 1.
+
+    python bench/engine_tiny.py [--repeat 3] [--steps 2] [--frames 8] [--max-retries 2] [--threads N] [--story PATH]
 """
 
 from __future__ import annotations
@@ -147,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation re-rolls per frame (default: [validation] max_retries = %(default)s)")
     parser.add_argument("--story", type=Path, default=None,
                         help=f"story file (default {DEFAULT_STORY}, or a built-in sentence where it is missing)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0 = torch's default; 1 keeps a busy 2-core box steady)")
     parser.add_argument("--verbose", action="store_true", help="keep library warnings and progress bars")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error("--threads must be >= 0")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     if not 1 <= args.frames <= 12:
@@ -165,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("transformers").setLevel(logging.ERROR)
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"story: {story_path or 'built-in'} ({len(story)} chars); {args.frames} frames of {SIZE}x{SIZE}, {args.steps} steps; "
           f"max_retries {args.max_retries}; repeat {args.repeat}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
