@@ -22,7 +22,7 @@ from pathlib import Path
 from bot.config import CONFIG_ENV, AppConfig, ConfigError, load_config, with_overrides
 from bot.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
-from bot.train_cli import cmd_pick_checkpoint, cmd_train_lora
+from bot.train_cli import set_engine_lora, train_overrides
 from engine.models import ModelLoadError
 from engine.plan import PlanError
 
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         return _cmd_plan(args, parser, config)
     if args.command == "train-lora":
-        return cmd_train_lora(args, config)
+        return _cmd_train_lora(args, config)
     if args.command == "pick-checkpoint":
-        return cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"))
+        return _cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"))
     try:
         if args.command == "story":
             return _cmd_story(args, parser, config)
@@ -209,6 +209,65 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
     except AdapterStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cmd_train_lora(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.errors import EngineError
+    from engine.train import TrainJob, train_lora
+    from engine.train_data import DatasetError
+
+    try:
+        settings = with_overrides(config, "train", train_overrides(args)).train
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    job = TrainJob(images=args.images, base_model=args.base_model, out=args.out, settings=settings,
+                   class_prompt=args.class_prompt or "", class_images=args.class_images,
+                   resume_from=args.resume_from, device=args.device)
+    try:
+        result = train_lora(job, show_progress=not args.quiet)
+    except (DatasetError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"trained {result.step} steps in {result.seconds:.1f}s, last loss {result.loss:.4f}")
+    for checkpoint in result.checkpoints:
+        print(checkpoint)
+    return 0
+
+
+def _cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path: Path | None) -> int:
+    from engine.errors import EngineError
+    from engine.pick import pick_checkpoint, table
+    from engine.train_data import DatasetError
+
+    clip_model = args.clip_model or config.engine.clip_model
+    if not clip_model:
+        print("error: pick-checkpoint scores with CLIP: pass --clip-model or set engine.clip_model", file=sys.stderr)
+        return 2
+    try:
+        result = pick_checkpoint(args.out, base_model=args.base_model, clip_model=clip_model, settings=config.pick,
+                                 images=args.images, trigger=args.trigger, device=args.device,
+                                 face_check=config.validation.face_check)
+    except (DatasetError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(table(result.rows, result.best))
+    print(f"table: {result.csv_path}\ncontact sheet: {result.sheet_path}")
+    if result.best is None:
+        print("error: no checkpoint can be recommended (see the notes above)", file=sys.stderr)
+        return 1
+    best = (args.out / result.best.name).resolve()
+    print(f"best: {best}")
+    if args.link:
+        target = config_path or Path("config.toml")
+        set_engine_lora(target, str(best))
+        try:
+            linked = load_config(target, {}).engine.lora
+        except ConfigError as exc:
+            print(f"error: {target} no longer loads after linking: {exc}", file=sys.stderr)
+            return 1
+        print(f"linked: {target} [engine] lora = {linked!r}")
     return 0
 
 

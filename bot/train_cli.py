@@ -1,6 +1,7 @@
-"""``python -m bot train-lora`` and ``python -m bot pick-checkpoint``: the character trainer's commands.
+"""``python -m bot train-lora`` and ``python -m bot pick-checkpoint``: their flags, and the config edit.
 
-Flags override the ``[train]`` / ``[pick]`` keys of config.toml. ``pick-checkpoint --link``
+Flags override the ``[train]`` / ``[pick]`` keys of config.toml (``bot/__main__.py`` runs the
+commands and prints). ``pick-checkpoint --link``
 writes the winner into the config file's ``[engine] lora``, so the bot draws with it next start.
 """
 
@@ -9,10 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
-from bot.config import AppConfig, ConfigError, load_config, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -72,65 +71,6 @@ def train_overrides(args: argparse.Namespace) -> dict[str, object]:
     values: dict[str, object] = {key: getattr(args, key) for key in _TRAIN_KEYS if getattr(args, key, None) is not None}
     values.update({key: True for key in _TRAIN_SWITCHES if getattr(args, key, None)})
     return values
-
-
-def cmd_train_lora(args: argparse.Namespace, config: AppConfig) -> int:
-    from engine.errors import EngineError
-    from engine.train import TrainJob, train_lora
-    from engine.train_data import DatasetError
-
-    try:
-        settings = with_overrides(config, "train", train_overrides(args)).train
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    job = TrainJob(images=args.images, base_model=args.base_model, out=args.out, settings=settings,
-                   class_prompt=args.class_prompt or "", class_images=args.class_images,
-                   resume_from=args.resume_from, device=args.device)
-    try:
-        result = train_lora(job, show_progress=not args.quiet)
-    except (DatasetError, EngineError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"trained {result.step} steps in {result.seconds:.1f}s, last loss {result.loss:.4f}")
-    for checkpoint in result.checkpoints:
-        print(checkpoint)
-    return 0
-
-
-def cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path: Path | None) -> int:
-    from engine.errors import EngineError
-    from engine.pick import pick_checkpoint, table
-    from engine.train_data import DatasetError
-
-    clip_model = args.clip_model or config.engine.clip_model
-    if not clip_model:
-        print("error: pick-checkpoint scores with CLIP: pass --clip-model or set engine.clip_model", file=sys.stderr)
-        return 2
-    try:
-        result = pick_checkpoint(args.out, base_model=args.base_model, clip_model=clip_model, settings=config.pick,
-                                 images=args.images, trigger=args.trigger, device=args.device,
-                                 face_check=config.validation.face_check)
-    except (DatasetError, EngineError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(table(result.rows, result.best))
-    print(f"table: {result.csv_path}\ncontact sheet: {result.sheet_path}")
-    if result.best is None:
-        print("error: no checkpoint can be recommended (see the notes above)", file=sys.stderr)
-        return 1
-    best = (args.out / result.best.name).resolve()
-    print(f"best: {best}")
-    if args.link:
-        target = config_path or Path("config.toml")
-        set_engine_lora(target, str(best))
-        try:
-            linked = load_config(target, {}).engine.lora
-        except ConfigError as exc:
-            print(f"error: {target} no longer loads after linking: {exc}", file=sys.stderr)
-            return 1
-        print(f"linked: {target} [engine] lora = {linked!r}")
-    return 0
 
 
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from engine.models import IMAGE_SUFFIXES as PICTURE_SUFFIXES
 from engine.poses import TEMPLATES, NoPoseFound, PoseLibrary, PoseTemplate, pose_key, template_from_keypoints
 
 log = logging.getLogger(__name__)
 
 BODY_WEIGHTS = "body_pose_model.pth"
 DETECT_LONG_SIDE = 512  # pictures are scaled so their long side is this before detection
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class PoseImagesError(ValueError):
