@@ -36,10 +36,6 @@ def job_context(job_id: int) -> Iterator[None]:
         _job_id.reset(token)
 
 
-def current_job_id() -> int | None:
-    return _job_id.get()
-
-
 class SecretMask:
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)

@@ -26,7 +26,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -241,7 +240,3 @@ def contact_sheet(rows: list[Row], best: Row | None, prompts: list[str], *, cell
             sheet.paste(render.convert("RGB").resize((cell, cell)), (label_width + c * (cell + gap), top))
     return sheet
 
-
-def checkpoint_summary(result: PickResult) -> dict[str, Any]:
-    return {"best": result.best.name if result.best else None, "csv": str(result.csv_path),
-            "sheet": str(result.sheet_path)}
