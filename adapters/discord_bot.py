@@ -293,7 +293,7 @@ class DiscordAdapter:
         ref = self._fresh(StatusRef.decode(update.status_ref))
         if ref is None or update.stage == "validating":  # a check takes no time worth showing
             return
-        final = update.stage in ("failed", "cancelled")
+        final = update.stage in ("failed", "cancelled", "waiting")  # shown at once, never throttled away
         if final:
             self._last_edit.pop(update.job_id, None)
         now = time.monotonic()

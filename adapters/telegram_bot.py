@@ -275,7 +275,7 @@ class TelegramAdapter:
         ref = _parse_ref(update.status_ref)
         if ref is not None:
             self.edits.submit(ref[0], ref[1], update.text)
-        elif update.stage in ("failed", "cancelled"):
+        elif update.stage in ("failed", "cancelled", "waiting"):  # worth a message of its own
             await self.app.bot.send_message(int(update.chat_id), update.text)
 
     async def deliver(self, delivery: BoardDelivery) -> None:

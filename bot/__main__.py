@@ -1,6 +1,7 @@
-"""Command line: ``python -m bot run | story | plan | train-lora | pick-checkpoint``.
+"""Command line: ``python -m bot run | worker | story | plan | train-lora | pick-checkpoint``.
 
     python -m bot run                      # the bot: chat adapters with tokens, else the console
+    python -m bot worker                   # a GPU render worker for engine.backend = "arq" (Redis)
     python -m bot story "TEXT" [--out DIR] # one storyboard through the real queue and engine
     python -m bot plan "TEXT"              # the shot list as JSON (no GPU, no model)
     python -m bot train-lora --images DIR --base-model M --out DIR   # train a character LoRA
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="Aldar Kose storyboard bot: turns a short story into a storyboard grid.",
         epilog="Configuration: config.toml (or --config / $ALDAR_CONFIG); overrides as ALDAR__SECTION__KEY=value; "
-        "secrets only from OPENAI_API_KEY, DISCORD_TOKEN, TELEGRAM_TOKEN.",
+        "secrets only from OPENAI_API_KEY, DISCORD_TOKEN, TELEGRAM_TOKEN, REDIS_URL.",
     )
     parser.add_argument("--config", type=Path, help="config file (default: ./config.toml, else built-in defaults)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [logging] level")
@@ -44,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lang", choices=["en", "ru", "kk"], help="console reply language (default from config)")
     run.add_argument("--user", help="console user id (default from config; moderators are listed in config)")
     _engine_args(run)
+
+    worker = commands.add_parser(
+        "worker", help="draw boards for a bot with engine.backend = \"arq\" (run one per GPU host)",
+        description="An arq worker: loads the models once, then draws boards queued on Redis by the bot, one at "
+        "a time. Redis comes from REDIS_URL, else [arq] redis_url; stop with SIGTERM (the board in hand may "
+        "finish within [arq] shutdown_grace_s) or Ctrl-C.")
+    worker.add_argument("--name", help="this worker's name in logs, health keys and report.json (default HOST:PID)")
+    _engine_args(worker)
 
     story = commands.add_parser("story", help="render one storyboard and print its output folder")
     _story_text_args(story)
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        overrides = engine_overrides(args) if args.command in ("run", "story") else {}
+        overrides = engine_overrides(args) if args.command in ("run", "story", "worker") else {}
         config = with_overrides(load_config(args.config, os.environ), "engine", overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "story":
             return _cmd_story(args, parser, config)
+        if args.command == "worker":
+            return _cmd_worker(config, args.name)
         return _cmd_run(args, config)
     except (ModelLoadError, PlanError) as exc:  # a backend that cannot start: say which key, stop
         print(f"error: {exc}", file=sys.stderr)
@@ -209,6 +220,13 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
     except AdapterStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cmd_worker(config: AppConfig, name: str | None) -> int:
+    from bot.render_worker import RenderWorker
+
+    asyncio.run(RenderWorker(config, name=name).run())
     return 0
 
 

@@ -22,6 +22,7 @@ from adapters.console import ConsoleAdapter, OneShotGateway
 from adapters.discord_bot import DiscordAdapter
 from adapters.telegram_bot import TelegramAdapter
 from bot.config import AppConfig
+from bot.engine_port import EnginePort, LocalEngine
 from bot.errors import StoryError
 from bot.health import HealthServer
 from bot.metrics import Metrics
@@ -63,7 +64,8 @@ class ChatRouter:
 class App:
     config: AppConfig
     store: Store
-    engine: StoryEngine
+    engine: StoryEngine | None  # None with engine.backend = "arq": the GPU workers hold it
+    port: EnginePort
     service: StoryService
     worker: Worker
     router: ChatRouter
@@ -78,24 +80,36 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     """Build every long-lived part once, and close them in reverse order."""
     store = await Store.open(config.storage.database)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    port: EnginePort | None = None
     try:
-        engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key())
+        engine, port = _build_port(config, executor)
         router = ChatRouter()
         service = StoryService(store, config)
         metrics = Metrics()
-        metrics.started(engine.models.loads if engine.models else 0)
-        worker = Worker(store=store, engine=engine, gateway=router, config=config, executor=executor, metrics=metrics)
-        yield App(config, store, engine, service, worker, router, executor, metrics)
+        metrics.started(engine.models.loads if engine is not None and engine.models else 0)
+        worker = Worker(store=store, engine=engine, port=port, gateway=router, config=config, executor=executor,
+                        metrics=metrics)
+        yield App(config, store, engine, port, service, worker, router, executor, metrics)
     finally:
+        if port is not None:
+            await port.close()
         executor.shutdown(wait=True, cancel_futures=True)
         await store.close()
 
 
+def _build_port(config: AppConfig, executor: ThreadPoolExecutor) -> tuple[StoryEngine | None, EnginePort]:
+    """``engine.backend``: the engine in this process (models load now), or GPU workers through Redis."""
+    if config.engine.backend == "arq":
+        from bot.remote import ArqEngine
+
+        return None, ArqEngine(config.arq, config.redis_url())
+    engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key())
+    return engine, LocalEngine(engine, executor)
+
+
 def startup_line(app: App, adapter_reason: str) -> str:
-    reasons = app.engine.reasons
     return (
-        f"start-up: planner={app.engine.planner.name} ({reasons.get('planner', '')}); "
-        f"renderer={app.engine.renderer.name} ({reasons.get('renderer', '')}); "
+        f"start-up: {app.port.describe()}; "
         f"adapters={','.join(app.adapters)} ({adapter_reason}); database={app.config.storage.database}"
     )
 

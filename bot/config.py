@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,8 @@ from engine.settings import (
 
 ENV_PREFIX = "ALDAR__"
 CONFIG_ENV = "ALDAR_CONFIG"
-SECRET_ENV = {"openai_api_key": "OPENAI_API_KEY", "discord_token": "DISCORD_TOKEN", "telegram_token": "TELEGRAM_TOKEN"}
+SECRET_ENV = {"openai_api_key": "OPENAI_API_KEY", "discord_token": "DISCORD_TOKEN", "telegram_token": "TELEGRAM_TOKEN",
+              "redis_url": "REDIS_URL"}
 # Keys that people put in config files by mistake; named so the error can point to the env var.
 _SECRET_KEYS = {"token", "api_key", "openai_api_key", "discord_token", "telegram_token", "bot_token", "secret", "password"}
 
@@ -97,6 +99,52 @@ class ObservabilitySettings(_Section):
     db_timeout_s: float = Field(default=5.0, ge=0.1, le=120.0)
 
 
+class EngineSection(RenderSettings):
+    """``[engine]``: the renderer's settings, plus where the renderer runs (the bot's concern, not the engine's)."""
+
+    backend: Literal["local", "arq"] = "local"  # local: this process's GPU; arq: GPU workers through Redis
+
+
+class ArqSettings(_Section):
+    """``[arq]``: the Redis queue between the bot host and the GPU workers (``engine.backend = "arq"``)."""
+
+    # no password here: a URL with one belongs in the REDIS_URL environment variable, which wins over this
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = Field(default="aldar:render", min_length=1, pattern=r"^[A-Za-z0-9:_.-]+$")
+    max_in_flight: int = Field(default=0, ge=0, le=256)  # jobs rendering at once; 0 = the number of live workers
+    job_timeout_s: float = Field(default=900.0, ge=1.0, le=86_400.0)  # one board, on one worker, at most
+    worker_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)  # a dead worker's job is retried after this
+    max_tries: int = Field(default=3, ge=1, le=20)  # runs of one job, counting retries after a worker died
+    keep_result_s: float = Field(default=3600.0, ge=10.0, le=7 * 86_400.0)  # results wait this long in Redis
+    max_result_mb: float = Field(default=64.0, gt=0.0, le=512.0)  # a board's files, encoded; larger is refused
+    poll_interval_s: float = Field(default=0.2, ge=0.01, le=10.0)  # result polling (bot) and queue polling (worker)
+    health_check_interval_s: float = Field(default=5.0, ge=0.5, le=3600.0)  # a worker counts as live this long
+    shutdown_grace_s: float = Field(default=30.0, ge=0.0, le=3600.0)  # SIGTERM: the job in hand may finish
+    connect_timeout_s: float = Field(default=2.0, ge=0.1, le=60.0)
+    command_timeout_s: float = Field(default=10.0, ge=0.1, le=600.0)  # one Redis command, at most
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url_without_password(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        if parts.password:
+            raise ValueError("a Redis password belongs in the REDIS_URL environment variable, never in a file")
+        return value
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and start-up lines."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class ConsoleSettings(_Section):
     user_id: str = Field(default="local", min_length=1)
     language: Literal["en", "ru", "kk"] = "en"
@@ -133,14 +181,17 @@ class Secrets(BaseModel):
     openai_api_key: SecretStr | None = None
     discord_token: SecretStr | None = None
     telegram_token: SecretStr | None = None
+    redis_url: SecretStr | None = None  # the whole URL: it may carry the Redis password
 
     def openai_key(self) -> str | None:
         return self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
 
     def values(self) -> list[str]:
         """The raw secret values, for the log mask; never log or print these."""
-        return [s.get_secret_value() for s in (self.openai_api_key, self.discord_token, self.telegram_token)
-                if s is not None]
+        values = [s.get_secret_value() for s in (self.openai_api_key, self.discord_token, self.telegram_token)
+                  if s is not None]
+        password = urlsplit(self.redis_url.get_secret_value()).password if self.redis_url is not None else None
+        return values + ([password] if password else [])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
@@ -159,21 +210,28 @@ class AppConfig(_Section):
     discord: DiscordSettings = DiscordSettings()
     planner: PlannerSettings = PlannerSettings()
     prompt: PromptSettings = PromptSettings()
-    engine: RenderSettings = RenderSettings()
+    engine: EngineSection = EngineSection()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
     train: TrainSettings = TrainSettings()
     pick: PickSettings = PickSettings()
+    arq: ArqSettings = ArqSettings()
     secrets: Secrets = Field(default=Secrets(), exclude=True)
 
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(
             planner=self.planner,
             prompt=self.prompt,
-            render=self.engine,
+            render=RenderSettings.model_validate(self.engine.model_dump(exclude={"backend"})),
             validation=self.validation,
             grid=self.grid,
         )
+
+
+    def redis_url(self) -> str:
+        """The Redis URL in use: ``REDIS_URL`` from the environment, else ``[arq] redis_url``."""
+        secret = self.secrets.redis_url
+        return secret.get_secret_value() if secret is not None else self.arq.redis_url
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:

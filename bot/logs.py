@@ -23,12 +23,12 @@ from typing import TextIO
 
 MASK = "***"
 MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words
-_job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_id", default=None)
+_job_id: contextvars.ContextVar[int | str | None] = contextvars.ContextVar("job_id", default=None)
 _CHATTY = ("httpx", "httpcore", "aiohttp.access")
 
 
 @contextlib.contextmanager
-def job_context(job_id: int) -> Iterator[None]:
+def job_context(job_id: int | str) -> Iterator[None]:
     token = _job_id.set(job_id)
     try:
         yield

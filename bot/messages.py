@@ -82,6 +82,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "🛑 Задача #{job} отменена.",
         "kk": "🛑 #{job} тапсырма тоқтатылды.",
     },
+    "engine_unavailable": {
+        "en": "⏸ Job #{job} is waiting: the drawing engine is unavailable right now. "
+              "The job stays in the queue and starts as soon as the engine is back.",
+        "ru": "⏸ Задача #{job} ждёт: движок рисования сейчас недоступен. "
+              "Задача остаётся в очереди и начнётся, как только он вернётся.",
+        "kk": "⏸ #{job} тапсырма күтуде: сурет салу қозғалтқышы қазір қолжетімсіз. "
+              "Тапсырма кезекте қалады және ол оралған бойда басталады.",
+    },
     "cancel_requested": {
         "en": "🛑 Job #{job} will stop after the current frame.",
         "ru": "🛑 Задача #{job} остановится после текущего кадра.",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-Stage = Literal["planning", "rendering", "step", "validating", "composing", "failed", "cancelled"]
+Stage = Literal["planning", "rendering", "step", "validating", "composing", "failed", "cancelled", "waiting"]
 
 
 @dataclass(frozen=True)

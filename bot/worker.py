@@ -1,27 +1,28 @@
-"""The worker: claims jobs fairly, runs the engine on ONE dedicated thread, reports
-progress, stores the result and delivers it.
+"""The worker: claims jobs fairly, hands each to the engine port, reports progress, stores
+the result and delivers it.
 
-The event loop never runs engine code. The engine runs on the worker's single-thread
-executor (the thread that owns the GPU); its progress events hop back onto the loop with
-``call_soon_threadsafe`` and are forwarded, in order, by one notifier task per job.
-While a job runs, a heartbeat task renews its lease and picks up cancel requests.
+The event loop never runs engine code. The port draws the board either on this process's
+single engine thread (``LocalEngine``, one job at a time) or on GPU workers through Redis
+(``bot.remote.ArqEngine``, as many jobs at once as the port has slots). Progress events hop
+back onto the loop with ``call_soon_threadsafe`` and are forwarded, in order, by one
+notifier task per job. While a job runs, a heartbeat task renews its lease and picks up
+cancel requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.config import AppConfig
+from bot.engine_port import Availability, EnginePort, EngineUnavailable, LocalEngine, ResultTooLarge, StopSignals
 from bot.logs import job_context
 from bot.messages import text
 from bot.metrics import Metrics
@@ -34,7 +35,12 @@ from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngi
 log = logging.getLogger(__name__)
 
 # Errors whose message is safe and useful to show to the user as it is.
-_USER_FACING_ERRORS = (InvalidRequest, PlanError)
+_USER_FACING_ERRORS = (InvalidRequest, PlanError, ResultTooLarge)
+
+
+def error_name(exc: BaseException) -> str:
+    """The error's type; for a failure on a GPU worker, the worker's exception type."""
+    return getattr(exc, "error_type", None) or type(exc).__name__
 
 
 def supervise(task: asyncio.Task, what: str) -> asyncio.Task:
@@ -72,17 +78,23 @@ class Worker:
         self,
         *,
         store: Store,
-        engine: StoryEngine,
         gateway: ChatGateway,
         config: AppConfig,
-        executor: ThreadPoolExecutor,
+        engine: StoryEngine | None = None,
+        executor: ThreadPoolExecutor | None = None,
+        port: EnginePort | None = None,
         worker_id: str | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        if port is None:
+            if engine is None or executor is None:
+                raise ValueError("a Worker needs an engine port, or an engine and its executor")
+            port = LocalEngine(engine, executor)
         self.store = store
         self.metrics = metrics or Metrics()
         self._pulse = time.monotonic()
         self.engine = engine
+        self.port = port
         self.gateway = gateway
         self.config = config
         self.executor = executor
@@ -90,14 +102,20 @@ class Worker:
         self._shutdown = threading.Event()
         self._refs: dict[int, str] = {}
         self._last_delivery_retry = time.monotonic()
+        self._in_flight: set[asyncio.Task] = set()
+        self._stops: dict[int, StopSignals] = {}
+        self._engine_down_since: float | None = None
+        self._told_waiting: set[int] = set()
 
     def pulse_age(self) -> float:
         """Seconds since this worker last claimed, polled an empty queue or renewed a lease (for /healthz)."""
         return time.monotonic() - self._pulse
 
     def request_shutdown(self) -> None:
-        """Stop at the next frame; the job in hand goes back to the queue with its checkpoints."""
+        """Stop at the next frame; the jobs in hand go back to the queue with their checkpoints."""
         self._shutdown.set()
+        for stop in self._stops.values():
+            stop.detach.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start_up(self) -> None:
@@ -106,69 +124,117 @@ class Worker:
         await self.deliver_pending()
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
-        """Process jobs until ``stop`` is set (or, in burst mode, until the queue is empty)."""
+        """Process jobs until ``stop`` is set (or, in burst mode, until the queue is empty),
+        keeping as many in flight as the engine port has slots."""
         stop = stop or asyncio.Event()
         processed = 0
+
+        def count(task: asyncio.Task) -> None:
+            nonlocal processed
+            self._in_flight.discard(task)
+            processed += 1
+
         while not stop.is_set() and not self._shutdown.is_set():
-            if await self.run_once():
-                processed += 1
+            job = await self._claim_next()
+            if job is not None:
+                task = supervise(asyncio.create_task(self._process_claimed(job)), f"job {job.id}")
+                self._in_flight.add(task)
+                task.add_done_callback(count)
                 continue
-            if burst:
+            if burst and not self._in_flight:
                 break
             await self._retry_deliveries()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.config.queue.poll_interval_s)
-            except TimeoutError:
-                pass
+            await self._wait_for_change(stop)
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))  # on shutdown they stop at their next step
         return processed
 
+    async def _wait_for_change(self, stop: asyncio.Event) -> None:
+        """Sleep a poll interval, or less if ``stop`` is set or a job in flight ends."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({stopping, *self._in_flight}, timeout=self.config.queue.poll_interval_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
     async def run_once(self) -> bool:
+        """Claim one job and see it through; False when nothing could be claimed."""
+        job = await self._claim_next()
+        if job is None:
+            return False
+        await self._process_claimed(job)
+        return True
+
+    async def _claim_next(self) -> Job | None:
         self._pulse = time.monotonic()
         await self._fail_exhausted()
+        availability = await self.port.availability()
+        await self._track_availability(availability)
+        if len(self._in_flight) >= availability.slots:
+            return None
         queue = self.config.queue
-        job = await self.store.claim(
+        return await self.store.claim(
             self.worker_id,
             lease_seconds=queue.lease_seconds,
             max_running_per_user=queue.max_running_per_user,
             max_attempts=queue.max_attempts,
         )
-        if job is None:
-            return False
+
+    async def _process_claimed(self, job: Job) -> None:
         with job_context(job.id):
             log.info("job %d claimed by %s (attempt %d, %s)", job.id, self.worker_id, job.attempts, job.kind)
             await self._process(job)
-        return True
+
+    # -- an engine that is away ----------------------------------------------------------------------
+    async def _track_availability(self, availability: Availability) -> None:
+        """Log the engine going away and coming back; tell each waiting job's chat once per outage."""
+        if availability.up:
+            if self._engine_down_since is not None:
+                log.info("the engine is available again after %.1fs", time.monotonic() - self._engine_down_since)
+                self._engine_down_since = None
+                self._told_waiting.clear()
+            return
+        if self._engine_down_since is None:
+            self._engine_down_since = time.monotonic()
+            log.warning("the engine is unavailable: %s; jobs stay queued", availability.reason)
+        for job in await self.store.active_jobs():
+            if job.status == "queued" and job.id not in self._told_waiting:
+                await self._tell_waiting(job)
+
+    async def _tell_waiting(self, job: Job) -> None:
+        self._told_waiting.add(job.id)
+        await self._notify(job, "waiting", text("engine_unavailable", job.language, job=job.id))
 
     # -- one job -------------------------------------------------------------------------------
     async def _process(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         out_dir = self._out_dir(job)
         parent_dir = await self._parent_dir(job)
-        cancel = threading.Event()
+        stop = StopSignals.new()
+        if self._shutdown.is_set():
+            stop.detach.set()
+        self._stops[job.id] = stop
         events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
         notifier = supervise(asyncio.create_task(self._forward_progress(job, events)), f"progress job {job.id}")
-        heartbeat = supervise(asyncio.create_task(self._heartbeat(job, cancel)), f"lease job {job.id}")
+        heartbeat = supervise(asyncio.create_task(self._heartbeat(job, stop)), f"lease job {job.id}")
 
-        def on_progress(event: ProgressEvent) -> None:  # called on the engine thread
+        def on_progress(event: ProgressEvent) -> None:  # called on the engine thread (or the loop)
             loop.call_soon_threadsafe(events.put_nowait, event)
-
-        def should_stop() -> bool:  # called on the engine thread
-            return cancel.is_set() or self._shutdown.is_set()
 
         board: Storyboard | None = None
         error: Exception | None = None
         try:
-            context = contextvars.copy_context()  # the engine thread's log lines carry the job id too
-            board = await loop.run_in_executor(
-                self.executor, context.run, self._render, job, out_dir, parent_dir, on_progress, should_stop
-            )
+            request = await asyncio.to_thread(self._board_request, job, out_dir, parent_dir)
+            board = await self.port.render(f"job-{job.id}", request, out_dir, on_progress=on_progress, stop=stop)
         except Exception as exc:  # any engine failure ends this job, never the worker
             error = exc
         finally:
             heartbeat.cancel()
+            self._stops.pop(job.id, None)
             events.put_nowait(None)
             await notifier  # every progress note goes out before the outcome
-        await self._conclude(job, board, error, cancelled_by_user=cancel.is_set())
+        await self._conclude(job, board, error, cancelled_by_user=stop.cancel.is_set())
         self._refs.pop(job.id, None)
 
     async def _conclude(
@@ -176,6 +242,10 @@ class Worker:
     ) -> None:
         if board is not None:
             await self._finish(job, board)
+        elif isinstance(error, EngineUnavailable):
+            released = await self.store.release(job.id, self.worker_id)
+            log.warning("job %d: back in the queue (%s): %s", job.id, released, error)
+            await self._tell_waiting(job)
         elif isinstance(error, Cancelled) and not cancelled_by_user:
             released = await self.store.release(job.id, self.worker_id)
             log.info("job %d: shutting down, returned to the queue (%s)", job.id, released)
@@ -183,19 +253,7 @@ class Worker:
             await self._end(job, "cancelled", "Cancelled", "cancelled by request")
         else:
             log.error("job %d failed", job.id, exc_info=error)
-            await self._end(job, "failed", type(error).__name__, str(error), error)
-
-    def _render(
-        self,
-        job: Job,
-        out_dir: Path,
-        parent_dir: Path | None,
-        on_progress: Callable[[ProgressEvent], None],
-        should_cancel: Callable[[], bool],
-    ) -> Storyboard:
-        """Runs on the engine thread: gather what to reuse from disk, then run the engine."""
-        request = self._board_request(job, out_dir, parent_dir)
-        return self.engine.run(request, out_dir, on_progress=on_progress, should_cancel=should_cancel)
+            await self._end(job, "failed", error_name(error), str(error), error)
 
     @staticmethod
     def _board_request(job: Job, out_dir: Path, parent_dir: Path | None) -> BoardRequest:
@@ -296,7 +354,7 @@ class Worker:
             self._refs[job.id] = ref
         return ref
 
-    async def _heartbeat(self, job: Job, cancel: threading.Event) -> None:
+    async def _heartbeat(self, job: Job, stop: StopSignals) -> None:
         """Renew the lease and pick up /cancel, often enough for both."""
         queue = self.config.queue
         interval = min(queue.lease_seconds / 3, queue.cancel_poll_s)
@@ -306,10 +364,10 @@ class Worker:
             self._pulse = time.monotonic()
             if current is None:
                 log.warning("job %d: lease lost; stopping at the next frame", job.id)
-                cancel.set()
+                stop.detach.set()
                 return
             if current.cancel_requested:
-                cancel.set()
+                stop.cancel.set()
 
     # -- delivery ----------------------------------------------------------------------------------
     async def _retry_deliveries(self) -> None:

@@ -206,7 +206,7 @@ async def test_a_delivery_cut_off_mid_send_is_counted_said_and_posted_again(rig_
     rig = await rig_factory(gateway=gateway)
     job_id = await rig.submit(frames=2)
     with pytest.raises(asyncio.CancelledError):
-        await rig.worker.run(burst=True)
+        await rig.worker.run_once()
     delivery = await rig.store.delivery_for(job_id)
     assert delivery.status == "pending" and delivery.sending_since is not None
 
