@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a time. Redis comes from REDIS_URL, else [arq] redis_url; stop with SIGTERM (the board in hand may "
         "finish within [arq] shutdown_grace_s) or Ctrl-C.")
     worker.add_argument("--name", help="this worker's name in logs, health keys and report.json (default HOST:PID)")
+    worker.add_argument("--check", action="store_true",
+                        help="do not work: exit 0 if a worker of this host (or --name) is live in Redis, else 1 "
+                        "(for container health checks)")
     _engine_args(worker)
 
     story = commands.add_parser("story", help="render one storyboard and print its output folder")
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "story":
             return _cmd_story(args, parser, config)
         if args.command == "worker":
-            return _cmd_worker(config, args.name)
+            return _cmd_worker(config, args.name, check=args.check)
         return _cmd_run(args, config)
     except (ModelLoadError, PlanError) as exc:  # a backend that cannot start: say which key, stop
         print(f"error: {exc}", file=sys.stderr)
@@ -223,9 +226,13 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
     return 0
 
 
-def _cmd_worker(config: AppConfig, name: str | None) -> int:
-    from bot.render_worker import RenderWorker
+def _cmd_worker(config: AppConfig, name: str | None, *, check: bool = False) -> int:
+    from bot.render_worker import RenderWorker, check_health
 
+    if check:
+        healthy, detail = asyncio.run(check_health(config, name))
+        print(f"{'ok' if healthy else 'unhealthy'}: {detail}", file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     asyncio.run(RenderWorker(config, name=name).run())
     return 0
 

@@ -126,23 +126,29 @@ class ArqSettings(_Section):
     @field_validator("redis_url")
     @classmethod
     def _url_without_password(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
-        if parts.password:
+        if urlsplit(_check_redis_url(value)).password:
             raise ValueError("a Redis password belongs in the REDIS_URL environment variable, never in a file")
         return value
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and start-up lines."""
-    parts = urlsplit(url)
-    if not parts.password:
+    """``url`` with its password replaced by ``***``, for logs, errors and start-up lines."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url if "@" not in url else "<a URL that does not parse>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def _check_redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
 
 
 class ConsoleSettings(_Section):
@@ -182,6 +188,16 @@ class Secrets(BaseModel):
     discord_token: SecretStr | None = None
     telegram_token: SecretStr | None = None
     redis_url: SecretStr | None = None  # the whole URL: it may carry the Redis password
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                _check_redis_url(value.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"REDIS_URL: {exc}") from None
+        return value
 
     def openai_key(self) -> str | None:
         return self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
@@ -246,8 +262,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     _reject_secrets(raw, source=str(path))
     _apply_env_overrides(raw, env)
     _apply_named_env(raw, env)
-    raw["secrets"] = Secrets.from_env(env)
     try:
+        raw["secrets"] = Secrets.from_env(env)
         config = AppConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source=str(path or "defaults"))) from None
@@ -343,6 +359,8 @@ def _describe(exc: ValidationError, source: str) -> str:
             continue
         allowed = _allowed_range(error["loc"])
         value = error.get("input")
+        if isinstance(value, str):
+            value = redacted_url(value)  # a refused URL may carry a password: never echo it
         lines.append(f"  {key} = {value!r}: {error['msg']}{allowed}")
     return "\n".join(lines)
 

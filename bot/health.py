@@ -114,4 +114,5 @@ class HealthServer:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         self.metrics.set_queue(await self.store.count_by_status())
+        self.metrics.set_engine(self.worker.in_flight, self.worker.engine_slots)
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})

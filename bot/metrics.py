@@ -49,6 +49,9 @@ class Metrics:
         self.engine_errors = Counter("aldar_engine_errors", "Failed jobs by error type", ["type"], registry=registry)
         self.interrupted = Counter("aldar_deliveries_interrupted", "Deliveries cut off mid-send by a crash and "
                                    "posted again (the chat may show them twice)", registry=registry)
+        self.in_flight = Gauge("aldar_jobs_in_flight", "Jobs being drawn now", registry=registry)
+        self.engine_slots = Gauge("aldar_engine_slots", "Jobs the engine may draw at once now (arq: live workers "
+                                  "or max_in_flight); 0 while it is unreachable", registry=registry)
         for status in JOB_STATUSES:
             self.queue_jobs.labels(status=status).set(0)
 
@@ -95,6 +98,10 @@ class Metrics:
     def set_queue(self, counts: Mapping[str, int]) -> None:
         for status in set(JOB_STATUSES) | set(counts):
             self.queue_jobs.labels(status=status).set(counts.get(status, 0))
+
+    def set_engine(self, in_flight: int, slots: int) -> None:
+        self.in_flight.set(in_flight)
+        self.engine_slots.set(slots)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

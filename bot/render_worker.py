@@ -206,3 +206,21 @@ class RenderWorker:
                     log.warning("waiting for Redis at %s (%s)", url, type(exc).__name__)
             await asyncio.sleep(1.0)
             waited += 1
+
+
+async def check_health(config: AppConfig, name: str | None = None) -> tuple[bool, str]:
+    """``python -m bot worker --check``: is a worker of this host (or the one named) live in Redis?
+    For container health checks; reads the worker's arq health-check key, nothing else."""
+    settings = config.arq
+    pattern = health_key(settings, name) if name else health_key(settings, f"{socket.gethostname()}:*")
+    redis = connect(settings, config.redis_url())
+    try:
+        keys = [key async for key in redis.scan_iter(match=pattern)]
+        info = await redis.get(keys[0]) if keys else None
+    except _REDIS_DOWN as exc:
+        return False, f"Redis at {redacted_url(config.redis_url())} is unreachable ({type(exc).__name__})"
+    finally:
+        await redis.aclose()
+    if not keys:
+        return False, f"no live worker matches {pattern!r}"
+    return True, f"{keys[0].decode()}: {(info or b'').decode()}"

@@ -64,7 +64,7 @@ def loads(data: bytes) -> Any:
     """arq's job deserializer: msgpack only, never pickle."""
     try:
         return msgpack.unpackb(data, raw=False, object_hook=_decode_special, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise WireError(f"not a message this bot understands: {exc}") from exc
 
 
@@ -131,7 +131,10 @@ def decode_progress(data: bytes) -> ProgressEvent:
     if not isinstance(fields, dict):
         raise WireError("a progress message is not a map")
     known = {f.name for f in dataclasses.fields(ProgressEvent)}
-    return ProgressEvent(**{k: v for k, v in fields.items() if k in known})
+    try:
+        return ProgressEvent(**{k: v for k, v in fields.items() if k in known})
+    except TypeError as exc:
+        raise WireError(f"a progress message without its fields: {exc}") from exc
 
 
 # -- result -------------------------------------------------------------------------------------------------
@@ -175,7 +178,10 @@ def decode_result(data: Any, out_dir: Path) -> Storyboard:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         _write_file(out_dir, name, content)
-    return load_board(out_dir)
+    try:
+        return load_board(out_dir)
+    except (KeyError, TypeError, ValueError, OSError, EngineError) as exc:
+        raise WireError(f"the worker's board does not hold together: {type(exc).__name__}: {exc}") from exc
 
 
 def remote_failure(error_type: str, message: str) -> Exception:
@@ -187,6 +193,9 @@ def load_board(out_dir: Path) -> Storyboard:
     """A finished board from its folder: report.json, its frames and its grid."""
     report = json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8"))
     grid_info = report["grid"]
+    for name in [grid_info["file"], *(frame["file"] for frame in report["frames"])]:
+        if not isinstance(name, str) or not _FILE_NAME.match(name):  # report.json names files in out_dir only
+            raise WireError(f"report.json names a file {name!r} outside the board's folder")
     grid = EncodedGrid(data=(out_dir / grid_info["file"]).read_bytes(), format=grid_info["format"],
                        width=grid_info["width"], height=grid_info["height"])
     frames = tuple(FrameResult.from_json(frame, out_dir) for frame in report["frames"])

@@ -104,12 +104,23 @@ class Worker:
         self._last_delivery_retry = time.monotonic()
         self._in_flight: set[asyncio.Task] = set()
         self._stops: dict[int, StopSignals] = {}
+        self._availability = Availability(slots=1)
         self._engine_down_since: float | None = None
         self._told_waiting: set[int] = set()
 
     def pulse_age(self) -> float:
         """Seconds since this worker last claimed, polled an empty queue or renewed a lease (for /healthz)."""
         return time.monotonic() - self._pulse
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs being drawn right now (more than one only with the arq backend)."""
+        return len(self._in_flight)
+
+    @property
+    def engine_slots(self) -> int:
+        """How many jobs the engine took at the last claim; 0 while it is unreachable."""
+        return self._availability.slots
 
     def request_shutdown(self) -> None:
         """Stop at the next frame; the jobs in hand go back to the queue with their checkpoints."""
@@ -169,7 +180,7 @@ class Worker:
     async def _claim_next(self) -> Job | None:
         self._pulse = time.monotonic()
         await self._fail_exhausted()
-        availability = await self.port.availability()
+        availability = self._availability = await self.port.availability()
         await self._track_availability(availability)
         if len(self._in_flight) >= availability.slots:
             return None

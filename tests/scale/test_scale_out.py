@@ -28,21 +28,38 @@ def report_of(job) -> dict:
     return json.loads(Path(job.report_path).read_text(encoding="utf-8"))
 
 
-async def test_ten_jobs_from_three_users_spread_over_two_workers_in_fair_order(tmp_path, redis_server, start_worker):
-    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.15)
+async def run_ten_jobs(tmp_path, redis_server, start_worker, **arq) -> tuple:
+    """10 jobs from 3 users on two workers; returns the jobs, their claim order, the fair order and the peak
+    number of jobs in flight at once."""
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.15, arq=arq)
     start_worker("gpu-a", config_path)
     start_worker("gpu-b", config_path)
     async with running_bot(config_path) as bot:
         await bot.wait_for_workers(2)
         plan = [ALICE] * 4 + [BOB] * 3 + [CAROL] * 3
         job_ids = [await submit(bot, who, frames=2, seed=i) for i, who in enumerate(plan)]
-        expected_order = round_robin_order(await bot.app.store.queued_entries())
+        fair_order = round_robin_order(await bot.app.store.queued_entries())
+        peak = 0
 
+        async def watch_in_flight() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, bot.app.worker.in_flight)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch_in_flight())
         bot.start_worker_loop()
         await bot.wait_for_status(job_ids, "done")
         await wait_until(lambda: len(bot.gateway.deliveries) >= len(job_ids), 10, "every board posted")
+        watcher.cancel()
         jobs = [await bot.job(j) for j in job_ids]
+    return bot, jobs, fair_order, peak
 
+
+async def test_ten_jobs_from_three_users_spread_over_two_workers_in_fair_order(tmp_path, redis_server, start_worker):
+    bot, jobs, fair_order, peak = await run_ten_jobs(tmp_path, redis_server, start_worker)
+
+    job_ids = [job.id for job in jobs]
     assert sorted(d.job_id for d in bot.gateway.deliveries) == job_ids  # each board posted once
     for delivery in bot.gateway.deliveries:
         with Image.open(delivery.grid_path) as grid:
@@ -50,8 +67,17 @@ async def test_ten_jobs_from_three_users_spread_over_two_workers_in_fair_order(t
         assert len(delivery.frame_paths) == 2 and all(p.is_file() for p in delivery.frame_paths)
     drawn_by = {report_of(job)["worker"]["name"] for job in jobs}
     assert drawn_by == {"gpu-a", "gpu-b"}
-    assert bot.claimed == expected_order  # fairness between users is what one local worker gives
-    assert [bot.updates(j, "rendering") != [] for j in job_ids] == [True] * 10  # progress came back from Redis
+    assert peak == 2  # max_in_flight = 0: as many at once as there are live workers
+    assert bot.claimed == fair_order  # fairness between users is what one local worker gives
+    assert all(bot.updates(j, "rendering") for j in job_ids)  # progress came back through Redis
+
+
+async def test_max_in_flight_caps_the_jobs_sent_to_redis(tmp_path, redis_server, start_worker):
+    bot, jobs, fair_order, peak = await run_ten_jobs(tmp_path, redis_server, start_worker, max_in_flight=1)
+
+    assert peak == 1
+    assert [job.status for job in jobs] == ["done"] * 10
+    assert bot.claimed == fair_order
 
 
 async def test_a_worker_killed_mid_job_leaves_it_to_the_other_and_it_is_posted_once(

@@ -1,0 +1,295 @@
+"""bot/wire.py: what a board request, its progress and its result look like after a trip through Redis.
+
+No Redis here: every message goes through the same ``dumps``/``loads`` arq uses, and the boards
+are real ones drawn by the engine with the preview renderer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot import wire
+from bot.engine_port import ResultTooLarge
+from bot.wire import RemoteCancelled, RemoteError, WireError
+from engine.backends import build_engine
+from engine.errors import InvalidRequest
+from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, load_saved_board
+
+STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
+LIMIT = 64 * 2**20
+
+
+@pytest.fixture
+def engine(make_config):
+    return build_engine(make_config(engine={"width": 96, "height": 96}).engine_settings())
+
+
+@pytest.fixture
+def board(engine, tmp_path) -> Storyboard:
+    return engine.run(BoardRequest(story=STORY, frames=3, seed=7), tmp_path / "drawn")
+
+
+def through_redis(message):
+    return wire.loads(wire.dumps(message))
+
+
+def pixels(image: Image.Image) -> tuple:
+    return image.mode, image.size, image.tobytes()
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*") if path.is_file()}
+
+
+# -- request ------------------------------------------------------------------------------------------------
+def test_a_request_with_a_plan_and_kept_frames_arrives_unchanged_on_the_worker(board, tmp_path):
+    saved = load_saved_board(board.out_dir)
+    sent = BoardRequest(story=STORY, mode="simple", frames=3, seed=11, plan=saved.plan,
+                        keep={1: saved.frames[1], 3: saved.frames[3]})
+    folder = tmp_path / "worker"  # the worker's scratch folder for the job; it exists already
+    folder.mkdir()
+
+    got = wire.decode_request(through_redis(wire.encode_request(sent)), folder)
+
+    assert (got.story, got.mode, got.frames, got.seed) == (STORY, "simple", 3, 11)
+    assert got.plan == saved.plan
+    assert sorted(got.keep) == [1, 3]
+    for index, frame in got.keep.items():
+        original = saved.frames[index]
+        assert (frame.index, frame.seed, frame.prompt) == (original.index, original.seed, original.prompt)
+        assert pixels(frame.image) == pixels(original.image)
+
+
+def test_a_decoded_request_redraws_only_the_frames_that_were_not_kept(engine, board, tmp_path):
+    saved = load_saved_board(board.out_dir)
+    sent = BoardRequest(story=STORY, frames=3, seed=99, plan=saved.plan, keep={2: saved.frames[2]})
+    folder = tmp_path / "worker"
+    folder.mkdir()
+
+    redrawn = engine.run(wire.decode_request(through_redis(wire.encode_request(sent)), folder), folder)
+
+    assert [frame.reused for frame in redrawn.frames] == [False, True, False]
+    assert pixels(redrawn.frames[1].image) == pixels(saved.frames[2].image)
+    assert redrawn.plan.title == saved.plan.title
+
+
+def test_a_request_without_a_plan_arrives_without_one(tmp_path):
+    sent = BoardRequest(story=STORY, frames=None, seed=0)
+    got = wire.decode_request(through_redis(wire.encode_request(sent)), tmp_path)
+    assert got == sent
+
+
+def test_a_request_of_another_wire_version_is_refused_naming_the_version(tmp_path):
+    data = wire.encode_request(BoardRequest(story=STORY)) | {"v": 99}
+    with pytest.raises(InvalidRequest, match="99"):
+        wire.decode_request(data, tmp_path)
+
+
+def test_a_kept_frame_with_a_path_for_a_name_is_refused_and_not_written(board, tmp_path):
+    saved = load_saved_board(board.out_dir)
+    data = wire.encode_request(BoardRequest(story=STORY, plan=saved.plan, keep={1: saved.frames[1]}))
+    data["keep"][0]["meta"]["file"] = "../evil.png"
+    folder = tmp_path / "worker"
+    folder.mkdir()
+
+    with pytest.raises(InvalidRequest):
+        wire.decode_request(data, folder)
+    assert not (tmp_path / "evil.png").exists()
+
+
+# -- result -------------------------------------------------------------------------------------------------
+def test_a_finished_board_is_rebuilt_identically_on_the_bot_host(board, tmp_path):
+    other = tmp_path / "bot-host"
+
+    got = wire.decode_result(through_redis(wire.encode_board(board, max_bytes=LIMIT)), other)
+
+    assert got.out_dir == other
+    assert got.plan.title == board.plan.title
+    assert len(got.frames) == len(board.frames) == 3
+    assert got.grid_path.read_bytes() == board.grid_path.read_bytes()
+    assert json.loads(got.report_path.read_text()) == json.loads(board.report_path.read_text())
+    assert [pixels(f.image) for f in got.frames] == [pixels(f.image) for f in board.frames]
+    assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in board.out_dir.iterdir())
+
+
+def test_a_rebuilt_board_loads_again_from_its_folder(board, tmp_path):
+    other = tmp_path / "bot-host"
+    wire.decode_result(wire.encode_board(board, max_bytes=LIMIT), other)
+
+    again = wire.load_board(other)
+
+    assert again.plan == board.plan
+    assert again.grid.data == board.grid.data
+    assert [f.seed for f in again.frames] == [f.seed for f in board.frames]
+
+
+def test_a_board_over_the_result_limit_is_refused_naming_its_size_and_the_setting(board):
+    total = sum(p.stat().st_size for p in board.out_dir.iterdir() if p.is_file())
+
+    with pytest.raises(ResultTooLarge) as err:
+        wire.encode_board(board, max_bytes=total - 1)
+
+    assert wire.size_text(total) in str(err.value)
+    assert "[arq] max_result_mb" in str(err.value)
+
+
+def test_a_board_exactly_at_the_result_limit_is_sent(board):
+    total = sum(p.stat().st_size for p in board.out_dir.iterdir() if p.is_file())
+    assert wire.encode_board(board, max_bytes=total)["ok"] is True
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "a/b.png", ".hidden", "/tmp/evil.png", ""])
+def test_a_result_file_with_an_unsafe_name_is_refused_and_nothing_lands_outside(board, tmp_path, name):
+    result = wire.encode_board(board, max_bytes=LIMIT)
+    result["files"][name] = b"not a picture"
+    out = tmp_path / "jobs" / "out"
+    before = files_under(tmp_path)
+
+    with pytest.raises(WireError, match="refusing a file"):
+        wire.decode_result(through_redis(result), out)
+
+    assert all(out in path.parents for path in files_under(tmp_path) - before)
+    assert not (tmp_path / "jobs" / "evil.png").exists()
+
+
+def test_a_result_file_that_is_not_bytes_is_refused(board, tmp_path):
+    result = wire.encode_board(board, max_bytes=LIMIT)
+    result["files"]["frame_01.png"] = "a string, not bytes"
+    with pytest.raises(WireError):
+        wire.decode_result(through_redis(result), tmp_path / "out")
+
+
+def test_a_result_without_a_report_is_refused(tmp_path):
+    with pytest.raises(WireError, match="report.json"):
+        wire.decode_result({"v": wire.WIRE_VERSION, "ok": True, "files": {"grid.png": b"x"}}, tmp_path / "out")
+    assert not (tmp_path / "out" / "grid.png").exists()
+
+
+def test_a_result_of_another_wire_version_is_refused(tmp_path):
+    with pytest.raises(WireError):
+        wire.decode_result({"v": 2, "ok": True, "files": {}}, tmp_path / "out")
+
+
+# -- failures ------------------------------------------------------------------------------------------------
+def test_a_worker_side_invalid_request_is_raised_as_the_same_error_on_the_bot(tmp_path):
+    result = through_redis(wire.encode_failure(InvalidRequest("bad mode")))
+    with pytest.raises(InvalidRequest, match="^bad mode$"):
+        wire.decode_result(result, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_worker_failure_is_a_remote_error_carrying_its_type(tmp_path):
+    with pytest.raises(RemoteError) as err:
+        wire.decode_result(through_redis(wire.encode_failure(MemoryError("oom"))), tmp_path / "out")
+    assert err.value.error_type == "MemoryError"
+    assert str(err.value) == "oom"
+
+
+def test_a_result_too_large_on_the_worker_is_the_bots_result_too_large(tmp_path):
+    failure = through_redis(wire.encode_failure(ResultTooLarge("the board's files are 80.0 MB")))
+    with pytest.raises(ResultTooLarge, match="80.0 MB"):
+        wire.decode_result(failure, tmp_path / "out")
+
+
+# -- arq envelopes -------------------------------------------------------------------------------------------
+def test_an_aborted_job_in_an_arq_envelope_reads_as_remote_cancelled():
+    got = through_redis({"r": asyncio.CancelledError(), "s": False})
+    assert isinstance(got["r"], RemoteCancelled)
+    assert got["s"] is False
+
+
+def test_an_exception_in_an_arq_envelope_reads_as_a_remote_error_with_its_type_and_message():
+    got = through_redis({"r": ValueError("x")})["r"]
+    assert type(got) is RemoteError
+    assert (got.error_type, str(got)) == ("ValueError", "x")
+
+
+def test_objects_that_are_not_plain_data_cannot_be_sent():
+    with pytest.raises(TypeError, match="Path"):
+        wire.dumps({"folder": Path("/tmp")})
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_a_pickled_message_is_refused(protocol):
+    with pytest.raises(WireError):
+        wire.loads(pickle.dumps({"t": 1, "f": "render_board", "a": [], "k": {}}, protocol=protocol))
+
+
+def leave_mark(path: str) -> None:
+    Path(path).write_text("code ran", encoding="utf-8")
+
+
+class Booby:
+    """Unpickling this calls ``leave_mark``: stands in for ``os.system`` in a hostile payload."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return leave_mark, (self.path,)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_a_hostile_pickle_is_refused_without_running_its_code(tmp_path, protocol):
+    mark = tmp_path / "mark"
+    payload = pickle.dumps({"r": Booby(mark)}, protocol=protocol)
+    pickle.loads(payload)  # the payload is live: plain pickle would run it
+    assert mark.exists()
+    mark.unlink()
+
+    with pytest.raises(WireError):
+        wire.loads(payload)
+
+    assert not mark.exists()
+
+
+def test_garbage_bytes_are_a_wire_error():
+    with pytest.raises(WireError):
+        wire.loads(b"\xc1\xc1\xc1")
+
+
+# -- progress ------------------------------------------------------------------------------------------------
+def test_a_progress_event_survives_the_trip():
+    event = ProgressEvent("step", frame=2, total=3, attempt=1, last_frame=3, step=5, steps=20)
+    assert wire.decode_progress(wire.encode_progress(event)) == event
+
+
+def test_a_progress_message_from_a_newer_worker_keeps_the_fields_this_bot_knows():
+    message = wire.dumps({"stage": "rendering", "frame": 1, "total": 3, "eta_s": 4.5, "gpu": "h100"})
+    assert wire.decode_progress(message) == ProgressEvent("rendering", frame=1, total=3)
+
+
+def test_a_progress_message_that_is_not_a_map_is_a_wire_error():
+    with pytest.raises(WireError):
+        wire.decode_progress(wire.dumps(["rendering", 1]))
+
+
+@pytest.mark.parametrize("field", ["grid", "frame"])
+def test_a_report_naming_a_file_outside_the_board_is_refused(board, tmp_path, field):
+    result = through_redis(wire.encode_board(board, max_bytes=2**24))
+    report = json.loads(result["files"]["report.json"])
+    if field == "grid":
+        report["grid"]["file"] = "/etc/hostname"
+    else:
+        report["frames"][0]["file"] = "../../etc/hostname"
+    result["files"]["report.json"] = json.dumps(report).encode()
+
+    with pytest.raises(WireError, match="outside the board's folder"):
+        wire.decode_result(result, tmp_path / "received")
+
+
+def test_a_progress_message_missing_its_stage_is_a_wire_error():
+    with pytest.raises(WireError):
+        wire.decode_progress(wire.dumps({"frame": 1}))
+
+
+def test_a_map_with_an_unhashable_key_is_a_wire_error():
+    map_keyed_by_a_list = b"\x81\x91\x01\xa1x"  # msgpack for {[1]: "x"}
+    with pytest.raises(WireError):
+        wire.loads(map_keyed_by_a_list)

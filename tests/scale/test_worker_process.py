@@ -1,0 +1,98 @@
+"""``python -m bot worker`` as an operator meets it: start-up errors, its health check, SIGTERM
+mid-board, and Redis dying while a board is being drawn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.messages import text
+from bot.service import StoryOptions, StoryRequest
+from tests.helpers import ALICE, WORKER_STORY
+from tests.scale.conftest import running_bot
+from tests.scale_harness import REPO, scale_config, wait_until
+
+
+def bot_command(config_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot", "--config", str(config_path), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+
+
+async def submit(bot, frames: int, seed: int) -> int:
+    return (await bot.app.service.submit(StoryRequest(ALICE, WORKER_STORY, StoryOptions(frames=frames, seed=seed)))).job_id
+
+
+def test_weights_that_do_not_load_stop_the_worker_with_one_line(tmp_path, redis_server):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.0)
+    result = bot_command(config_path, "worker", "--renderer", "sdxl", "--base-model", str(tmp_path / "missing"))
+
+    assert result.returncode == 2
+    assert f"error: engine.base_model: path not found: {tmp_path / 'missing'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_health_check_sees_a_live_worker_and_not_a_stopped_one(tmp_path, redis_server, start_worker):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.0)
+    worker = start_worker("gpu-a", config_path)
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(1)
+    live = bot_command(config_path, "worker", "--check", "--name", "gpu-a")
+    worker.stop()
+    stopped = bot_command(config_path, "worker", "--check", "--name", "gpu-a")
+
+    assert live.returncode == 0 and live.stdout.startswith("ok: aldar:render:health-check:gpu-a")
+    assert stopped.returncode == 1 and "no live worker matches" in stopped.stderr
+
+
+async def test_sigterm_mid_board_hands_it_to_another_worker(tmp_path, redis_server, start_worker):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.4)
+    workers = {name: start_worker(name, config_path) for name in ("gpu-a", "gpu-b")}
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(2)
+        job_id = await submit(bot, frames=4, seed=11)
+        bot.start_worker_loop()
+        victim = await wait_until(lambda: next((n for n, w in workers.items() if "try 1 on" in w.log_text()), None),
+                                  30, "a worker to take the job")
+        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
+                         "the board to be half drawn")
+        exit_code = workers[victim].stop()
+        await bot.wait_for_status([job_id], "done")
+        await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
+        job = await bot.job(job_id)
+
+    survivor = next(name for name in workers if name != victim)
+    assert exit_code == 0
+    assert "cancelled, will be run again" in workers[victim].log_text()
+    assert json.loads(Path(job.report_path).read_text())["worker"] == {"name": survivor, "try": 2}
+    assert [d.job_id for d in bot.gateway.deliveries] == [job_id]
+
+
+async def test_redis_dying_mid_board_puts_the_job_back_and_it_finishes_when_redis_returns(
+        tmp_path, redis_server, start_worker):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.3)
+    worker = start_worker("gpu-a", config_path)
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(1)
+        job_id = await submit(bot, frames=6, seed=12)
+        bot.start_worker_loop()
+        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
+                         "the board to be half drawn")
+        redis_server.stop()
+        await wait_until(lambda: bot.updates(job_id, "waiting"), 20, "the user to be told")
+        status_while_down = (await bot.job(job_id)).status
+
+        redis_server.start()
+        await bot.wait_for_status([job_id], "done", timeout=60)
+        await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
+        await asyncio.sleep(0.3)
+        job = await bot.job(job_id)
+
+    assert status_while_down == "queued"
+    assert bot.updates(job_id, "waiting")[0].text == text("engine_unavailable", "en", job=job_id)
+    assert [d.job_id for d in bot.gateway.deliveries] == [job_id]
+    assert job.attempts == 2  # claimed again once Redis was back
+    assert worker.process.poll() is None
