@@ -36,8 +36,8 @@ def start_worker(tmp_path: Path):
     """``start_worker(name, config_path)``: a ``python -m bot worker`` process, stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def _start(name: str, config_path: Path) -> WorkerProcess:
-        worker = WorkerProcess(name, config_path, tmp_path).start()
+    def _start(name: str, config_path: Path, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(name, config_path, tmp_path, env=env).start()
         started.append(worker)
         return worker
 
@@ -81,10 +81,10 @@ async def _at_least(counting, count: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(config_path: Path) -> AsyncIterator[RunningBot]:
+async def running_bot(config_path: Path, env: dict[str, str] | None = None) -> AsyncIterator[RunningBot]:
     """The bot with the arq backend, a recording chat, and its claims recorded in order. Its worker
     loop starts when the test says (``start_worker_loop``), so a test can queue jobs first."""
-    config = load_config(config_path, {})
+    config = load_config(config_path, env or {})
     async with open_app(config) as app:
         gateway = RecordingGateway()
         app.router.register("test", gateway)

@@ -96,3 +96,30 @@ async def test_redis_dying_mid_board_puts_the_job_back_and_it_finishes_when_redi
     assert [d.job_id for d in bot.gateway.deliveries] == [job_id]
     assert job.attempts == 2  # claimed again once Redis was back
     assert worker.process.poll() is None
+
+
+async def test_a_board_goes_through_a_redis_acl_user_and_its_password_never_reaches_a_log(
+        tmp_path, redis_server, start_worker, caplog):
+    import redis as redis_client
+
+    password = "acl-canary-6f1e9b2d"
+    admin = redis_client.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "aldar", "on", f">{password}", "~arq:*", "~aldar:*", "&aldar:*",
+                          "+@all", "-@admin", "-@dangerous", "+info")
+    admin.close()
+    env = {"REDIS_URL": f"redis://aldar:{password}@127.0.0.1:{redis_server.port}/0"}
+    config_path = scale_config(tmp_path, "redis://127.0.0.1:1/0", frame_delay_s=0.0)  # the file's URL is unused
+    worker = start_worker("gpu-a", config_path, env=env)
+    with caplog.at_level("DEBUG"):
+        async with running_bot(config_path, env=env) as bot:
+            await bot.wait_for_workers(1)
+            job_id = await submit(bot, frames=2, seed=13)
+            bot.start_worker_loop()
+            await bot.wait_for_status([job_id], "done")
+            await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
+    worker.stop()
+
+    assert [d.job_id for d in bot.gateway.deliveries] == [job_id]
+    assert "redis://aldar:***@127.0.0.1" in worker.log_text()
+    assert password not in worker.log_text()
+    assert password not in caplog.text
