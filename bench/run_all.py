@@ -7,8 +7,9 @@ of its stdout (the benches' ``RESULT ...`` lines) and prints
     | benchmark | figure | measured | target | verdict |
 
 with verdict OK, BELOW TARGET, info (a figure with no target), skipped (engine_gpu without CUDA:
-"skipped: needs CUDA") or error. The targets are the ``TARGET_*`` constants of each bench script,
-read from its source, so the table follows the scripts. The run ends with its total wall time.
+"skipped: needs CUDA"; scale_out without redis-server: "skipped: needs redis-server") or error. The
+targets are the ``TARGET_*`` constants of each bench script, read from its source, so the table
+follows the scripts. The run ends with its total wall time.
 
 Exit status: 0 when every bench ran and printed its figures, whatever they measured (a figure
 below its target is reported, not a failure); 1 when a bench crashed, timed out, or printed
@@ -71,7 +72,8 @@ class Bench:
     quick_args: tuple[str, ...]
     figures: tuple[Figure, ...]
     story_arg: bool = False  # takes --story PATH
-    skip_marker: str | None = None  # stdout containing it: every figure "skipped: needs CUDA"
+    skip_marker: str | None = None  # stdout containing it: every figure is reported as skip_label
+    skip_label: str = "skipped: needs CUDA"
 
     @property
     def script(self) -> Path:
@@ -152,6 +154,21 @@ BENCHES: tuple[Bench, ...] = (
                 rf"RESULT engine_gpu: all on {NUM} s/board vs baseline {NUM} s/board \((?P<value>{NUM})x\)"
                 r".* (?P<bench>PASS|MISS)\s*$", "x", ">=", 1.0, require=(("bench", "PASS"),)),),
         skip_marker="no CUDA",
+    ),
+    Bench(
+        "scale_out", (), ("--quick",),
+        (
+            Figure("throughput, 2 arq workers / 1", rf"RESULT scale_out: .*?; 2 workers (?P<value>{NUM})x", "x", ">=",
+                   "TARGET_RATIO_2"),
+            Figure("throughput, 4 arq workers / 1", rf"RESULT scale_out: .*?; 4 workers (?P<value>{NUM})x", "x", ">=",
+                   "TARGET_RATIO_4"),
+            Figure("boards per minute, 1 worker", rf"RESULT scale_out: 1 worker (?P<value>{NUM}) boards/min",
+                   "boards/min"),
+            Figure("orchestration overhead per job, 1 worker (p50)", rf"RESULT scale_out: .*? p50 (?P<value>{NUM}) ms",
+                   "ms"),
+        ),
+        skip_marker="no redis-server",
+        skip_label="skipped: needs redis-server",
     ),
 )
 BY_NAME = {b.name: b for b in BENCHES}
@@ -270,7 +287,7 @@ def judge(bench: Bench, run: Run, report: Report) -> None:
             row.verdict = _short(f"{ERROR}: {failed}")
             continue
         if skipped:
-            row.verdict = SKIPPED_CUDA
+            row.verdict = bench.skip_label
             continue
         match = re.search(figure.pattern, run.stdout, re.MULTILINE)
         if match is None:

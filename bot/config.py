@@ -234,6 +234,14 @@ class AppConfig(_Section):
     arq: ArqSettings = ArqSettings()
     secrets: Secrets = Field(default=Secrets(), exclude=True)
 
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _render_settings_are_an_engine_section(cls, value: Any) -> Any:
+        """``AppConfig(engine=RenderSettings(...))`` keeps working: the backend is then "local"."""
+        if isinstance(value, RenderSettings) and not isinstance(value, EngineSection):
+            return value.model_dump()
+        return value
+
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(
             planner=self.planner,

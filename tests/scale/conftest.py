@@ -72,6 +72,11 @@ class RunningBot:
 
         await wait_until(all_there, timeout, f"jobs {list(job_ids)} to be {status}")
 
+    async def wait_for_frame(self, job_id: int, frame: int, timeout: float = 30.0) -> None:
+        """Until the chat has been told frame ``frame`` of the job is being drawn."""
+        await wait_until(lambda: any((u.frame or 0) >= frame for u in self.updates(job_id, "rendering")), timeout,
+                         f"job {job_id} to reach frame {frame}")
+
     def updates(self, job_id: int, stage: str | None = None) -> list:
         return [u for u in self.gateway.updates if u.job_id == job_id and (stage is None or u.stage == stage)]
 

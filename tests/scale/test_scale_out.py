@@ -93,8 +93,7 @@ async def test_a_worker_killed_mid_job_leaves_it_to_the_other_and_it_is_posted_o
             return next((n for n, w in workers.items() if "try 1 on" in w.log_text()), None)
 
         victim = await wait_until(holder, 30, "a worker to take the job")
-        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
-                         "the board to be half drawn")
+        await bot.wait_for_frame(job_id, 2)
         workers[victim].kill()
         await bot.wait_for_status([job_id], "done")
         await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
@@ -143,8 +142,7 @@ async def test_cancel_stops_a_running_remote_job_within_a_step(tmp_path, redis_s
         await bot.wait_for_workers(1)
         job_id = await submit(bot, ALICE, frames=8, seed=3)
         bot.start_worker_loop()
-        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
-                         "frame 2 to start")
+        await bot.wait_for_frame(job_id, 2)
         await bot.app.service.cancel(ALICE, job_id)
         drawn_at_cancel = max(u.frame or 0 for u in bot.updates(job_id, "rendering"))
         await bot.wait_for_status([job_id], "cancelled", timeout=20)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from bot.messages import text
 from bot.service import StoryOptions, StoryRequest
 from tests.helpers import ALICE, WORKER_STORY
@@ -57,8 +59,7 @@ async def test_sigterm_mid_board_hands_it_to_another_worker(tmp_path, redis_serv
         bot.start_worker_loop()
         victim = await wait_until(lambda: next((n for n, w in workers.items() if "try 1 on" in w.log_text()), None),
                                   30, "a worker to take the job")
-        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
-                         "the board to be half drawn")
+        await bot.wait_for_frame(job_id, 2)
         exit_code = workers[victim].stop()
         await bot.wait_for_status([job_id], "done")
         await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
@@ -79,8 +80,7 @@ async def test_redis_dying_mid_board_puts_the_job_back_and_it_finishes_when_redi
         await bot.wait_for_workers(1)
         job_id = await submit(bot, frames=6, seed=12)
         bot.start_worker_loop()
-        await wait_until(lambda: any((u.frame or 0) >= 2 for u in bot.updates(job_id, "rendering")), 30,
-                         "the board to be half drawn")
+        await bot.wait_for_frame(job_id, 2)
         redis_server.stop()
         await wait_until(lambda: bot.updates(job_id, "waiting"), 20, "the user to be told")
         status_while_down = (await bot.job(job_id)).status
@@ -123,3 +123,50 @@ async def test_a_board_goes_through_a_redis_acl_user_and_its_password_never_reac
     assert "redis://aldar:***@127.0.0.1" in worker.log_text()
     assert password not in worker.log_text()
     assert password not in caplog.text
+
+
+async def test_regenerating_one_frame_on_a_worker_keeps_the_others_pixel_for_pixel(
+        tmp_path, redis_server, start_worker):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.0)
+    start_worker("gpu-a", config_path)
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(1)
+        parent_id = await submit(bot, frames=3, seed=21)
+        bot.start_worker_loop()
+        await bot.wait_for_status([parent_id], "done")
+        regen_id = (await bot.app.service.regenerate(ALICE, parent_id, frame=2)).job_id
+        await bot.wait_for_status([regen_id], "done")
+        parent, regen = await bot.job(parent_id), await bot.job(regen_id)
+
+    def frames(job) -> dict[int, bytes]:
+        report = json.loads(Path(job.report_path).read_text())
+        folder = Path(job.report_path).parent
+        return {f["index"]: Image.open(folder / f["file"]).convert("RGB").tobytes() for f in report["frames"]}
+
+    before, after = frames(parent), frames(regen)
+    assert after[1] == before[1] and after[3] == before[3]  # kept frames travelled to the worker and back
+    assert after[2] != before[2]  # the redone frame has a new seed
+    regen_report = json.loads(Path(regen.report_path).read_text())
+    assert [f["reused"] for f in regen_report["frames"]] == [True, False, True]
+
+
+async def test_a_bot_restarted_mid_board_picks_up_the_same_render_instead_of_drawing_it_again(
+        tmp_path, redis_server, start_worker):
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.3, queue={"lease_seconds": 2.0})
+    worker = start_worker("gpu-a", config_path)
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(1)
+        job_id = await submit(bot, frames=5, seed=22)
+        bot.start_worker_loop()
+        await bot.wait_for_frame(job_id, 2)
+    # the first bot stopped (its job went back to the queue); the worker went on drawing
+    async with running_bot(config_path) as bot:
+        bot.start_worker_loop()
+        await bot.wait_for_status([job_id], "done")
+        await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
+        job = await bot.job(job_id)
+
+    assert [d.job_id for d in bot.gateway.deliveries] == [job_id]
+    assert job.attempts == 2
+    assert worker.log_text().count(f"render aldar:render:job-{job_id}: try") == 1  # drawn once
+    assert json.loads(Path(job.report_path).read_text())["worker"] == {"name": "gpu-a", "try": 1}
