@@ -170,3 +170,40 @@ async def test_a_bot_restarted_mid_board_picks_up_the_same_render_instead_of_dra
     assert job.attempts == 2
     assert worker.log_text().count(f"render aldar:render:job-{job_id}: try") == 1  # drawn once
     assert json.loads(Path(job.report_path).read_text())["worker"] == {"name": "gpu-a", "try": 1}
+
+
+async def test_a_tiny_sdxl_worker_loads_once_draws_boards_and_stops_within_steps_on_cancel(
+        tmp_path, redis_server, start_worker, tiny_sdxl_dir, tiny_clip_dir):
+    engine = {"renderer": "sdxl", "base_model": str(tiny_sdxl_dir), "clip_model": str(tiny_clip_dir), "width": 64,
+              "height": 64, "steps": 3, "batch_size": 4, "ref_guided": False, "device": "cpu"}
+    config_path = scale_config(tmp_path, redis_server.url, frame_delay_s=0.0, engine=engine,
+                               validation={"face_check": False})
+    long_steps = scale_config(tmp_path, redis_server.url, frame_delay_s=0.0, name="worker-60-steps.toml",
+                              engine={**engine, "steps": 60}, validation={"face_check": False})
+    worker = start_worker("gpu-a", config_path)
+    async with running_bot(config_path) as bot:
+        await bot.wait_for_workers(1, timeout=120)  # torch, diffusers and the tiny weights load first
+        first, second = await submit(bot, frames=2, seed=31), await submit(bot, frames=2, seed=32)
+        bot.start_worker_loop()
+        await bot.wait_for_status([first, second], "done", timeout=120)
+        reports = [json.loads(Path((await bot.job(j)).report_path).read_text()) for j in (first, second)]
+        step_notes = bot.updates(first, "step")
+
+    assert [r["renderer"] for r in reports] == ["sdxl", "sdxl"]
+    assert [r["timings"]["model_loads"] for r in reports] == [0, 0]  # loaded once, in on_startup
+    assert worker.log_text().count("ready: planner=") == 1
+    assert step_notes and step_notes[-1].text  # per-step progress came back through Redis
+
+    # a worker drawing 60 steps per frame: /cancel must stop it inside frame 1
+    worker.stop()
+    worker = start_worker("gpu-b", long_steps)
+    async with running_bot(long_steps) as bot:
+        await bot.wait_for_workers(1, timeout=120)
+        job_id = await submit(bot, frames=2, seed=33)
+        bot.start_worker_loop()
+        await wait_until(lambda: bot.updates(job_id, "step"), 60, "the first diffusion step")
+        await bot.app.service.cancel(ALICE, job_id)
+        await bot.wait_for_status([job_id], "cancelled", timeout=60)
+
+    assert len(bot.updates(job_id, "step")) < 60  # frame 1 never finished its 60 steps
+    assert "aborted" in worker.log_text()
