@@ -97,7 +97,6 @@ class Worker:
         self.port = port
         self.gateway = gateway
         self.config = config
-        self.executor = executor
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._shutdown = threading.Event()
         self._refs: dict[int, str] = {}
