@@ -17,10 +17,6 @@ from bot.remote import live_workers
 from tests.helpers import RecordingGateway
 from tests.scale_harness import REDIS_SERVER, RedisServer, WorkerProcess, wait_until
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (apt-get install redis-server); "
-                                "bash .ci/run installs it")
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path):
     if REDIS_SERVER is None:
