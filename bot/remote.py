@@ -32,7 +32,7 @@ from engine.storyboard import BoardRequest, Storyboard
 log = logging.getLogger(__name__)
 
 _AVAILABILITY_TTL_S = 1.0  # the live-worker count is read from Redis at most this often
-_REDIS_DOWN = (RedisError, OSError)  # connection refused/reset and timeouts included
+REDIS_DOWN = (RedisError, OSError)  # connection refused/reset and timeouts included
 
 
 def connect(settings: ArqSettings, url: str) -> ArqRedis:
@@ -95,7 +95,7 @@ class ArqEngine:
     async def _read_availability(self) -> Availability:
         try:
             workers = await live_workers(self.redis, self.settings)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             return Availability(0, f"Redis at {redacted_url(self.url)} is unreachable ({type(exc).__name__})")
         if self.settings.max_in_flight:
             return Availability(self.settings.max_in_flight)
@@ -112,13 +112,13 @@ class ArqEngine:
         try:
             pubsub = self.redis.pubsub()
             await pubsub.subscribe(progress_channel(self.settings, arq_id))  # before enqueueing: nothing missed
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             raise self._unavailable(exc) from exc
         forwarder = asyncio.create_task(self._forward_progress(pubsub, on_progress, arq_id))
         try:
             await self._enqueue(arq_id, payload)
             return await self._wait_for_result(arq_id, payload, out_dir, stop)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._availability = None
             raise self._unavailable(exc) from exc
         finally:
@@ -126,7 +126,7 @@ class ArqEngine:
             await asyncio.gather(forwarder, return_exceptions=True)
             try:
                 await pubsub.aclose()
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 log.debug("progress channel of %s closed uncleanly", arq_id, exc_info=True)
 
     def _unavailable(self, exc: BaseException) -> EngineUnavailable:
@@ -141,6 +141,7 @@ class ArqEngine:
             log.info("render %s enqueued", arq_id)
 
     async def _wait_for_result(self, arq_id: str, payload: dict, out_dir: Path, stop: StopSignals) -> Storyboard:
+        request_size = len(wire.dumps(payload))
         abort_sent = False
         while True:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -149,7 +150,7 @@ class ArqEngine:
                 pipe.zscore(self.settings.queue_name, arq_id)
                 result_size, running, queued = await pipe.execute()
             if result_size:
-                return await self._take_result(arq_id, result_size, payload, out_dir)
+                return await self._take_result(arq_id, result_size, request_size, out_dir)
             if not running and queued is None:
                 # gone without a result: Redis restarted without persistence, or the job expired
                 log.warning("render %s vanished from Redis; enqueueing it again", arq_id)
@@ -162,9 +163,9 @@ class ArqEngine:
                 raise Cancelled("stopped waiting; the render goes on in Redis and is picked up again")
             await asyncio.sleep(self.settings.poll_interval_s)
 
-    async def _take_result(self, arq_id: str, size: int, payload: dict, out_dir: Path) -> Storyboard:
+    async def _take_result(self, arq_id: str, size: int, request_size: int, out_dir: Path) -> Storyboard:
         bound = int(self.settings.max_result_mb * 2**20)
-        envelope_bound = bound + len(wire.dumps(payload)) + 4096  # arq repeats the request in its result
+        envelope_bound = bound + request_size + 4096  # arq repeats the request in its result
         if size > envelope_bound:
             await self.redis.delete(result_key_prefix + arq_id)
             raise ResultTooLarge(f"the worker's result is {wire.size_text(size)}, over the limit of "
@@ -203,7 +204,7 @@ class ArqEngine:
         while True:
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 log.debug("render %s: progress channel lost", arq_id, exc_info=True)
                 return
             if message is None or message.get("type") != "message":

@@ -31,20 +31,16 @@ from typing import Any
 from arq import Worker, func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
-from redis.exceptions import RedisError
 
 from bot import wire
 from bot.config import AppConfig, ArqSettings, redacted_url
 from bot.logs import job_context
-from bot.remote import connect, health_key, progress_channel
+from bot.remote import REDIS_DOWN, connect, health_key, progress_channel
 from engine.backends import build_engine
 from engine.errors import Cancelled
 from engine.storyboard import ProgressEvent, StoryEngine
 
 log = logging.getLogger(__name__)
-
-_REDIS_DOWN = (RedisError, OSError)
-
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -59,7 +55,7 @@ class _RedisTolerantWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 log.warning("Redis is unreachable (%s: %s); waiting for it to come back", type(exc).__name__, exc)
@@ -144,7 +140,7 @@ class RenderWorker:
         while True:
             try:
                 await redis.pexpire(in_progress_key_prefix + job_id, lease_ms)
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 log.warning("render %s: could not renew the lease", job_id, exc_info=True)
             await asyncio.sleep(self.settings.worker_lease_s / 3)
 
@@ -153,7 +149,7 @@ class RenderWorker:
         while (event := await events.get()) is not None:
             try:
                 await redis.publish(channel, wire.encode_progress(event))
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 log.debug("render %s: progress not published", job_id, exc_info=True)
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -201,7 +197,7 @@ class RenderWorker:
                 await redis.ping()
                 log.info("worker %s: connected to Redis at %s, queue %r", self.name, url, self.settings.queue_name)
                 return
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 if waited % 30 == 0:
                     log.warning("waiting for Redis at %s (%s)", url, type(exc).__name__)
             await asyncio.sleep(1.0)
@@ -217,7 +213,7 @@ async def check_health(config: AppConfig, name: str | None = None) -> tuple[bool
     try:
         keys = [key async for key in redis.scan_iter(match=pattern)]
         info = await redis.get(keys[0]) if keys else None
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         return False, f"Redis at {redacted_url(config.redis_url())} is unreachable ({type(exc).__name__})"
     finally:
         await redis.aclose()

@@ -27,7 +27,16 @@ from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.grid import EncodedGrid
 from engine.plan import PlanError
 from engine.shots import ShotList
-from engine.storyboard import REPORT_FILE, BoardRequest, FrameResult, ProgressEvent, Storyboard, plan_from_report
+from engine.storyboard import (
+    REPORT_FILE,
+    BoardRequest,
+    FrameResult,
+    ProgressEvent,
+    Storyboard,
+    plan_from_report,
+    write_bytes,
+    write_json,
+)
 
 WIRE_VERSION = 1
 RENDER_FUNCTION = "render_board"
@@ -152,10 +161,7 @@ def encode_board(board: Storyboard, *, max_bytes: int) -> dict:
 def record_worker(board: Storyboard, worker: dict) -> None:
     """Add which worker drew the board (and on which try) to its report.json."""
     board.report["worker"] = worker
-    path = board.report_path
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(board.report, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_json(board.report_path, board.report)
 
 
 def size_text(size: int) -> str:
@@ -205,7 +211,5 @@ def load_board(out_dir: Path) -> Storyboard:
 def _write_file(folder: Path, name: Any, content: Any) -> None:
     if not isinstance(name, str) or not _FILE_NAME.match(name) or not isinstance(content, bytes):
         raise WireError(f"refusing a file named {name!r} from Redis")
-    tmp = folder / f"{name}.tmp"
-    tmp.write_bytes(content)
-    tmp.replace(folder / name)
+    write_bytes(folder / name, content)
 

@@ -198,7 +198,7 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} is missing or unreadable: {exc}") from exc
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     """Write atomically: a crash never leaves half a file behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -210,7 +210,8 @@ def _remove_checkpoints(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write atomically, like ``write_json``."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
@@ -288,7 +289,7 @@ class StoryEngine:
         timings["total"] = time.perf_counter() - started
         report["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
         report["timings"]["model_loads"] = (self.models.loads if self.models else 0) - loads_before
-        _write_json(out_dir / REPORT_FILE, report)
+        write_json(out_dir / REPORT_FILE, report)
         _remove_checkpoints(out_dir)  # report.json now holds everything they did
         progress(ProgressEvent("done", total=len(frames)))
         log.info("board done: %d frames in %.2fs -> %s", len(frames), timings["total"], out_dir)
@@ -332,7 +333,7 @@ class StoryEngine:
         else:
             result = self.planner.make_plan(request.story, shots=request.frames, seed=request.seed)
         result.plan.check_numbering()
-        _write_json(out_dir / PLAN_FILE, result.plan.model_dump(mode="json"))
+        write_json(out_dir / PLAN_FILE, result.plan.model_dump(mode="json"))
         log.info("plan: %d shots, language=%s, planner=%s%s", len(result.plan.shots), result.plan.language,
                  result.planner, f" (fallback: {result.fallback_reason})" if result.fallback_reason else "")
         return result
@@ -366,7 +367,7 @@ class StoryEngine:
     @staticmethod
     def _checkpoint(frame: FrameResult, out_dir: Path) -> None:
         frame.image.save(out_dir / frame.file_name)
-        _write_json(out_dir / f"frame_{frame.index:02d}.json", frame.to_json())
+        write_json(out_dir / f"frame_{frame.index:02d}.json", frame.to_json())
 
     # -- 6. grid -------------------------------------------------------------------------
     def _compose(self, plan: ShotList, frames: list[FrameResult], out_dir: Path) -> EncodedGrid:
@@ -378,7 +379,7 @@ class StoryEngine:
         grid = encode_grid(image, self.settings.grid)
         for stale in out_dir.glob("grid.*"):
             stale.unlink()
-        _write_bytes(out_dir / f"grid.{grid.extension}", grid.data)
+        write_bytes(out_dir / f"grid.{grid.extension}", grid.data)
         return grid
 
     # -- 7. report -----------------------------------------------------------------------
