@@ -48,12 +48,16 @@ async def test_no_secret_reaches_any_output_line(tmp_path: Path, figures, log_fo
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "--config", str(config), "--log-level", "DEBUG", "run",
                 cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            # drain both pipes while the bot runs: at DEBUG it writes more than a pipe holds, and a
+            # full pipe would block its event loop on a log write
+            readers = [asyncio.create_task(stream.read()) for stream in (process.stdout, process.stderr)]
             try:
                 await telegram.wait_for(lambda fake: fake.calls_to("sendPhoto") and any(
                     c.status == 200 for c in fake.calls_to("sendPhoto")), timeout=90)
             finally:
                 process.send_signal(signal.SIGTERM)
-                stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+                await asyncio.wait_for(process.wait(), timeout=60)
+                stdout, stderr = await asyncio.wait_for(asyncio.gather(*readers), timeout=10)
         finally:
             await discord.stop()
             openai.stop()
