@@ -1,8 +1,8 @@
 """SDXL + character LoRA renderer (simple mode): batched frames, one seed per frame.
 
 * One pipeline call renders a batch; classifier-free guidance is batched inside diffusers.
-  Each frame has its own CPU generator, so a frame is reproducible on its own, at any
-  batch size and on any device.
+  Each frame has its own CPU generator, so a frame starts from the same noise at any batch
+  size and on any device; its pixels then match within rounding (README: what a seed promises).
 * ``callback_on_step_end`` reports every denoising step and checks for cancellation; a
   cancel sets the pipeline's interrupt flag, so it stops within one step.
 * CUDA out of memory: the cache is freed and the batch is retried one frame at a time;

@@ -354,15 +354,15 @@ class StoryEngine:
         done = {index: replace(frame, reused=True) for index, frame in request.keep.items()}
         todo = [(shot, prompt) for shot, prompt in zip(plan.shots, prompts, strict=True) if shot.index not in done]
         run = _FrameRun(self, request, out_dir, timings, progress, cancelled, total=len(plan.shots), done=done)
-        if todo and todo[0][0].index == 1 and self._frame1_first(request):
-            run.render_group(todo[:1])  # frame 1 becomes the reference for the others
+        if todo and todo[0][0].index == 1:
+            # Frame 1 is drawn alone, in every mode and at any batch size: it is the identity
+            # reference, and a batch of one is the one batch it is always drawn in, so its bytes
+            # never depend on the board's length, its mode or the validator (README: seeds).
+            run.render_group(todo[:1])
             todo = todo[1:]
         if todo:
             run.render_group(todo)
         return [done[shot.index] for shot in plan.shots]
-
-    def _frame1_first(self, request: BoardRequest) -> bool:
-        return request.mode == "ref-guided" or self.validator.needs_reference
 
     @staticmethod
     def _checkpoint(frame: FrameResult, out_dir: Path) -> None:

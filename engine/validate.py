@@ -25,11 +25,6 @@ Verdict = Literal["pass", "unchecked", "low_identity", "copy_paste", "wrong_face
 class Validator(Protocol):
     name: str
 
-    @property
-    def needs_reference(self) -> bool:
-        """True when identity is checked against frame 1, which must then be final first."""
-        ...
-
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
         framings: Sequence[str] | None = None,
@@ -42,7 +37,6 @@ class NullValidator:
     """Scores nothing: used with renderers that draw no real character."""
 
     name = "none"
-    needs_reference = False
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
@@ -78,10 +72,6 @@ class ClipScorer:
             crops = [self._crop(image)[0] for image in reference_images]
             self._reference = (_normalise(self.embed_images(crops).mean(dim=0, keepdim=True))[0],
                                faces.reference_embedding(reference_images) if faces is not None else None)
-
-    @property
-    def needs_reference(self) -> bool:
-        return self._reference is None
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,

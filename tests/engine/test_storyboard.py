@@ -79,7 +79,6 @@ class ScriptedValidator:
     """Returns ``{"identity": score}`` from a fixed list, one per image; fails loudly when the list runs out."""
 
     name = "scripted"
-    needs_reference = True
 
     def __init__(self, identities: list[float]) -> None:
         self.identities = list(identities)

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
 
+from tests.reproducibility import assert_same_picture, to_levels
 from tests.tiny_models import (
     BOS_ID,
     EOS_ID,
@@ -103,8 +104,9 @@ def test_sdxl_renders_64px_deterministic_per_seed(tiny_sdxl_dir: Path, base_fram
     assert [(im.mode, im.size) for im in pil] == [("RGB", (64, 64))] * 2
     np.testing.assert_allclose(np.asarray(pil[0], dtype=np.float32) / 255.0, base_frames[0], atol=1 / 255 + 1e-6)
 
+    # the seed, not the batch slot, decides; another slot is another batch, so within rounding
     swapped = render(pipe, seeds=SEEDS[::-1])
-    np.testing.assert_array_equal(swapped[1], base_frames[0])  # the seed, not the batch slot, decides
+    assert_same_picture(to_levels(swapped[1]), to_levels(base_frames[0]), "frame in the other slot")
 
     assert np.abs(base_frames[0] - base_frames[1]).mean() > 0.05, "different seeds must give different frames"
     assert base_frames.std() > 0.05, "a render must not be flat"
