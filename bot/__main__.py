@@ -86,6 +86,8 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--draft", action="store_true", default=None, help="engine.draft: few-step draft LoRA")
     group.add_argument("--controlnet", metavar="PATH_OR_ID", help="engine.controlnet: SDXL OpenPose ControlNet")
     group.add_argument("--ip-adapter", metavar="PATH_OR_ID", help="engine.ip_adapter: IP-Adapter repo or folder")
+    group.add_argument("--ip-adapter-subfolder", metavar="SUBFOLDER",
+                       help="engine.ip_adapter_subfolder: the folder holding the weights file ('' = the root)")
     group.add_argument("--ip-adapter-weight", metavar="NAME", help="engine.ip_adapter_weight: weights file name")
     group.add_argument("--image-encoder", metavar="SUBFOLDER", help="engine.image_encoder: the IP-Adapter's image encoder")
     group.add_argument("--pose-images", metavar="DIR",
@@ -104,7 +106,8 @@ def _size(value: str) -> tuple[int, int]:
 def engine_overrides(args: argparse.Namespace) -> dict[str, object]:
     names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "clip_model": "clip_model",
              "steps": "steps", "draft": "draft", "controlnet": "controlnet", "ip_adapter": "ip_adapter",
-             "ip_adapter_weight": "ip_adapter_weight", "image_encoder": "image_encoder",
+             "ip_adapter_subfolder": "ip_adapter_subfolder", "ip_adapter_weight": "ip_adapter_weight",
+             "image_encoder": "image_encoder",
              "pose_images": "pose_images", "pose_detector": "pose_detector"}
     values: dict[str, object] = {key: getattr(args, attr) for attr, key in names.items()
                                  if getattr(args, attr, None) is not None}

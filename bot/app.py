@@ -84,7 +84,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     try:
         engine, port = _build_port(config, executor)
         router = ChatRouter()
-        service = StoryService(store, config)
+        service = StoryService(store, config, modes_off=port.modes_off())
         metrics = Metrics()
         metrics.started(engine.models.loads if engine is not None and engine.models else 0)
         worker = Worker(store=store, engine=engine, port=port, gateway=router, config=config, executor=executor,

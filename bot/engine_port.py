@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine
+from engine.render import ModeOff
+from engine.storyboard import MODES, BoardRequest, ProgressEvent, Storyboard, StoryEngine
 
 ProgressSink = Callable[[ProgressEvent], None]  # thread-safe: may be called from any thread
 
@@ -71,6 +72,11 @@ class EnginePort(Protocol):
 
     async def availability(self) -> Availability: ...
 
+    def modes_off(self) -> dict[str, ModeOff]:
+        """The render modes known to be off, so the service can refuse them at once; a mode not
+        listed may still be refused by the engine that draws the job."""
+        ...
+
     async def render(
         self, job_key: str, request: BoardRequest, out_dir: Path, *, on_progress: ProgressSink, stop: StopSignals
     ) -> Storyboard:
@@ -92,11 +98,17 @@ class LocalEngine:
 
     def describe(self) -> str:
         reasons = self.engine.reasons
-        return (f"planner={self.engine.planner.name} ({reasons.get('planner', '')}); "
+        line = (f"planner={self.engine.planner.name} ({reasons.get('planner', '')}); "
                 f"renderer={self.engine.renderer.name} ({reasons.get('renderer', '')})")
+        if "ref_guided" in reasons:
+            line += f"; ref-guided={reasons['ref_guided']}"
+        return line
 
     async def availability(self) -> Availability:
         return Availability(slots=1)
+
+    def modes_off(self) -> dict[str, ModeOff]:
+        return {mode: off for mode in MODES if (off := self.engine.mode_off(mode)) is not None}
 
     async def render(
         self, job_key: str, request: BoardRequest, out_dir: Path, *, on_progress: ProgressSink, stop: StopSignals

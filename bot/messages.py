@@ -233,6 +233,19 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "Параметр {option} должен быть: {allowed}.",
         "kk": "{option} параметрі мынадай болуы керек: {allowed}.",
     },
+    "err_mode_weights_missing": {
+        "en": "The {mode} mode is not available on this bot: its weights did not load ({weights}). "
+              "Please use the simple mode.",
+        "ru": "Режим {mode} в этом боте недоступен: не загрузились его веса ({weights}). "
+              "Используйте режим simple.",
+        "kk": "Бұл ботта {mode} режимі қолжетімсіз: оның салмақтары жүктелмеді ({weights}). "
+              "simple режимін пайдаланыңыз.",
+    },
+    "err_mode_switched_off": {
+        "en": "The {mode} mode is switched off on this bot. Please use the simple mode.",
+        "ru": "Режим {mode} в этом боте отключён. Используйте режим simple.",
+        "kk": "Бұл ботта {mode} режимі өшірулі. simple режимін пайдаланыңыз.",
+    },
     "err_bad_job_id": {
         "en": "Job numbers are whole numbers, like /status 12.",
         "ru": "Номер задачи — целое число, например /status 12.",

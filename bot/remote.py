@@ -27,6 +27,7 @@ from bot import wire
 from bot.config import ArqSettings, redacted_url
 from bot.engine_port import Availability, EngineUnavailable, ProgressSink, ResultTooLarge, StopSignals
 from engine.errors import Cancelled
+from engine.render import ModeOff
 from engine.storyboard import BoardRequest, Storyboard
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class ArqEngine:
         slots = self.settings.max_in_flight or "one per live worker"
         return (f"renderer=arq workers (queue {self.settings.queue_name!r} on {redacted_url(self.url)}, "
                 f"max_in_flight={slots})")
+
+    def modes_off(self) -> dict[str, ModeOff]:
+        return {}  # the workers know their modes; one that lacks a mode refuses the job with the reason
 
     async def close(self) -> None:
         await self.redis.aclose()

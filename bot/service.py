@@ -11,15 +11,16 @@ import logging
 import re
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import AppConfig
+from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
 from bot.messages import Lang, resolve_language, text
 from bot.queue import round_robin_order
 from bot.store import Job, NewJob, Store, User
+from engine.render import ModeOff
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,53 @@ def compile_banned_terms(terms: Sequence[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(rf"(?<!\w){re.escape(term)}(?!\w)" for term in cleaned))
 
 
+class StoryRules:
+    """The rules every story meets wherever it comes from: a chat, the console, ``story`` or ``plan``."""
+
+    def __init__(self, settings: StorySettings) -> None:
+        self.settings = settings
+        self._banned = compile_banned_terms(settings.banned_terms)
+
+    def check_text(self, raw: str) -> str:
+        """Return the story, stripped; raise BadRequest with a clear reason otherwise."""
+        story = (raw or "").strip()
+        if not story:
+            raise BadRequest("err_empty")
+        if len(story) > self.settings.max_chars:
+            raise BadRequest("err_too_long", length=len(story), max=self.settings.max_chars)
+        if any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in story):
+            raise BadRequest("err_control_chars")
+        if not any(unicodedata.category(ch).startswith("L") for ch in story):
+            raise BadRequest("err_no_letters")
+        if self._banned is not None and self._banned.search(normalise_for_matching(story)):
+            raise BadRequest("err_banned_terms")
+        return story
+
+    @staticmethod
+    def check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise BadRequest("err_bad_option", option="--mode", allowed=" | ".join(MODES))
+        return mode
+
+    @staticmethod
+    def check_frames(frames: int) -> int:
+        if not 1 <= frames <= MAX_FRAMES:
+            raise BadRequest("err_bad_option", option="--frames", allowed=f"1..{MAX_FRAMES}")
+        return frames
+
+    @staticmethod
+    def check_seed(seed: int) -> int:
+        if not 0 <= seed <= MAX_SEED:
+            raise BadRequest("err_bad_option", option="--seed", allowed=f"0..{MAX_SEED}")
+        return seed
+
+
 class StoryService:
-    def __init__(self, store: Store, config: AppConfig) -> None:
+    def __init__(self, store: Store, config: AppConfig, *, modes_off: Mapping[str, ModeOff] | None = None) -> None:
         self.store = store
         self.config = config
-        self._banned = compile_banned_terms(config.story.banned_terms)
+        self.rules = StoryRules(config.story)
+        self._modes_off = dict(modes_off or {})  # render modes this bot's engine cannot draw, and why
         self._moderators = frozenset(config.roles.moderators)
         self._moderator_roles = frozenset(config.roles.moderator_roles)
 
@@ -180,11 +223,13 @@ class StoryService:
         if user.banned:
             await self.store.count_refusal(user.id)
             raise BadRequest("err_user_banned")
-        story = self.check_story(request.text)
-        if self._banned is not None and self._banned.search(normalise_for_matching(story)):
-            await self.store.count_refusal(user.id)
-            log.info("refused story from %s: banned term", request.requester.key)
-            raise BadRequest("err_banned_terms")
+        try:
+            story = self.rules.check_text(request.text)
+        except BadRequest as exc:
+            if exc.key == "err_banned_terms":
+                await self.store.count_refusal(user.id)
+                log.info("refused story from %s: banned term", request.requester.key)
+            raise
         options = self.check_options(request.options)
         job = NewJob(
             user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
@@ -202,30 +247,21 @@ class StoryService:
         log.info("job %d queued (%s, user %d, position %d)", job_id, job.kind, job.user_id, position)
         return Submitted(job_id=job_id, position=position, lang=lang)
 
-    def check_story(self, raw: str) -> str:
-        """Return the story, stripped; raise BadRequest with a clear reason otherwise."""
-        story = (raw or "").strip()
-        if not story:
-            raise BadRequest("err_empty")
-        if len(story) > self.config.story.max_chars:
-            raise BadRequest("err_too_long", length=len(story), max=self.config.story.max_chars)
-        if any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in story):
-            raise BadRequest("err_control_chars")
-        if not any(unicodedata.category(ch).startswith("L") for ch in story):
-            raise BadRequest("err_no_letters")
-        return story
-
     def check_options(self, options: StoryOptions) -> StoryOptions:
-        mode = options.mode or self.config.story.default_mode
-        if mode not in MODES:
-            raise BadRequest("err_bad_option", option="--mode", allowed=" | ".join(MODES))
-        frames = options.frames if options.frames is not None else self.config.story.default_frames
-        if not 1 <= frames <= MAX_FRAMES:
-            raise BadRequest("err_bad_option", option="--frames", allowed=f"1..{MAX_FRAMES}")
-        seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED)
-        if not 0 <= seed <= MAX_SEED:
-            raise BadRequest("err_bad_option", option="--seed", allowed=f"0..{MAX_SEED}")
+        mode = self.check_mode_available(self.rules.check_mode(options.mode or self.config.story.default_mode))
+        frames = self.rules.check_frames(
+            options.frames if options.frames is not None else self.config.story.default_frames)
+        seed = self.rules.check_seed(options.seed if options.seed is not None else secrets.randbelow(MAX_SEED))
         return StoryOptions(mode=mode, frames=frames, seed=seed)
+
+    def check_mode_available(self, mode: str) -> str:
+        """Refuse a mode this bot's engine cannot draw now, naming the weights that are missing."""
+        off = self._modes_off.get(mode)
+        if off is None:
+            return mode
+        if off.weights:
+            raise BadRequest("err_mode_weights_missing", mode=mode, weights=off.weights)
+        raise BadRequest("err_mode_switched_off", mode=mode)
 
     # -- status / cancel -------------------------------------------------------------------
     async def status(self, requester: Requester, job_id: int | None = None) -> JobView:
@@ -259,6 +295,7 @@ class StoryService:
         parent = await self._owned_job(requester, user, job_id)
         if parent.status != "done" or not parent.report_path:
             raise BadRequest("err_not_done", job=parent.id)
+        self.check_mode_available(parent.mode)
         n_frames = len(await self.store.frames(parent.id))
         if frame is not None and not 1 <= frame <= n_frames:
             raise BadRequest("err_frame_range", job=parent.id, frames=n_frames, frame=frame)

@@ -11,10 +11,10 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 
-from engine.models import ModelLoader, ModelLoadError
+from engine.models import ModelLoader, ModelLoadError, RefGuided
 from engine.plan import OfflinePlanner, PlanError, Planner
 from engine.preview import PreviewRenderer
-from engine.render import Renderer
+from engine.render import ModeOff, Renderer
 from engine.settings import EngineSettings, PlannerSettings, RenderSettings
 from engine.storyboard import StoryEngine
 from engine.validate import ClipScorer, NullValidator, Validator
@@ -67,20 +67,44 @@ def choose_renderer(settings: RenderSettings) -> Choice:
     return Choice("sdxl", "auto: CUDA is available")
 
 
-def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: bool = False) -> tuple[Renderer, Validator]:
+def load_ref_guided(settings: RenderSettings, loader: ModelLoader) -> tuple[RefGuided | None, ModeOff | None, Choice]:
+    """Ref-guided mode's ControlNet and IP-Adapter per ``engine.ref_guided``: ``true`` must load them
+    (a failure stops start-up), ``"auto"`` loads them when their weights resolve, ``false`` never does."""
+    if settings.ref_guided is False:
+        return None, ModeOff("ref-guided"), Choice("off", "configured: engine.ref_guided = false")
+    try:
+        ref_guided = loader.ref_guided()
+    except ModelLoadError as exc:
+        if settings.ref_guided is True:
+            raise
+        log.warning("ref-guided mode is off: its weights did not load: %s", exc)
+        off = ModeOff("ref-guided", weights=exc.weights or "engine.ref_guided")
+        return None, off, Choice("off", f"auto: its weights did not load ({exc})")
+    loader.pose_library()  # detected poses (pose_source = "detect") are found now, not at the first job
+    if settings.ip_adapter_reference != "frame1" and not loader.reference_images():
+        raise ModelLoadError(f"engine.ip_adapter_reference = {settings.ip_adapter_reference!r} needs pictures "
+                             "in engine.reference_images", key="engine.reference_images")
+    how = "configured: engine.ref_guided = true" if settings.ref_guided is True else "auto: its weights loaded"
+    return ref_guided, None, Choice("on", how)
+
+
+@dataclass(frozen=True)
+class SdxlParts:
+    renderer: Renderer
+    validator: Validator
+    ref_guided_off: ModeOff | None
+    ref_guided: Choice
+
+
+def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: bool = False) -> SdxlParts:
     """Load SDXL (+ LoRA), CLIP and the ref-guided parts through the loader; raises ModelLoadError naming the key."""
     from engine.sdxl import SdxlRenderer
 
     pipe = loader.pipeline()
-    ref_guided = loader.ref_guided() if settings.ref_guided else None
-    if settings.ref_guided:
-        loader.pose_library()  # detected poses (pose_source = "detect") are found now, not at the first job
+    ref_guided, off, choice = load_ref_guided(settings, loader)
     steps = settings.draft_steps if settings.draft else settings.steps
     guidance = settings.draft_guidance if settings.draft else settings.guidance
-    ip_references = loader.reference_images() if settings.ip_adapter_reference != "frame1" else []
-    if settings.ref_guided and settings.ip_adapter_reference != "frame1" and not ip_references:
-        raise ModelLoadError(f"engine.ip_adapter_reference = {settings.ip_adapter_reference!r} needs pictures "
-                             "in engine.reference_images")
+    ip_references = loader.reference_images() if ref_guided and settings.ip_adapter_reference != "frame1" else []
     renderer = SdxlRenderer(
         pipe, steps=steps, guidance=guidance, batch_size=settings.batch_size, ref_guided=ref_guided,
         controlnet_scale=settings.controlnet_scale,
@@ -89,11 +113,12 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
     )
     if loader.applied.get("compile_unet") is True:
         renderer.warm_up(settings.width, settings.height)
-    if not settings.clip_model:
-        return renderer, NullValidator()
-    model, processor = loader.clip()
-    faces = loader.faces() if face_check else None
-    return renderer, ClipScorer(model, processor, reference_images=loader.reference_images(), faces=faces)
+    validator: Validator = NullValidator()
+    if settings.clip_model:
+        model, processor = loader.clip()
+        faces = loader.faces() if face_check else None
+        validator = ClipScorer(model, processor, reference_images=loader.reference_images(), faces=faces)
+    return SdxlParts(renderer, validator, off, choice)
 
 
 def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None) -> StoryEngine:
@@ -103,21 +128,30 @@ def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None)
     loader = ModelLoader(settings.render)
     renderer: Renderer = PreviewRenderer(delay_s=settings.render.preview_delay_s)
     validator: Validator = NullValidator()
+    reasons = {"planner": planner_choice.reason}
+    modes_off: list[ModeOff] = []
     if renderer_choice.name == "sdxl":
         try:
-            renderer, validator = build_sdxl(settings.render, loader, face_check=settings.validation.face_check)
+            parts = build_sdxl(settings.render, loader, face_check=settings.validation.face_check)
+            renderer, validator = parts.renderer, parts.validator
             renderer_choice = Choice("sdxl", f"{renderer_choice.reason}; weights loaded")
+            reasons["ref_guided"] = f"{parts.ref_guided.name} ({parts.ref_guided.reason})"
+            if parts.ref_guided_off is not None:
+                modes_off.append(parts.ref_guided_off)
         except ModelLoadError as exc:
             if settings.render.renderer == "sdxl":
                 raise
             log.warning("SDXL weights did not load, falling back to the preview renderer: %s", exc)
             renderer_choice = Choice("preview", f"auto: CUDA is available but the weights did not load ({exc})")
+    reasons["renderer"] = renderer_choice.reason
+    sdxl_ref_guided = renderer.name == "sdxl" and "ref-guided" in renderer.modes
     return StoryEngine(
         planner=planner,
         renderer=renderer,
         validator=validator,
         settings=settings,
-        reasons={"planner": planner_choice.reason, "renderer": renderer_choice.reason},
+        reasons=reasons,
         models=loader if renderer.name == "sdxl" else None,
-        poses=loader.pose_library() if renderer.name == "sdxl" and settings.render.ref_guided else None,
+        poses=loader.pose_library() if sdxl_ref_guided else None,
+        modes_off=modes_off,
     )

@@ -36,6 +36,19 @@ DRAFT_ADAPTER = "draft"
 class ModelLoadError(EngineError):
     """A model could not be loaded; the message names the config key and the path or id."""
 
+    def __init__(self, message: str, *, key: str = "", value: str = "") -> None:
+        super().__init__(message)
+        self.key = key  # the config key whose weights did not load, e.g. "engine.controlnet"
+        self.value = value
+
+    @property
+    def weights(self) -> str:
+        """The weights that did not load, short enough for a chat reply: key and the path's last part."""
+        if not self.key:
+            return ""
+        name = Path(self.value).name if self.value else ""
+        return f"{self.key} = {name}" if name else self.key
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -72,7 +85,7 @@ def local_or_hub(key: str, value: str) -> str:
     if path.exists():
         return str(path)
     if value.startswith(("/", "./", "../", "~")) or value.endswith(".safetensors"):
-        raise ModelLoadError(f"{key}: path not found: {value}")
+        raise ModelLoadError(f"{key}: path not found: {value}", key=key, value=value)
     return value
 
 
@@ -111,7 +124,7 @@ class ModelLoader:
         except ModelLoadError:
             raise
         except Exception as exc:  # re-raised with the key and path a person can act on
-            raise ModelLoadError(_load_failure(key, value, source, exc)) from exc
+            raise ModelLoadError(_load_failure(key, value, source, exc), key=key, value=value) from exc
         self.loads += 1
         self.sources[key] = source
         log.info("loaded %s from %s in %.2fs", key, source, time.perf_counter() - started)
@@ -240,12 +253,22 @@ class ModelLoader:
             "engine.controlnet", s.controlnet, lambda src: ControlNetModel.from_pretrained(src, dtype=runtime.dtype)
         ).to(runtime.device)
         simple = _UnetState.capture(base.unet)
+        extras = {name: getattr(base, name, None) for name in ("image_encoder", "feature_extractor")}
 
         def load_ip_adapter(source: str) -> None:
+            if Path(source).is_dir():
+                _check_ip_adapter_folder(Path(source), s.ip_adapter_subfolder, s.ip_adapter_weight, s.image_encoder)
             base.load_ip_adapter(source, subfolder=s.ip_adapter_subfolder, weight_name=s.ip_adapter_weight,
                                  image_encoder_folder=s.image_encoder)
 
-        self._load("engine.ip_adapter", s.ip_adapter, load_ip_adapter)
+        try:
+            self._load("engine.ip_adapter", s.ip_adapter, load_ip_adapter)
+        except ModelLoadError:
+            # diffusers registers the image encoder before it patches the UNet: undo whatever got
+            # done, so simple mode is left exactly as it was (engine.ref_guided = "auto" goes on without it)
+            simple.apply(base.unet)
+            base.register_modules(**extras)
+            raise
         base.image_encoder.to(device=runtime.device, dtype=runtime.dtype)
         base.set_ip_adapter_scale(s.ip_adapter_scale)
         guided = _UnetState.capture(base.unet)
@@ -354,6 +377,31 @@ class RefGuided:
         if mode != self.mode:
             (self.guided if mode == "ref-guided" else self.simple).apply(self.unet)
             self.mode = mode
+
+
+def _check_ip_adapter_folder(root: Path, subfolder: str, weight_name: str, image_encoder: str) -> None:
+    """A local IP-Adapter folder holds the weights file and the image encoder where the settings
+    say; otherwise name the file, the folder looked in and the setting that points there."""
+    folder = root / subfolder if subfolder else root
+    weights = folder / weight_name
+    if not weights.is_file():
+        if subfolder and (root / weight_name).is_file():
+            hint = "; it is at the folder's root: set engine.ip_adapter_subfolder = \"\" (--ip-adapter-subfolder '')"
+        elif folder.is_dir():
+            files = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+            hint = f"; weights files there: {', '.join(files)}" if files else "; it holds no .safetensors or .bin file"
+        else:
+            hint = f"; {root} has no folder {subfolder!r}"
+        raise ModelLoadError(
+            f"engine.ip_adapter: no weights file {weight_name} (engine.ip_adapter_weight) in {folder} "
+            f"(engine.ip_adapter_subfolder = {subfolder!r}){hint}", key="engine.ip_adapter", value=str(root))
+    # diffusers' rule: an image_encoder without "/" is under the subfolder, one with "/" is from the root
+    encoder = root / image_encoder if "/" in image_encoder else folder / image_encoder
+    if not (encoder / "config.json").is_file():
+        raise ModelLoadError(
+            f"engine.image_encoder: no image encoder (config.json) in {encoder} "
+            f"(engine.image_encoder = {image_encoder!r}, engine.ip_adapter_subfolder = {subfolder!r})",
+            key="engine.image_encoder", value=str(encoder))
 
 
 def _read_reference_images(folder_value: str) -> list[Image.Image]:

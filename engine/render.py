@@ -45,8 +45,21 @@ class FrameRequest:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
 
 
+@dataclass(frozen=True)
+class ModeOff:
+    """Why a render mode is not loaded: switched off in config, or its weights did not load."""
+
+    mode: str
+    weights: str = ""  # the weights that did not load ("engine.controlnet = name"); "" = switched off
+
+    def describe(self) -> str:
+        if self.weights:
+            return f"{self.mode} mode is not available: its weights did not load ({self.weights})"
+        return f"{self.mode} mode is switched off (engine.ref_guided = false)"
+
+
 class Renderer(Protocol):
-    """Renders a batch of frames, one seed each; each frame reproducible on its own."""
+    """Renders a batch of frames, one seed each, so any frame can be redrawn on its own."""
 
     name: str
     batch_size: int

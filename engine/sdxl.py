@@ -139,7 +139,7 @@ class SdxlRenderer:
         if not all(guided) or any(r.control_image is None for r in requests):
             raise ValueError("a ref-guided batch needs a reference and a pose image for every frame")
         if self.ref_guided is None:
-            raise ValueError("ref-guided mode is not loaded (engine.ref_guided = false)")
+            raise ValueError("ref-guided mode is not loaded in this renderer")
         self.ref_guided.use("ref-guided")
         start, end = self.control_guidance
         return self.ref_guided.pipe, {

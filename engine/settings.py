@@ -92,10 +92,12 @@ class RenderSettings(_Section):
     draft_steps: int = Field(default=4, ge=1, le=16)
     draft_guidance: float = Field(default=0.0, ge=0.0, le=20.0)
     # Ref-guided mode: frame 1 is the reference (IP-Adapter), each shot's pose drives ControlNet-OpenPose.
-    ref_guided: bool = True  # load its components at start-up with SDXL (ControlNet + IP-Adapter)
+    # with SDXL, load its ControlNet + IP-Adapter at start-up: "auto" when their weights resolve
+    # (else ref-guided is off, and says why), true: they must load, false: never
+    ref_guided: Literal["auto"] | bool = "auto"
     controlnet: str = "xinsir/controlnet-openpose-sdxl-1.0"
     ip_adapter: str = "h94/IP-Adapter"
-    ip_adapter_subfolder: str = "sdxl_models"
+    ip_adapter_subfolder: str = "sdxl_models"  # "" = the weights file is at the folder's root
     ip_adapter_weight: str = "ip-adapter_sdxl.safetensors"  # or "ip-adapter-plus-face_sdxl_vit-h.safetensors"
     image_encoder: str = "image_encoder"  # folder under the subfolder, or a path with "/" from the repo root
     ip_adapter_scale: float = Field(default=0.5, ge=0.0, le=1.0)

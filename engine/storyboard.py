@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -32,7 +32,7 @@ from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
 from engine.plan import Planner, PlanResult
 from engine.poses import PoseLibrary, PoseTemplate, pose_image
 from engine.prompts import Prompt, build_prompt
-from engine.render import FrameRequest, Renderer
+from engine.render import FrameRequest, ModeOff, Renderer
 from engine.settings import EngineSettings
 from engine.shots import Shot, ShotList
 from engine.validate import Attempt, RetryPolicy, Validator
@@ -234,6 +234,7 @@ class StoryEngine:
         reasons: Mapping[str, str] | None = None,
         models: ModelInfo | None = None,
         poses: PoseLibrary | None = None,
+        modes_off: Sequence[ModeOff] = (),
     ) -> None:
         self.planner = planner
         self.poses = poses or PoseLibrary()
@@ -242,10 +243,17 @@ class StoryEngine:
         self.settings = settings
         self.reasons = dict(reasons or {})
         self.models = models
+        self._modes_off = {off.mode: off for off in modes_off}
         validation = settings.validation
         self.policy = RetryPolicy(validation.threshold, validation.max_retries, validation.copy_ceiling,
                                   validation.face_threshold)
         self.config_hash = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+
+    def mode_off(self, mode: str) -> ModeOff | None:
+        """Why this engine cannot draw ``mode``, or None when it can."""
+        if mode in self.renderer.modes:
+            return None
+        return self._modes_off.get(mode, ModeOff(mode))
 
     def run(
         self,
@@ -301,8 +309,9 @@ class StoryEngine:
             raise InvalidRequest("story is empty")
         if request.mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
-        if request.mode not in self.renderer.modes:
-            raise InvalidRequest(f"{request.mode} mode is not loaded (engine.ref_guided = false)")
+        off = self.mode_off(request.mode)
+        if off is not None:
+            raise InvalidRequest(off.describe())
         if request.frames is not None and not 1 <= request.frames <= MAX_FRAMES:
             raise InvalidRequest(f"frames must be within 1..{MAX_FRAMES}, got {request.frames}")
         if request.seed < 0:

@@ -15,6 +15,7 @@ from bot.errors import BadRequest, RetryLater
 from bot.messages import CATALOGUE, LANGS, resolve_language, text
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.store import Store
+from engine.render import ModeOff
 
 ALICE = Requester(platform="console", user_id="alice", chat_id="c1", display_name="Alice")
 BOB = Requester(platform="console", user_id="bob", chat_id="c2", display_name="Bob")
@@ -218,3 +219,49 @@ async def test_a_redelivered_chat_message_is_one_job_not_two(make_config):
     assert len({first.job_id, other.job_id, plain.job_id}) == 3
     assert await db_rows(config, "SELECT id, source_ref FROM jobs ORDER BY id") == [
         (first.job_id, "55:1001"), (other.job_id, "55:1002"), (plain.job_id, None)]
+
+
+# -- render modes the engine cannot draw -------------------------------------------------------------
+
+MISSING = {"ref-guided": ModeOff("ref-guided", weights="engine.controlnet = controlnet-openpose-sdxl-1.0")}
+
+
+@pytest.fixture
+async def simple_only(make_config):
+    """A bot whose SDXL engine has no ref-guided weights (engine.ref_guided = "auto", offline)."""
+    config = make_config()
+    store = await Store.open(config.storage.database)
+    yield StoryService(store, config, modes_off=MISSING)
+    await store.close()
+
+
+async def test_a_mode_whose_weights_are_missing_is_refused_at_once_naming_them(simple_only):
+    with pytest.raises(BadRequest) as err:
+        await submit(simple_only, mode="ref-guided")
+    assert err.value.message("en") == (
+        "The ref-guided mode is not available on this bot: its weights did not load "
+        "(engine.controlnet = controlnet-openpose-sdxl-1.0). Please use the simple mode.")
+    assert "engine.controlnet" in err.value.message("kk")
+    assert await simple_only.store.count_jobs() == 0
+    assert (await submit(simple_only, mode="simple")).job_id
+
+
+async def test_a_mode_switched_off_in_config_says_so(make_config):
+    config = make_config(story={"default_mode": "ref-guided"})
+    store = await Store.open(config.storage.database)
+    service = StoryService(store, config, modes_off={"ref-guided": ModeOff("ref-guided")})
+    with pytest.raises(BadRequest) as err:
+        await submit(service)  # the server's default mode counts as asked for
+    assert err.value.message("en") == "The ref-guided mode is switched off on this bot. Please use the simple mode."
+    await store.close()
+
+
+async def test_regenerating_a_board_in_a_mode_now_missing_is_refused(simple_only, make_config):
+    before = StoryService(simple_only.store, make_config())  # the same database, when ref-guided still loaded
+    job_id = (await submit(before, mode="ref-guided")).job_id
+    job = await simple_only.store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
+    assert job.id == job_id
+    await simple_only.store.finish(job_id, "w", title="t", grid_path="g.png", report_path="r.json", frames=[])
+    with pytest.raises(BadRequest, match="err_mode_weights_missing"):
+        await simple_only.regenerate(ALICE, job_id)
+    assert await simple_only.store.count_jobs() == 1

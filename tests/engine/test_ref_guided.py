@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from engine.backends import build_engine
+from engine.errors import InvalidRequest
+from engine.models import ModelLoadError
 from engine.settings import EngineSettings, RenderSettings
 from engine.storyboard import BoardRequest
+from tests.reproducibility import assert_other_picture
+from tests.tiny_models import build_tiny_ip_adapter
 
 STORY = (
     "Aldar Kose arrives at a busy bazaar with an empty pot. A greedy merchant laughs at his coat. "
@@ -69,6 +75,7 @@ def test_simple_boards_are_bit_identical_with_ref_guided_loaded(both_modes, tiny
     both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=1), tmp_path / "warm")  # switch modes
     both_modes.run(BoardRequest(STORY, mode="simple", frames=4, seed=5), tmp_path / "with")
     simple_only.run(BoardRequest(STORY, mode="simple", frames=4, seed=5), tmp_path / "without")
+    # byte for byte: the same request draws the same batches, and loading ref-guided changes no weight
     for with_rg, without_rg in zip(frames(tmp_path / "with", 4), frames(tmp_path / "without", 4), strict=True):
         assert np.array_equal(with_rg, without_rg)
 
@@ -77,14 +84,91 @@ def test_ref_guided_frames_differ_from_simple_ones(both_modes, tmp_path):
     both_modes.run(BoardRequest(STORY, mode="simple", frames=3, seed=2), tmp_path / "simple")
     both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2), tmp_path / "guided")
     simple, guided = frames(tmp_path / "simple", 3), frames(tmp_path / "guided", 3)
-    assert np.array_equal(simple[0], guided[0])  # frame 1 is the same simple-mode reference
-    assert not np.array_equal(simple[1], guided[1])  # later frames are steered by pose and reference
+    # byte for byte: frame 1, the reference, is drawn alone in simple mode whatever the board's mode
+    assert np.array_equal(simple[0], guided[0])
+    assert_other_picture(simple[1], guided[1])  # later frames are steered by pose and reference
 
 
-def test_ref_guided_needs_its_components(tiny_sdxl_dir, tmp_path):
+# -- engine.ref_guided: "auto" (the default), true, false -------------------------------------------
+
+
+def test_switched_off_it_loads_nothing_and_says_so(tiny_sdxl_dir, tmp_path):
     simple_only = build_engine(settings(tiny_sdxl_dir, ref_guided=False))
-    with pytest.raises(ValueError, match="ref-guided mode is not loaded"):
+    assert simple_only.models.loads == 1 and "engine.controlnet" not in simple_only.models.sources
+    assert simple_only.reasons["ref_guided"] == "off (configured: engine.ref_guided = false)"
+    with pytest.raises(InvalidRequest, match=r"ref-guided mode is switched off \(engine.ref_guided = false\)"):
         simple_only.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "b")
+
+
+def test_auto_is_the_default_and_loads_what_resolves(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir):
+    assert RenderSettings().ref_guided == "auto"
+    engine = build_engine(settings(tiny_sdxl_dir, controlnet=str(tiny_controlnet_dir),
+                                   ip_adapter=str(tiny_ip_adapter_dir)))
+    assert engine.renderer.modes == ("simple", "ref-guided") and engine.mode_off("ref-guided") is None
+    assert engine.reasons["ref_guided"] == "on (auto: its weights loaded)"
+
+
+def test_auto_without_its_weights_draws_simple_boards_and_names_what_is_missing(tiny_sdxl_dir, tmp_path):
+    # the default hub ids, offline: the ControlNet cannot resolve
+    engine = build_engine(settings(tiny_sdxl_dir))
+    off = engine.mode_off("ref-guided")
+    assert off is not None and off.weights == "engine.controlnet = controlnet-openpose-sdxl-1.0"
+    assert engine.reasons["ref_guided"].startswith("off (auto: its weights did not load (engine.controlnet = ")
+    engine.run(BoardRequest(STORY, mode="simple", frames=2, seed=1), tmp_path / "simple")
+    assert (tmp_path / "simple" / "report.json").is_file()
+    with pytest.raises(InvalidRequest, match=r"its weights did not load \(engine.controlnet = "):
+        engine.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "guided")
+
+
+def test_true_without_its_weights_stops_start_up(tiny_sdxl_dir):
+    with pytest.raises(ModelLoadError, match="engine.controlnet = 'xinsir/controlnet-openpose-sdxl-1.0'"):
+        build_engine(settings(tiny_sdxl_dir, ref_guided=True))
+
+
+def test_a_half_loaded_ip_adapter_leaves_simple_mode_exactly_as_it_was(
+        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path):
+    """diffusers registers the image encoder, then fails patching the UNet: auto undoes both."""
+    broken = tmp_path / "broken_ip_adapter"
+    shutil.copytree(tiny_ip_adapter_dir, broken)
+    weights = broken / "sdxl_models" / "ip-adapter_sdxl.safetensors"
+    tensors = load_file(weights)
+    tensors["ip_adapter.1.to_k_ip.weight"] = tensors["ip_adapter.1.to_k_ip.weight"][:, :5].contiguous()  # wrong shape
+    save_file(tensors, weights)
+    engine = build_engine(settings(tiny_sdxl_dir, controlnet=str(tiny_controlnet_dir), ip_adapter=str(broken)))
+    assert engine.mode_off("ref-guided").weights == "engine.ip_adapter = broken_ip_adapter"
+    assert engine.renderer.pipe.image_encoder is None
+    never = build_engine(settings(tiny_sdxl_dir, ref_guided=False))
+    engine.run(BoardRequest(STORY, mode="simple", frames=3, seed=4), tmp_path / "after")
+    never.run(BoardRequest(STORY, mode="simple", frames=3, seed=4), tmp_path / "never")
+    for after, clean in zip(frames(tmp_path / "after", 3), frames(tmp_path / "never", 3), strict=True):
+        assert np.array_equal(after, clean)  # byte for byte: the same request and batches, the same weights
+
+
+def test_a_flat_ip_adapter_folder_loads_with_an_empty_subfolder(tiny_sdxl_dir, tiny_controlnet_dir, tmp_path):
+    flat = build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path / "flat", subfolder="")
+    assert (flat / "ip-adapter_sdxl.safetensors").is_file() and (flat / "image_encoder").is_dir()
+    engine = build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                                   ip_adapter=str(flat), ip_adapter_subfolder=""))
+    engine.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))["mode"] == "ref-guided"
+
+
+def test_a_flat_folder_with_the_default_subfolder_names_the_file_the_folder_and_the_fix(
+        tiny_sdxl_dir, tiny_controlnet_dir, tmp_path):
+    flat = build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path / "flat", subfolder="")
+    with pytest.raises(ModelLoadError) as caught:
+        build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                              ip_adapter=str(flat)))
+    message = str(caught.value)
+    assert f"no weights file ip-adapter_sdxl.safetensors (engine.ip_adapter_weight) in {flat / 'sdxl_models'}" in message
+    assert "engine.ip_adapter_subfolder = 'sdxl_models'" in message and "--ip-adapter-subfolder ''" in message
+
+
+def test_a_missing_image_encoder_is_named_with_the_folder_it_was_looked_for_in(
+        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match=r"engine.image_encoder: no image encoder \(config.json\) in .*encoders"):
+        build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                              ip_adapter=str(tiny_ip_adapter_dir), image_encoder="encoders"))
 
 
 @pytest.mark.gpu
@@ -118,13 +202,11 @@ def test_configured_pictures_can_feed_ip_adapter(tiny_sdxl_dir, tiny_controlnet_
     report = json.loads((tmp_path / source / "report.json").read_text(encoding="utf-8"))
     assert report["ref_guided"]["ip_adapter_reference"] == source
     ours, theirs = frames(tmp_path / source, 3), frames(tmp_path / "frame1", 3)
-    assert np.array_equal(ours[0], theirs[0])  # frame 1 is drawn in simple mode either way
-    assert not np.array_equal(ours[1], theirs[1])  # the IP-Adapter saw other pictures
+    assert np.array_equal(ours[0], theirs[0])  # byte for byte: frame 1 is drawn alone in simple mode either way
+    assert_other_picture(ours[1], theirs[1])  # the IP-Adapter saw other pictures
 
 
 def test_pictures_for_ip_adapter_must_exist(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir):
-    from engine.models import ModelLoadError
-
     with pytest.raises(ModelLoadError, match="ip_adapter_reference = 'images' needs pictures"):
         build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
                               ip_adapter=str(tiny_ip_adapter_dir), ip_adapter_reference="images"))
