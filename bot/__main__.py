@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from bot.config import CONFIG_ENV, AppConfig, ConfigError, load_config, with_overrides
+from bot.errors import StoryError
 from bot.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
@@ -37,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration: config.toml (or --config / $ALDAR_CONFIG); overrides as ALDAR__SECTION__KEY=value; "
         "secrets only from OPENAI_API_KEY, DISCORD_TOKEN, TELEGRAM_TOKEN, REDIS_URL.",
     )
-    parser.add_argument("--config", type=Path, help="config file (default: ./config.toml, else built-in defaults)")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override [logging] level")
+    _global_args(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start the bot (console adapter when no chat token is set)")
@@ -72,7 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--planner", choices=["auto", "openai", "offline"], help="planner.backend (default from config)")
     plan.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
     add_train_commands(commands)
+    for command in commands.choices.values():
+        # accepted after the command too (`run --config prod.toml`); SUPPRESS keeps a value given before it
+        _global_args(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _global_args(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("--config", type=Path, default=default,
+                        help="config file (default: $ALDAR_CONFIG, else ./config.toml, else built-in defaults)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=default,
+                        help="override [logging] level")
 
 
 def _engine_args(parser: argparse.ArgumentParser) -> None:
@@ -166,13 +176,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
+    from bot.service import StoryRules
     from engine.backends import build_planner
 
     if args.planner:
         config = with_overrides(config, "planner", {"backend": args.planner})
+    rules = StoryRules(config.story)
+    try:  # the same rules as `story` and the chats
+        story = rules.check_text(_story_text(args, parser))
+        frames = rules.check_frames(args.frames) if args.frames is not None else None
+        seed = rules.check_seed(args.seed)
+    except StoryError as exc:
+        print(f"error: {exc.message(config.console.language)}", file=sys.stderr)
+        return 1
     try:
         planner, choice = build_planner(config.engine_settings(), openai_api_key=config.secrets.openai_key())
-        result = planner.make_plan(_story_text(args, parser), shots=args.frames, seed=args.seed)
+        result = planner.make_plan(story, shots=frames, seed=seed)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -201,7 +220,6 @@ def plan_table(plan, planner: str) -> str:
 
 def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
     from bot.app import run_story
-    from bot.errors import StoryError
     from bot.service import StoryOptions
 
     options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed)

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from bot.__main__ import build_parser
+from bot.messages import text
 from tests.helpers import count_panels
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def bot(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 120,
-        env: dict[str, str] | None = None):
+        env: dict[str, str] | None = None, cwd: Path = REPO):
+    """``python -m bot ARGS`` in a fresh process; from another ``cwd`` it sees no config.toml (the embedded defaults)."""
     argv = [sys.executable, "-m", "bot", *(["--config", str(config)] if config else []), *args]
-    return subprocess.run(argv, cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env=_env(**(env or {})))
+    return subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env=_env(PYTHONPATH=str(REPO), **(env or {})))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -71,7 +74,45 @@ def test_plan_prints_the_shot_list_as_json(stories):
 def test_plan_refuses_an_empty_story():
     result = bot("plan", "   ")
     assert result.returncode == 1
-    assert "story is empty" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {text('err_empty', 'en')}"
+
+
+@pytest.mark.parametrize("command", ["plan", "story"])
+def test_plan_and_story_apply_the_same_story_rules_as_the_chats(tmp_path, command):
+    config = write_config(tmp_path, story={"max_chars": 40, "banned_terms": ["darkword"]})
+    story = "Aldar Kose rides across the steppe to the bazaar at dawn"
+    too_long = bot(command, story, config=config)
+    assert too_long.returncode == 1
+    assert too_long.stderr.strip().endswith(f"error: {text('err_too_long', 'en', length=len(story), max=40)}")
+    banned = bot(command, "Aldar Kose and the DARKWORD", config=config)
+    assert banned.returncode == 1 and banned.stderr.strip().endswith(f"error: {text('err_banned_terms', 'en')}")
+    frames = bot(command, "Aldar Kose rides", "--frames", "40", config=config)
+    assert frames.returncode == 1
+    assert frames.stderr.strip().endswith(
+        f"error: {text('err_bad_option', 'en', option='--frames', allowed='1..12')}")
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "{config}", "run"], ["run", "--config", "{config}"],
+    ["--config", "{config}", "story", "Aldar Kose rides"], ["story", "--config", "{config}", "Aldar Kose rides"],
+    ["plan", "Aldar Kose rides", "--config", "{config}"], ["worker", "--config", "{config}"],
+])
+def test_config_is_read_before_or_after_the_command(tmp_path, argv):
+    config = write_config(tmp_path, story={"default_frames": 40})
+    result = bot(*[arg.format(config=config) for arg in argv], stdin="")
+    assert result.returncode == 2
+    assert f"invalid configuration ({config})" in result.stderr and "story.default_frames = 40" in result.stderr
+
+
+def test_log_level_is_read_after_the_command_and_wins_there():
+    parser = build_parser()
+    assert parser.parse_args(["run", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "ERROR", "run"]).log_level == "ERROR"
+    assert parser.parse_args(["--log-level", "ERROR", "plan", "x", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    args = parser.parse_args(["run"])
+    assert (args.config, args.log_level) == (None, None)
+    assert parser.parse_args(["--config", "a.toml", "story", "x"]).config == Path("a.toml")
 
 
 def test_story_writes_a_board_and_prints_its_folder(tmp_path):
@@ -181,6 +222,45 @@ def test_story_with_the_sdxl_flags_loads_any_diffusers_folder(tmp_path, tiny_sdx
 
     assert Image.open(out / "frame_01.png").size == (64, 72)
     assert "renderer=sdxl (configured: engine.renderer = sdxl; weights loaded)" in result.stderr
+
+
+def test_the_default_config_draws_a_simple_sdxl_board_offline_and_refuses_ref_guided_clearly(
+        tmp_path, tiny_sdxl_dir, tiny_lora_file, tiny_clip_dir):
+    """No config file and no ref-guided weights: ``engine.ref_guided = "auto"`` leaves it off."""
+    flags = ["--renderer", "sdxl", "--base-model", str(tiny_sdxl_dir), "--lora", str(tiny_lora_file),
+             "--clip-model", str(tiny_clip_dir), "--steps", "2", "--size", "64x64", "--frames", "2", "--seed", "3"]
+    simple = bot("story", "Aldar Kose rides his horse across the steppe", *flags, "--out", str(tmp_path / "b"),
+                 cwd=tmp_path)
+    assert simple.returncode == 0, simple.stderr
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
+    assert (report["mode"], report["renderer"], report["validator"]) == ("simple", "sdxl", "clip+face")
+    assert "ref-guided=off (auto: its weights did not load (engine.controlnet = 'xinsir/" in simple.stderr
+    guided = bot("story", "Aldar Kose rides his horse across the steppe", *flags, "--mode", "ref-guided",
+                 "--out", str(tmp_path / "g"), cwd=tmp_path)
+    assert guided.returncode == 1
+    assert guided.stderr.strip().endswith("error: " + text(
+        "err_mode_weights_missing", "en", mode="ref-guided", weights="engine.controlnet = controlnet-openpose-sdxl-1.0"))
+    assert "Traceback" not in guided.stderr and not (tmp_path / "g").exists()
+
+
+def test_a_flat_ip_adapter_folder_loads_with_an_empty_subfolder_flag(
+        tmp_path, tiny_sdxl_dir, tiny_controlnet_dir):
+    from tests.tiny_models import build_tiny_ip_adapter
+
+    flat = build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path / "ip-adapter", subfolder="")
+    flags = ["--renderer", "sdxl", "--base-model", str(tiny_sdxl_dir), "--clip-model", "", "--steps", "2",
+             "--size", "64x64", "--frames", "2", "--controlnet", str(tiny_controlnet_dir), "--ip-adapter", str(flat)]
+    config = write_config(tmp_path, engine={"ref_guided": True}, validation={"face_check": False})
+    wrong = bot("story", "Aldar Kose rides", *flags, "--mode", "ref-guided", config=config)
+    assert wrong.returncode == 2
+    assert f"no weights file ip-adapter_sdxl.safetensors (engine.ip_adapter_weight) in {flat / 'sdxl_models'}" \
+        in wrong.stderr and "--ip-adapter-subfolder ''" in wrong.stderr
+    right = bot("story", "Aldar Kose rides", *flags, "--ip-adapter-subfolder", "", "--mode", "ref-guided",
+                "--out", str(tmp_path / "b"), config=config)
+    assert right.returncode == 0, right.stderr
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
+    assert report["mode"] == "ref-guided" and report["models"]["sources"]["engine.ip_adapter"] == str(flat)
+    assert "ref-guided=on (configured: engine.ref_guided = true)" in right.stderr
 
 
 def test_a_missing_base_model_stops_start_up_with_the_key(tmp_path):
