@@ -589,11 +589,15 @@ class Store:
     async def job_by_source(self, platform: str, source_ref: str) -> Job | None:
         return await self._one(Job, "SELECT * FROM jobs WHERE platform = ? AND source_ref = ?", (platform, source_ref))
 
-    async def mark_sending(self, delivery_id: int) -> None:
-        """Just before the post: if the process dies now, the next start knows the post may be out."""
+    async def mark_sending(self, delivery_id: int) -> bool:
+        """Take the post, just before it is sent: False when it is already sent or being sent. If the
+        process dies now, the mark stays, and the next start knows the post may be out."""
         async with self._write():
-            await self._conn.execute("UPDATE deliveries SET sending_since = ? WHERE id = ? AND status = 'pending'",
-                                     (self._clock(), delivery_id))
+            cursor = await self._conn.execute(
+                """UPDATE deliveries SET sending_since = ?
+                   WHERE id = ? AND status = 'pending' AND sending_since IS NULL""",
+                (self._clock(), delivery_id))
+        return cursor.rowcount == 1
 
     async def mark_interrupted(self, delivery_id: int) -> None:
         """A pending delivery found mid-send at start-up: count it and clear the mark before the re-send."""

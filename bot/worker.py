@@ -131,7 +131,7 @@ class Worker:
     async def start_up(self) -> None:
         """After a restart: give up on jobs that keep killing workers, post undelivered results."""
         await self._fail_exhausted()
-        await self.deliver_pending()
+        await self.deliver_pending(after_restart=True)
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
         """Process jobs until ``stop`` is set (or, in burst mode, until the queue is empty),
@@ -388,10 +388,14 @@ class Worker:
         self._last_delivery_retry = now
         await self.deliver_pending()
 
-    async def deliver_pending(self) -> int:
+    async def deliver_pending(self, *, after_restart: bool = False) -> int:
+        """Post the results still waiting. A post marked as being sent is one this process is making
+        right now, unless the process has just started: then the last one died during that post."""
         pending = await self.store.pending_deliveries()
         for delivery in pending:
-            if delivery.sending_since is not None:  # the process died during the post: it may be out already
+            if delivery.sending_since is not None:
+                if not after_restart:
+                    continue  # a job of this process is posting it
                 log.warning("job %d: the last delivery was cut off mid-send; posting again (the chat may show it "
                             "twice)", delivery.job_id)
                 await self.store.mark_interrupted(delivery.id)
@@ -402,25 +406,30 @@ class Worker:
         return len(pending)
 
     async def _deliver(self, delivery: Delivery) -> None:
-        job = await self.store.get_job(delivery.job_id)
-        frames = await self.store.frames(job.id)
-        owner = await self.store.user_by_id(job.user_id)
-        payload = BoardDelivery(
-            job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
-            title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
-            grid_path=Path(job.grid_path), report_path=Path(job.report_path),
-            frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
-            owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
-        )
-        await self.store.mark_sending(delivery.id)
+        # The mark is the claim: a job finishing and an idle retry may both reach one delivery.
+        if not await self.store.mark_sending(delivery.id):
+            log.debug("job %d: its result is already posted or being posted", delivery.job_id)
+            return
         started = time.perf_counter()
-        try:
-            await self.gateway.deliver(payload)
+        try:  # a failure anywhere clears the mark, so the idle retry posts it later
+            await self.gateway.deliver(await self._board_delivery(delivery))
         except Exception as exc:
-            log.error("job %d: delivery failed", job.id, exc_info=exc)
+            log.error("job %d: delivery failed", delivery.job_id, exc_info=exc)
             await self.store.record_delivery_error(
                 delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=self.config.queue.delivery_attempts
             )
             return
         self.metrics.delivered(time.perf_counter() - started)
         await self.store.mark_delivered(delivery.id)
+
+    async def _board_delivery(self, delivery: Delivery) -> BoardDelivery:
+        job = await self.store.get_job(delivery.job_id)
+        frames = await self.store.frames(job.id)
+        owner = await self.store.user_by_id(job.user_id)
+        return BoardDelivery(
+            job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
+            title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
+            grid_path=Path(job.grid_path), report_path=Path(job.report_path),
+            frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
+            owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
+        )

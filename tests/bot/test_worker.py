@@ -229,3 +229,45 @@ async def test_a_plain_undelivered_result_is_not_called_interrupted(rig_factory)
     await rig.worker.start_up()
     assert (await rig.store.delivery_for(job_id)).interrupted == 0
     await close(rig)
+
+
+class HeldGateway(RecordingGateway):
+    """Holds every post until released, like a slow chat server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def deliver(self, delivery):
+        self.entered.set()
+        await self.release.wait()
+        await super().deliver(delivery)
+
+
+async def test_an_idle_retry_never_posts_a_board_that_its_job_is_still_posting(rig_factory):
+    gateway = HeldGateway()
+    rig = await rig_factory(gateway=gateway)
+    job_id = await rig.submit(frames=2)
+    job_task = asyncio.create_task(rig.worker.run_once())
+    await asyncio.wait_for(gateway.entered.wait(), timeout=30)
+    # what the idle loop does every queue.delivery_retry_s; a second post would wait on the held chat
+    retry = asyncio.create_task(rig.worker.deliver_pending())
+    await asyncio.wait({retry}, timeout=2)
+    gateway.release.set()
+    await asyncio.wait_for(retry, timeout=30)
+    await asyncio.wait_for(job_task, timeout=30)
+    assert [d.job_id for d in gateway.deliveries] == [job_id]
+    delivery = await rig.store.delivery_for(job_id)
+    assert (delivery.status, delivery.interrupted) == ("sent", 0)
+    await close(rig)
+
+
+async def test_two_retries_at_once_post_a_waiting_board_once(rig_factory):
+    gateway = RecordingGateway(fail_deliveries=1)
+    rig = await rig_factory(gateway=gateway)
+    job_id = await rig.submit(frames=2)
+    await rig.worker.run(burst=True)  # the first post fails: the board waits
+    await asyncio.gather(rig.worker.deliver_pending(), rig.worker.deliver_pending())
+    assert [d.job_id for d in gateway.deliveries] == [job_id]
+    assert (await rig.store.delivery_for(job_id)).status == "sent"
+    await close(rig)
