@@ -261,7 +261,7 @@ class Store:
             f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
             "PRAGMA foreign_keys=ON",
         ):
-            await self._conn.execute(pragma)
+            await self._run(pragma)
 
     async def _migrate(self) -> None:
         async with self._write():
@@ -271,8 +271,8 @@ class Store:
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 log.info("migrating database to schema v%d", number)
                 for statement in _split_sql(script):
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version={number}")
+                    await self._run(statement)
+                await self._run(f"PRAGMA user_version={number}")
 
     async def schema_version(self) -> int:
         return await self._scalar("PRAGMA user_version")
@@ -284,42 +284,44 @@ class Store:
         ROLLBACK queued after it closes it; the next BEGIN never finds a transaction open."""
         async with self._lock:
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await self._run("BEGIN IMMEDIATE")
                 yield
-            except BaseException:
+                await self._run("COMMIT")
+            except BaseException:  # a failed COMMIT too: never leave the transaction open for the next writer
                 await asyncio.shield(self._rollback())
                 raise
-            await self._conn.execute("COMMIT")
 
     async def _rollback(self) -> None:
         try:
-            await self._conn.execute("ROLLBACK")
+            await self._run("ROLLBACK")
         except sqlite3.OperationalError as exc:
             if "no transaction is active" not in str(exc):
                 raise
-            log.debug("nothing to roll back: the BEGIN itself had failed")
+            log.debug("nothing to roll back: the BEGIN had failed, or the COMMIT had gone through")
+
+    async def _run(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[aiosqlite.Row]:
+        """Run one statement to its end in a single call on the connection's thread and return its
+        rows. No statement is left open across an await, a cancelled caller's included, so none can
+        hold back a later COMMIT ("cannot commit transaction - SQL statements in progress")."""
+        return list(await self._conn.execute_fetchall(sql, _params(params)))
 
     async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._conn.execute(sql, _params(params)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
+        rows = await self._run(sql, params)
+        return rows[0][0] if rows else None
 
     async def _one(self, cls: type, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._conn.execute(sql, _params(params)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _row_to(cls, row)
+        rows = await self._run(sql, params)
+        return _row_to(cls, rows[0]) if rows else None
 
     async def _all(self, cls: type, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._conn.execute(sql, _params(params)) as cursor:
-            rows = await cursor.fetchall()
-        return [_row_to(cls, row) for row in rows]
+        return [_row_to(cls, row) for row in await self._run(sql, params)]
 
     # -- users -----------------------------------------------------------------------------
     async def touch_user(self, platform: str, platform_user_id: str, display_name: str, locale: str | None) -> User:
         """Create the user on first sight; refresh name, locale and last_seen after that."""
         now = self._clock()
         async with self._write():
-            await self._conn.execute(
+            await self._run(
                 """
                 INSERT INTO users (platform, platform_user_id, display_name, locale, first_seen, last_seen)
                 VALUES (?, ?, ?, ?, ?, ?)
@@ -342,26 +344,26 @@ class Store:
 
     async def count_refusal(self, user_id: int) -> None:
         async with self._write():
-            await self._conn.execute("UPDATE users SET refusals = refusals + 1 WHERE id = ?", (user_id,))
+            await self._run("UPDATE users SET refusals = refusals + 1 WHERE id = ?", (user_id,))
 
     async def set_banned(self, user_id: int, banned: bool, reason: str | None) -> int:
         """Ban or unban; a ban also cancels the user's queued jobs. Returns how many were cancelled."""
         now = self._clock()
         async with self._write():
-            await self._conn.execute(
+            await self._run(
                 "UPDATE users SET banned = ?, ban_reason = ? WHERE id = ?", (int(banned), reason if banned else None, user_id)
             )
             if not banned:
                 return 0
-            cursor = await self._conn.execute(
+            cancelled = await self._run(
                 """UPDATE jobs SET status = 'cancelled', finished_at = ?, error_type = 'Banned',
-                   error_message = 'user was banned' WHERE user_id = ? AND status = 'queued'""",
+                   error_message = 'user was banned' WHERE user_id = ? AND status = 'queued' RETURNING id""",
                 (now, user_id),
             )
-            await self._conn.execute(
+            await self._run(
                 "UPDATE jobs SET cancel_requested = 1 WHERE user_id = ? AND status = 'running'", (user_id,)
             )
-            return cursor.rowcount
+            return len(cancelled)
 
     # -- jobs --------------------------------------------------------------------------------
     async def enqueue(self, job: NewJob, *, max_queued: int) -> int | None:
@@ -384,19 +386,18 @@ class Store:
             )
             if waiting >= max_queued:
                 return None
-            cursor = await self._conn.execute(
+            job_id = await self._scalar(
                 """
                 INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
                                   story, mode, frames, seed, out_dir, created_at, source_ref)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """,
                 (
                     job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
                     job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now, job.source_ref,
                 ),
             )
-            job_id = cursor.lastrowid
-            await self._conn.execute(
+            await self._run(
                 "UPDATE users SET jobs_submitted = jobs_submitted + 1 WHERE id = ?", (job.user_id,)
             )
         return job_id
@@ -413,14 +414,13 @@ class Store:
         return await self._scalar("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,))
 
     async def count_by_status(self) -> dict[str, int]:
-        async with self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status") as cursor:
-            return {row[0]: row[1] for row in await cursor.fetchall()}
+        return {row[0]: row[1] for row in await self._run("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
 
     async def check_writable(self) -> None:
         """Take the write lock and write (the schema version, unchanged): raises if the database cannot."""
         async with self._write():
             version = await self._scalar("PRAGMA user_version")
-            await self._conn.execute(f"PRAGMA user_version={int(version)}")
+            await self._run(f"PRAGMA user_version={int(version)}")
 
     async def count_user_jobs(self, user_id: int, status: str) -> int:
         return await self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = ?", (user_id, status))
@@ -458,7 +458,7 @@ class Store:
                 },
             )
             if job is not None:
-                await self._conn.execute("UPDATE users SET last_claimed_at = ? WHERE id = ?", (now, job.user_id))
+                await self._run("UPDATE users SET last_claimed_at = ? WHERE id = ?", (now, job.user_id))
         return job
 
     async def fail_exhausted(self, *, max_attempts: int) -> list[Job]:
@@ -491,12 +491,12 @@ class Store:
     async def release(self, job_id: int, worker_id: str) -> bool:
         """Put a running job back in the queue (graceful shutdown); its checkpoints are kept."""
         async with self._write():
-            cursor = await self._conn.execute(
+            released = await self._run(
                 """UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = ? AND status = 'running' AND lease_owner = ?""",
+                   WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING id""",
                 (job_id, worker_id),
             )
-        return cursor.rowcount == 1
+        return len(released) == 1
 
     async def outstanding(self, platform: str) -> int:
         """Jobs still queued or running, plus results not yet delivered, for one platform."""
@@ -508,7 +508,7 @@ class Store:
 
     async def set_status_ref(self, job_id: int, ref: str) -> None:
         async with self._write():
-            await self._conn.execute("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
+            await self._run("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
 
     async def active_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first (the moderators' /queue)."""
@@ -556,7 +556,7 @@ class Store:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(job_id, f.idx, f.path, f.seed, f.prompt, f.attempts, f.identity, int(f.accepted)) for f in frames],
             )
-            await self._conn.execute(
+            await self._run(
                 "INSERT INTO deliveries (job_id, platform, chat_id, created_at) VALUES (?, ?, ?, ?)",
                 (job_id, job.platform, job.chat_id, now),
             )
@@ -568,13 +568,13 @@ class Store:
             raise ValueError(f"status must be failed or cancelled, got {status!r}")
         now = self._clock()
         async with self._write():
-            cursor = await self._conn.execute(
+            ended = await self._run(
                 """UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?,
                           lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = ? AND status = 'running' AND lease_owner = ?""",
+                   WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING id""",
                 (status, now, error_type, error_message[:2000], job_id, worker_id),
             )
-        return cursor.rowcount == 1
+        return len(ended) == 1
 
     async def frames(self, job_id: int) -> list[FrameRow]:
         return await self._all(FrameRow, "SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
@@ -593,38 +593,37 @@ class Store:
         """Take the post, just before it is sent: False when it is already sent or being sent. If the
         process dies now, the mark stays, and the next start knows the post may be out."""
         async with self._write():
-            cursor = await self._conn.execute(
+            taken = await self._run(
                 """UPDATE deliveries SET sending_since = ?
-                   WHERE id = ? AND status = 'pending' AND sending_since IS NULL""",
+                   WHERE id = ? AND status = 'pending' AND sending_since IS NULL RETURNING id""",
                 (self._clock(), delivery_id))
-        return cursor.rowcount == 1
+        return len(taken) == 1
 
     async def mark_interrupted(self, delivery_id: int) -> None:
         """A pending delivery found mid-send at start-up: count it and clear the mark before the re-send."""
         async with self._write():
-            await self._conn.execute(
+            await self._run(
                 """UPDATE deliveries SET interrupted = interrupted + 1, sending_since = NULL
                    WHERE id = ? AND status = 'pending' AND sending_since IS NOT NULL""", (delivery_id,))
 
     async def mark_delivered(self, delivery_id: int) -> None:
         now = self._clock()
         async with self._write():
-            cursor = await self._conn.execute(
+            job_id = await self._scalar(
                 """UPDATE deliveries SET status = 'sent', sent_at = ?, attempts = attempts + 1, sending_since = NULL
                    WHERE id = ? AND status = 'pending' RETURNING job_id""",
                 (now, delivery_id),
             )
-            row = await cursor.fetchone()
-            if row is not None:
-                await self._conn.execute(
+            if job_id is not None:
+                await self._run(
                     """UPDATE users SET boards_delivered = boards_delivered + 1
                        WHERE id = (SELECT user_id FROM jobs WHERE id = ?)""",
-                    (row[0],),
+                    (job_id,),
                 )
 
     async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> None:
         async with self._write():
-            await self._conn.execute(
+            await self._run(
                 """UPDATE deliveries SET attempts = attempts + 1, last_error = ?, sending_since = NULL,
                           status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END
                    WHERE id = ? AND status = 'pending'""",

@@ -216,3 +216,17 @@ async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
         assert (await store.get_job(1)).status_ref == "42:7"
     finally:
         await store.close()
+
+
+async def test_a_commit_that_fails_leaves_no_transaction_open_for_the_next_write(store):
+    alice, _ = await add_user(store, "alice"), await add_user(store, "bob")
+    # a write statement left open on the connection (a RETURNING cursor not read to its end) holds
+    # every COMMIT back, even across a ROLLBACK, until the cursor is closed
+    await store._conn.execute("BEGIN IMMEDIATE")
+    held = await store._conn.execute("UPDATE users SET refusals = refusals RETURNING id")
+    await store._conn.execute("ROLLBACK")
+    with pytest.raises(sqlite3.OperationalError, match="SQL statements in progress"):
+        await store.count_refusal(alice)
+    await held.close()
+    await store.count_refusal(alice)  # the failed write was rolled back: no transaction is left open
+    assert (await store.user_by_id(alice)).refusals == 1
