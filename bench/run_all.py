@@ -144,6 +144,17 @@ BENCHES: tuple[Bench, ...] = (
         story_arg=True,
     ),
     Bench(
+        "seed_drift", (), ("--frames", "4", "--steps", "2"),
+        (
+            Figure("one seed, another batch size or thread count: largest pixel difference",
+                   rf"RESULT seed_drift: max (?P<value>{NUM}) levels", "levels", "<=", "TARGET_MAX_LEVELS"),
+            Figure("one seed, another batch size or thread count: lowest PSNR",
+                   rf"RESULT seed_drift: .*?min PSNR (?P<value>{NUM}) dB", "dB", ">=", "TARGET_MIN_PSNR_DB"),
+            Figure("frame 1 the same bytes at any batch size",
+                   r"RESULT seed_drift: .*frame 1 the same bytes at any batch size: (?P<value>\w+)", "", "==", "yes"),
+        ),
+    ),
+    Bench(
         "train_tiny", (), ("--steps", "8"),
         (Figure("cached / uncached trainer steps per second", rf"ratio cached/uncached: (?P<value>{NUM})x", "x", ">=",
                 "TARGET_RATIO"),),

@@ -31,6 +31,8 @@ REQUIRED = [
     ("engine_tiny", "model loads per warm board"),
     ("ref_guided_tiny", "peak RSS, both modes loaded / simple only"),
     ("train_tiny", "cached / uncached trainer steps per second"),
+    ("seed_drift", "one seed, another batch size or thread count: largest pixel difference"),
+    ("seed_drift", "one seed, another batch size or thread count: lowest PSNR"),
 ]
 SCALE_ROWS = [  # bench/scale_out.py, which needs redis-server (skipped without it)
     ("scale_out", "throughput, 2 arq workers / 1"),
