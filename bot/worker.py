@@ -388,7 +388,7 @@ class Worker:
         self._last_delivery_retry = now
         await self.deliver_pending()
 
-    async def deliver_pending(self, *, after_restart: bool = False) -> int:
+    async def deliver_pending(self, *, after_restart: bool = False) -> None:
         """Post the results still waiting. A post marked as being sent is one this process is making
         right now, unless the process has just started: then the last one died during that post."""
         pending = await self.store.pending_deliveries()
@@ -403,7 +403,6 @@ class Worker:
             else:
                 log.info("job %d: delivering a result left undelivered", delivery.job_id)
             await self._deliver(delivery)
-        return len(pending)
 
     async def _deliver(self, delivery: Delivery) -> None:
         # The mark is the claim: a job finishing and an idle retry may both reach one delivery.

@@ -67,11 +67,12 @@ def choose_renderer(settings: RenderSettings) -> Choice:
     return Choice("sdxl", "auto: CUDA is available")
 
 
-def load_ref_guided(settings: RenderSettings, loader: ModelLoader) -> tuple[RefGuided | None, ModeOff | None, Choice]:
+def load_ref_guided(settings: RenderSettings, loader: ModelLoader) -> tuple[RefGuided | None, ModeOff | None, str]:
     """Ref-guided mode's ControlNet and IP-Adapter per ``engine.ref_guided``: ``true`` must load them
-    (a failure stops start-up), ``"auto"`` loads them when their weights resolve, ``false`` never does."""
+    (a failure stops start-up), ``"auto"`` loads them when their weights resolve, ``false`` never does.
+    Returns the parts (None when off), why it is off, and the reason for the start-up line."""
     if settings.ref_guided is False:
-        return None, ModeOff("ref-guided"), Choice("off", "configured: engine.ref_guided = false")
+        return None, ModeOff("ref-guided"), "configured: engine.ref_guided = false"
     try:
         ref_guided = loader.ref_guided()
     except ModelLoadError as exc:
@@ -79,21 +80,21 @@ def load_ref_guided(settings: RenderSettings, loader: ModelLoader) -> tuple[RefG
             raise
         log.warning("ref-guided mode is off: its weights did not load: %s", exc)
         off = ModeOff("ref-guided", weights=exc.weights or "engine.ref_guided")
-        return None, off, Choice("off", f"auto: its weights did not load ({exc})")
+        return None, off, f"auto: its weights did not load ({exc})"
     loader.pose_library()  # detected poses (pose_source = "detect") are found now, not at the first job
     if settings.ip_adapter_reference != "frame1" and not loader.reference_images():
         raise ModelLoadError(f"engine.ip_adapter_reference = {settings.ip_adapter_reference!r} needs pictures "
                              "in engine.reference_images", key="engine.reference_images")
     how = "configured: engine.ref_guided = true" if settings.ref_guided is True else "auto: its weights loaded"
-    return ref_guided, None, Choice("on", how)
+    return ref_guided, None, how
 
 
 @dataclass(frozen=True)
 class SdxlParts:
     renderer: Renderer
     validator: Validator
-    ref_guided_off: ModeOff | None
-    ref_guided: Choice
+    ref_guided_off: ModeOff | None  # None: ref-guided mode is loaded
+    ref_guided_reason: str
 
 
 def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: bool = False) -> SdxlParts:
@@ -101,7 +102,7 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
     from engine.sdxl import SdxlRenderer
 
     pipe = loader.pipeline()
-    ref_guided, off, choice = load_ref_guided(settings, loader)
+    ref_guided, off, reason = load_ref_guided(settings, loader)
     steps = settings.draft_steps if settings.draft else settings.steps
     guidance = settings.draft_guidance if settings.draft else settings.guidance
     ip_references = loader.reference_images() if ref_guided and settings.ip_adapter_reference != "frame1" else []
@@ -118,7 +119,7 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
         model, processor = loader.clip()
         faces = loader.faces() if face_check else None
         validator = ClipScorer(model, processor, reference_images=loader.reference_images(), faces=faces)
-    return SdxlParts(renderer, validator, off, choice)
+    return SdxlParts(renderer, validator, off, reason)
 
 
 def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None) -> StoryEngine:
@@ -135,7 +136,8 @@ def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None)
             parts = build_sdxl(settings.render, loader, face_check=settings.validation.face_check)
             renderer, validator = parts.renderer, parts.validator
             renderer_choice = Choice("sdxl", f"{renderer_choice.reason}; weights loaded")
-            reasons["ref_guided"] = f"{parts.ref_guided.name} ({parts.ref_guided.reason})"
+            state = "on" if parts.ref_guided_off is None else "off"
+            reasons["ref_guided"] = f"{state} ({parts.ref_guided_reason})"
             if parts.ref_guided_off is not None:
                 modes_off.append(parts.ref_guided_off)
         except ModelLoadError as exc:

@@ -365,8 +365,8 @@ class StoryEngine:
         run = _FrameRun(self, request, out_dir, timings, progress, cancelled, total=len(plan.shots), done=done)
         if todo and todo[0][0].index == 1:
             # Frame 1 is drawn alone, in every mode and at any batch size: it is the identity
-            # reference, and a batch of one is the one batch it is always drawn in, so its bytes
-            # never depend on the board's length, its mode or the validator (README: seeds).
+            # reference, and a batch of one is a batch it can always be drawn in again, so how it
+            # is computed never depends on the mode, the batch size or the validator (README: seeds).
             run.render_group(todo[:1])
             todo = todo[1:]
         if todo:
