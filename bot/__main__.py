@@ -190,7 +190,8 @@ def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config:
         print(f"error: {exc.message(config.console.language)}", file=sys.stderr)
         return 1
     try:
-        planner, choice = build_planner(config.engine_settings(), openai_api_key=config.secrets.openai_key())
+        planner, choice = build_planner(config.engine_settings(), openai_api_key=config.secrets.openai_key(),
+                                        banned=rules.banned)
         result = planner.make_plan(story, shots=frames, seed=seed)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.store import Store
 from bot.worker import Worker, supervise
 from engine.backends import build_engine
+from engine.moderation import TermFilter
 from engine.storyboard import StoryEngine
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ def _build_port(config: AppConfig, executor: ThreadPoolExecutor) -> tuple[StoryE
     if config.engine.backend == "arq":
         from bot.remote import ArqEngine
 
-        return None, ArqEngine(config.arq, config.redis_url())
-    engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key())
+        return None, ArqEngine(config.arq, config.redis_url(), config.engine_settings())
+    engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key(),
+                          banned=TermFilter(config.story.banned_terms))  # the LLM's plan meets the story's rule
     return engine, LocalEngine(engine, executor)
 
 

@@ -38,6 +38,7 @@ from bot.logs import job_context
 from bot.remote import REDIS_DOWN, connect, health_key, progress_channel
 from engine.backends import build_engine
 from engine.errors import Cancelled
+from engine.moderation import TermFilter
 from engine.storyboard import ProgressEvent, StoryEngine
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class RenderWorker:
         if self.engine is None:  # a reconnect after an outage reuses the models
             loop = asyncio.get_running_loop()
             settings = self.config.engine_settings()
+            banned = TermFilter(self.config.story.banned_terms)  # the LLM's plan meets the bot's rule here too
             self.engine = await loop.run_in_executor(
-                self.executor, lambda: build_engine(settings, openai_api_key=self.config.secrets.openai_key()))
+                self.executor,
+                lambda: build_engine(settings, openai_api_key=self.config.secrets.openai_key(), banned=banned))
         log.info("worker %s ready: planner=%s, renderer=%s (%s)", self.name, self.engine.planner.name,
                  self.engine.renderer.name, self.engine.reasons.get("renderer", ""))
 

@@ -11,7 +11,7 @@ import logging
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
 from bot.messages import Lang, resolve_language, text
 from bot.queue import round_robin_order
+from engine.moderation import TermFilter, strip_bidi
 from bot.store import Job, NewJob, Store, User
 from engine.render import ModeOff
 
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 MODES = ("simple", "ref-guided")
 MAX_FRAMES = 12
 MAX_SEED = 2**32 - 1
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _ALLOWED_CONTROLS = set("\n\r\t")
 
 
@@ -121,29 +121,16 @@ def _shorten(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def normalise_for_matching(value: str) -> str:
-    """NFKC, zero-width characters removed, case-folded, whitespace collapsed."""
-    value = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH).casefold()
-    return " ".join(value.split())
-
-
-def compile_banned_terms(terms: Sequence[str]) -> re.Pattern[str] | None:
-    cleaned = sorted({normalise_for_matching(t) for t in terms if t.strip()}, key=len, reverse=True)
-    if not cleaned:
-        return None
-    return re.compile("|".join(rf"(?<!\w){re.escape(term)}(?!\w)" for term in cleaned))
-
-
 class StoryRules:
     """The rules every story meets wherever it comes from: a chat, the console, ``story`` or ``plan``."""
 
     def __init__(self, settings: StorySettings) -> None:
         self.settings = settings
-        self._banned = compile_banned_terms(settings.banned_terms)
+        self.banned = TermFilter(settings.banned_terms)  # the engine checks the LLM's plan with the same terms
 
     def check_text(self, raw: str) -> str:
         """Return the story, stripped; raise BadRequest with a clear reason otherwise."""
-        story = (raw or "").strip()
+        story = strip_bidi(raw or "").strip()  # bidi controls would reorder titles and captions on the board
         if not story:
             raise BadRequest("err_empty")
         if len(story) > self.settings.max_chars:
@@ -152,7 +139,7 @@ class StoryRules:
             raise BadRequest("err_control_chars")
         if not any(unicodedata.category(ch).startswith("L") for ch in story):
             raise BadRequest("err_no_letters")
-        if self._banned is not None and self._banned.search(normalise_for_matching(story)):
+        if self.banned.find(story) is not None:
             raise BadRequest("err_banned_terms")
         return story
 

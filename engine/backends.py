@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from engine.models import ModelLoader, ModelLoadError, RefGuided
+from engine.moderation import TermFilter
 from engine.plan import OfflinePlanner, PlanError, Planner
 from engine.preview import PreviewRenderer
 from engine.render import ModeOff, Renderer
@@ -40,15 +41,19 @@ def choose_planner(settings: PlannerSettings, *, openai_key_set: bool) -> Choice
     return Choice("offline", "auto: OPENAI_API_KEY is not set")
 
 
-def build_planner(settings: EngineSettings, *, openai_api_key: str | None) -> tuple[Planner, Choice]:
-    """The planner ``planner.backend`` asks for, with the offline planner behind the LLM."""
+def build_planner(settings: EngineSettings, *, openai_api_key: str | None,
+                  banned: TermFilter | None = None) -> tuple[Planner, Choice]:
+    """The planner ``planner.backend`` asks for, with the offline planner behind the LLM. ``banned``
+    (the bot's ``[story] banned_terms``) is checked in the LLM's plan; the offline planner's words
+    come from the story, which was checked already."""
     choice = choose_planner(settings.planner, openai_key_set=bool(openai_api_key))
     offline = OfflinePlanner(settings.planner)
     if choice.name == "offline":
         return offline, choice
     from engine.llm_plan import OpenAIPlanner
 
-    planner = OpenAIPlanner(settings.planner, settings.prompt, api_key=openai_api_key or "", fallback=offline)
+    planner = OpenAIPlanner(settings.planner, settings.prompt, api_key=openai_api_key or "", fallback=offline,
+                            banned=banned)
     return planner, choice
 
 
@@ -122,9 +127,10 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
     return SdxlParts(renderer, validator, off, reason)
 
 
-def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None) -> StoryEngine:
+def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None,
+                 banned: TermFilter | None = None) -> StoryEngine:
     """Choose and construct every engine component once; models load here, never at import."""
-    planner, planner_choice = build_planner(settings, openai_api_key=openai_api_key)
+    planner, planner_choice = build_planner(settings, openai_api_key=openai_api_key, banned=banned)
     renderer_choice = choose_renderer(settings.render)
     loader = ModelLoader(settings.render)
     renderer: Renderer = PreviewRenderer(delay_s=settings.render.preview_delay_s)

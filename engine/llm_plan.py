@@ -4,7 +4,9 @@
   vocabulary. A server that rejects ``json_schema`` gets ``json_object`` with the schema in
   the prompt instead, remembered for the rest of the process.
 * The story is untrusted data: it travels only in the user message, between markers, and
-  whatever comes back is validated, clamped and repaired (``repair_plan``) before use.
+  whatever comes back is validated, clamped and repaired (``repair_plan``) before use. The
+  reply's size is bounded before it is decoded, and every text in the plan is checked for
+  ``[story] banned_terms`` like the story itself: a plan with one is unusable output.
 * Failures are never fatal. Transport errors (timeouts, refused connections, 429, 5xx) use
   the SDK's own retries; unusable output (malformed or truncated JSON, a refusal, a schema
   violation, zero shots, a plan about something else) is asked again with tenacity. After
@@ -18,13 +20,14 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from engine.language import detect_language
+from engine.moderation import TermFilter, strip_bidi
 from engine.plan import PlanError, Planner, PlanResult
 from engine.settings import PlannerSettings, PromptSettings
 from engine.shots import CAMERA_ANGLES, FRAMINGS, POSES, SETTINGS, TIMES_OF_DAY, Shot, ShotList
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 STORY_OPEN, STORY_CLOSE = "<<<STORY", "STORY>>>"
 MAX_DESCRIPTION, MAX_CAPTION, MAX_ACTION, MAX_WORD, MAX_TITLE = 200, 400, 120, 40, 80
 MAX_EXTRAS = 5
+MAX_SHOTS = 12
+# A plan at every limit is under 20k characters (90k if every letter came \u-escaped); a longer
+# reply is not decoded at all.
+MAX_REPLY_CHARS = 100_000
 _CYRILLIC = re.compile(r"[\u0400-\u04FF]")
 _WORD = re.compile(r"\w{4,}")
 
@@ -82,15 +89,20 @@ class LlmPlan(BaseModel):
     title: str = ""
     language: str = ""
     shot_count: int | None = None
-    shots: list[LlmShot]
+    shots: list[LlmShot] = Field(max_length=MAX_SHOTS)  # the schema's maxItems, checked here too
 
 
 def _enum(values: tuple[str, ...]) -> dict:
-    return {"type": "string", "enum": list(values)}
+    return {"type": "string", "enum": list(values), "maxLength": max(map(len, values))}
 
 
-def _text(description: str) -> dict:
-    return {"type": "string", "description": description}
+def _text(description: str, max_length: int) -> dict:
+    return {"type": "string", "description": description, "maxLength": max_length}
+
+
+def _words(description: str) -> dict:
+    return {"type": "array", "items": _text("one English noun", MAX_WORD), "maxItems": MAX_EXTRAS,
+            "description": description}
 
 
 SHOT_SCHEMA: dict = {
@@ -100,17 +112,17 @@ SHOT_SCHEMA: dict = {
                  "emotion", "time_of_day", "characters", "props"],
     "properties": {
         "index": {"type": "integer", "description": "1-based shot number"},
-        "description": _text("one English line: what the panel shows"),
-        "caption": _text("the story's own words for this shot"),
-        "action": _text("English verb phrase for what Aldar Kose does"),
+        "description": _text("one English line: what the panel shows", MAX_DESCRIPTION),
+        "caption": _text("the story's own words for this shot", MAX_CAPTION),
+        "action": _text("English verb phrase for what Aldar Kose does", MAX_ACTION),
         "setting": _enum(SETTINGS),
         "framing": _enum(FRAMINGS),
         "camera_angle": _enum(CAMERA_ANGLES),
         "pose": _enum(POSES),
-        "emotion": _text("one English adjective for Aldar Kose's face"),
+        "emotion": _text("one English adjective for Aldar Kose's face", MAX_WORD),
         "time_of_day": _enum(TIMES_OF_DAY),
-        "characters": {"type": "array", "items": {"type": "string"}, "description": "other characters, English"},
-        "props": {"type": "array", "items": {"type": "string"}, "description": "objects, English"},
+        "characters": _words("other characters, English"),
+        "props": _words("objects, English"),
     },
 }
 PLAN_SCHEMA: dict = {
@@ -118,12 +130,27 @@ PLAN_SCHEMA: dict = {
     "additionalProperties": False,
     "required": ["title", "language", "shot_count", "shots"],
     "properties": {
-        "title": _text("a short title in the story's language"),
+        "title": _text("a short title in the story's language", MAX_TITLE),
         "language": _enum(("en", "ru", "kk")),
         "shot_count": {"type": "integer"},
-        "shots": {"type": "array", "items": SHOT_SCHEMA},
+        "shots": {"type": "array", "items": SHOT_SCHEMA, "maxItems": MAX_SHOTS},
     },
 }
+
+
+def _without(schema: Any, keyword: str) -> Any:
+    """A copy of ``schema`` with ``keyword`` removed at every level."""
+    if isinstance(schema, dict):
+        return {key: _without(value, keyword) for key, value in schema.items() if key != keyword}
+    if isinstance(schema, list):
+        return [_without(value, keyword) for value in schema]
+    return schema
+
+
+# What strict json_schema mode is sent. OpenAI's strict mode takes maxItems but rejects maxLength
+# ("'maxLength' is not permitted"), so the lengths travel only in the json_object prompt and are
+# enforced here in any case, by clamping (``_clip``).
+STRICT_PLAN_SCHEMA: dict = _without(PLAN_SCHEMA, "maxLength")
 
 
 def system_prompt(settings: PlannerSettings, prompt: PromptSettings, *, low: int, high: int,
@@ -154,9 +181,18 @@ def system_prompt(settings: PlannerSettings, prompt: PromptSettings, *, low: int
     return "\n".join(lines)
 
 
+def without_markers(story: str) -> str:
+    """The story with no marker left in it: removing one can join its neighbours into another
+    (``<<<STO<<<STORYRY``), so markers are removed until none is found."""
+    while True:
+        cleaned = story.replace(STORY_OPEN, "").replace(STORY_CLOSE, "")
+        if cleaned == story:
+            return cleaned
+        story = cleaned
+
+
 def user_message(story: str) -> str:
-    cleaned = story.replace(STORY_OPEN, "").replace(STORY_CLOSE, "")
-    return f"Plan the storyboard for this story.\n{STORY_OPEN}\n{cleaned}\n{STORY_CLOSE}"
+    return f"Plan the storyboard for this story.\n{STORY_OPEN}\n{without_markers(story)}\n{STORY_CLOSE}"
 
 
 # -- repair: the model's answer -> a valid ShotList ----------------------------------------------
@@ -173,7 +209,8 @@ def nearest(value: str, vocabulary: tuple[str, ...], default: str, synonyms: dic
 
 
 def _clip(value: str, limit: int) -> str:
-    value = " ".join(str(value).split())
+    """Whitespace collapsed, bidi controls removed (they would reorder the board's text), at most ``limit``."""
+    value = " ".join(strip_bidi(str(value)).split())
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
@@ -246,6 +283,24 @@ def _english_words(values: list[str]) -> tuple[str, ...]:
     return tuple(v for v in kept if v)[:MAX_EXTRAS]
 
 
+def plan_texts(plan: ShotList) -> Iterator[tuple[str, str]]:
+    """Every free text of a plan, with where it is: what reaches a prompt or the board."""
+    yield "title", plan.title
+    for shot in plan.shots:
+        for field in ("description", "caption", "action", "emotion"):
+            yield f"shot {shot.index} {field}", getattr(shot, field)
+        for field in ("characters", "props"):
+            for value in getattr(shot, field):
+                yield f"shot {shot.index} {field}", value
+
+
+def refuse_banned_terms(plan: ShotList, banned: TermFilter) -> None:
+    """The story passed this check before it was sent; the model's words must pass it too."""
+    for where, value in plan_texts(plan):
+        if banned.find(value) is not None:
+            raise UnusableOutput(f"the plan contains a banned term ({where})")
+
+
 def _about(story: str, captions: list[str]) -> bool:
     """At least half the captions share a word of four or more letters with the story."""
     story_words = {w.casefold() for w in _WORD.findall(story)}
@@ -270,6 +325,7 @@ class OpenAIPlanner:
         *,
         api_key: str,
         fallback: Planner,
+        banned: TermFilter | None = None,
         client_factory: Callable[..., Any] | None = None,
     ) -> None:
         if not api_key:
@@ -277,6 +333,7 @@ class OpenAIPlanner:
         self.settings = settings
         self.prompt = prompt
         self.fallback = fallback
+        self.banned = banned or TermFilter(())  # [story] banned_terms, as the bot checks the story
         self._api_key = api_key
         self._client_factory = client_factory
         self._json_schema = True  # until a server says otherwise
@@ -284,8 +341,8 @@ class OpenAIPlanner:
     def make_plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> PlanResult:
         if not isinstance(story, str) or not story.strip():
             raise PlanError("story is empty")
-        if shots is not None and not 1 <= shots <= 12:
-            raise PlanError(f"shots must be between 1 and 12, got {shots}")
+        if shots is not None and not 1 <= shots <= MAX_SHOTS:
+            raise PlanError(f"shots must be between 1 and {MAX_SHOTS}, got {shots}")
         low, high = (shots, shots) if shots else (self.settings.min_shots, self.settings.max_shots)
         try:
             plan, repairs = asyncio.run(self._plan(story, low, high, seed))
@@ -309,8 +366,10 @@ class OpenAIPlanner:
                 ):
                     with attempt:
                         raw = await self._ask(client, story, low, high, seed)
-                        return repair_plan(raw, story, low=low, high=high,
-                                           caption_language=self.settings.caption_language)
+                        plan, repairs = repair_plan(raw, story, low=low, high=high,
+                                                    caption_language=self.settings.caption_language)
+                        refuse_banned_terms(plan, self.banned)
+                        return plan, repairs
             except UnusableOutput as exc:
                 raise PlannerUnavailable(f"unusable output: {exc}") from exc
             except openai.APIStatusError as exc:
@@ -348,12 +407,14 @@ class OpenAIPlanner:
         response_format = (
             {"type": "json_object"}
             if schema_in_prompt
-            else {"type": "json_schema", "json_schema": {"name": "shot_list", "strict": True, "schema": PLAN_SCHEMA}}
+            else {"type": "json_schema",
+                  "json_schema": {"name": "shot_list", "strict": True, "schema": STRICT_PLAN_SCHEMA}}
         )
         response = await client.chat.completions.create(
             model=self.settings.model,
             temperature=self.settings.temperature,
             seed=seed,
+            max_completion_tokens=self.settings.max_completion_tokens,
             response_format=response_format,
             messages=[
                 {"role": "system", "content": system_prompt(self.settings, self.prompt, low=low, high=high,
@@ -374,6 +435,8 @@ def _parse(response: Any) -> LlmPlan:
     if choice.finish_reason == "length":
         raise UnusableOutput("the reply was cut off (finish_reason=length)")
     content = choice.message.content or ""
+    if len(content) > MAX_REPLY_CHARS:
+        raise UnusableOutput(f"the reply is {len(content)} characters long, more than {MAX_REPLY_CHARS}")
     try:
         return LlmPlan.model_validate_json(content)
     except ValidationError as exc:

@@ -26,6 +26,8 @@ class PlannerSettings(_Section):
     timeout_s: float = Field(default=30.0, ge=1.0, le=600.0)
     max_retries: int = Field(default=2, ge=0, le=10)  # the SDK's retries: timeouts, 429, 5xx
     output_retries: int = Field(default=1, ge=0, le=5)  # new requests after unusable output
+    # the longest reply one request may cost; a 12-shot plan is about 2000 tokens
+    max_completion_tokens: int = Field(default=4000, ge=500, le=32_000)
     caption_language: Literal["story", "en"] = "story"
 
     @model_validator(mode="after")

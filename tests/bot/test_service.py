@@ -265,3 +265,66 @@ async def test_regenerating_a_board_in_a_mode_now_missing_is_refused(simple_only
     with pytest.raises(BadRequest, match="err_mode_weights_missing"):
         await simple_only.regenerate(ALICE, job_id)
     assert await simple_only.store.count_jobs() == 1
+
+
+# -- moderation that survives Unicode (engine/moderation.py) -------------------------------------
+
+
+@pytest.fixture
+async def guarded(make_config):
+    config = make_config(story={"banned_terms": ["kill", "вор", "кара"]})
+    store = await Store.open(config.storage.database)
+    yield StoryService(store, config)
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "story",
+    [
+        "Aldar Kose will k\u2064ill the greedy bai.",  # invisible plus
+        "Aldar Kose will k\u034fill the greedy bai.",  # combining grapheme joiner
+        "Aldar Kose will ki\u180ell the greedy bai.",  # Mongolian vowel separator
+        "Aldar Kose will kil\u200el the greedy bai.",  # left-to-right mark
+        "Aldar Kose will k\u0456ll the greedy bai.",  # Cyrillic і
+        "Бай кричит: в\u006fр! Алдар смеётся.",  # вор with a Latin o
+        "Aldar Kose will k i l l the greedy bai.",
+        "Aldar Kose will k-i-l-l the greedy bai.",
+        "Aldar Kose will kill\u0301 the greedy bai.",  # combining acute
+    ],
+)
+async def test_a_banned_term_hidden_by_unicode_is_still_refused_and_counted(guarded, story):
+    with pytest.raises(BadRequest) as err:
+        await submit(guarded, story=story)
+    assert err.value.key == "err_banned_terms"
+    assert err.value.message("en") == text("err_banned_terms", "en")
+    assert (await guarded.store.get_user("console", "alice")).refusals == 1
+    assert await guarded.store.count_jobs() == 0
+
+
+@pytest.mark.parametrize(
+    "story",
+    [
+        "Aldar Kose showed his skill at the bazaar. I like ill kings, said the killer of boredom.",
+        "Воробей сел на ворота, и бай заговорил с Алдаром о вороне.",
+        "Алдар Көсе қара атқа мініп, Шығай байға барды.",
+        "Алдар Көсе көлге барды, ал бай қорада қалды.",
+    ],
+)
+async def test_ordinary_stories_with_words_near_a_banned_term_are_accepted(guarded, story):
+    job = await guarded.store.get_job((await submit(guarded, story=story)).job_id)
+    assert job.story == story
+    assert (await guarded.store.get_user("console", "alice")).refusals == 0
+
+
+def test_the_sample_stories_pass_the_banned_terms(make_config, stories):
+    from bot.service import StoryRules
+
+    rules = StoryRules(make_config(story={"banned_terms": ["kill", "вор", "кара", "ұры", "өлтір"]}).story)
+    for story in stories.values():
+        assert rules.check_text(story) == story
+
+
+async def test_bidi_controls_are_removed_from_the_story_at_the_door(guarded):
+    story = "\u202eAldar Kose\u202c tricks the \u2066bai\u2069.\u200f Алдар\u061c смеётся."
+    job = await guarded.store.get_job((await submit(guarded, story=story)).job_id)
+    assert job.story == "Aldar Kose tricks the bai. Алдар смеётся."

@@ -25,6 +25,7 @@ from bot.commands import parse_story_args
 from bot.messages import CATALOGUE, LANGS, text
 from bot.service import StoryService
 from bot.store import Store
+from engine.moderation import strip_bidi
 from tests.helpers import ALICE, BOB, WORKER_STORY, db_rows
 
 BANNED_TERMS = ["darkword", "bad phrase"]
@@ -241,7 +242,7 @@ async def test_the_bad_input_corpus_gets_the_expected_replies_and_rows(bad_input
             if new_rows != (key == "queued"):
                 problems.append(f"{new_rows} new job row(s): {shown}")
             if key == "queued":
-                accepted.append((who, _story_of(line)))
+                accepted.append((who, strip_bidi(_story_of(line))))  # bidi controls never reach a title
         assert not problems, "\n".join(problems)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a command crashed and was logged"
 
