@@ -6,6 +6,10 @@ back) attaches to the render already in Redis instead of drawing the board twice
 comes back on a Redis channel per job; ``/cancel`` aborts the arq job; the finished board's
 files come back in the arq result and are written into the job's output folder here.
 
+The bot takes a result out of Redis (read and deleted at once) before decoding it, and checks
+it against the request (``wire.ResultBounds``) before decoding a pixel: a hostile or broken
+result fails its job once, and one that crashed the bot mid-decode is not met again.
+
 Redis being unreachable is never a job failure: ``EngineUnavailable`` puts the job back in
 the queue, and ``availability()`` keeps the worker from claiming more until Redis returns.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import deserialize_result
+from arq.jobs import DeserializationError, JobResult, deserialize_result
 from arq.utils import timestamp_ms
 from redis.exceptions import RedisError, WatchError
 
@@ -28,6 +32,7 @@ from bot.config import ArqSettings, redacted_url
 from bot.engine_port import Availability, EngineUnavailable, ProgressSink, ResultTooLarge, StopSignals
 from engine.errors import Cancelled
 from engine.render import ModeOff
+from engine.settings import EngineSettings
 from engine.storyboard import BoardRequest, Storyboard
 
 log = logging.getLogger(__name__)
@@ -70,9 +75,10 @@ class ArqEngine:
 
     name = "arq"
 
-    def __init__(self, settings: ArqSettings, url: str) -> None:
+    def __init__(self, settings: ArqSettings, url: str, engine: EngineSettings) -> None:
         self.settings = settings
         self.url = url
+        self.engine = engine  # what a worker's board may measure, so a result can be checked on arrival
         self.redis = connect(settings, url)
         self._availability: tuple[float, Availability] | None = None
 
@@ -113,6 +119,7 @@ class ArqEngine:
     ) -> Storyboard:
         arq_id = f"{self.settings.queue_name}:{job_key}"
         payload = await asyncio.to_thread(wire.encode_request, request)
+        bounds = wire.ResultBounds.for_request(request, self.engine)
         try:
             pubsub = self.redis.pubsub()
             await pubsub.subscribe(progress_channel(self.settings, arq_id))  # before enqueueing: nothing missed
@@ -121,7 +128,7 @@ class ArqEngine:
         forwarder = asyncio.create_task(self._forward_progress(pubsub, on_progress, arq_id))
         try:
             await self._enqueue(arq_id, payload)
-            return await self._wait_for_result(arq_id, payload, out_dir, stop)
+            return await self._wait_for_result(arq_id, payload, out_dir, bounds, stop)
         except REDIS_DOWN as exc:
             self._availability = None
             raise self._unavailable(exc) from exc
@@ -144,7 +151,8 @@ class ArqEngine:
         else:
             log.info("render %s enqueued", arq_id)
 
-    async def _wait_for_result(self, arq_id: str, payload: dict, out_dir: Path, stop: StopSignals) -> Storyboard:
+    async def _wait_for_result(self, arq_id: str, payload: dict, out_dir: Path, bounds: wire.ResultBounds,
+                               stop: StopSignals) -> Storyboard:
         request_size = len(wire.dumps(payload))
         abort_sent = False
         while True:
@@ -154,7 +162,7 @@ class ArqEngine:
                 pipe.zscore(self.settings.queue_name, arq_id)
                 result_size, running, queued = await pipe.execute()
             if result_size:
-                return await self._take_result(arq_id, result_size, request_size, out_dir)
+                return await self._take_result(arq_id, result_size, request_size, out_dir, bounds)
             if not running and queued is None:
                 # gone without a result: Redis restarted without persistence, or the job expired
                 log.warning("render %s vanished from Redis; enqueueing it again", arq_id)
@@ -167,22 +175,29 @@ class ArqEngine:
                 raise Cancelled("stopped waiting; the render goes on in Redis and is picked up again")
             await asyncio.sleep(self.settings.poll_interval_s)
 
-    async def _take_result(self, arq_id: str, size: int, request_size: int, out_dir: Path) -> Storyboard:
+    async def _take_result(self, arq_id: str, size: int, request_size: int, out_dir: Path,
+                           bounds: wire.ResultBounds) -> Storyboard:
         bound = int(self.settings.max_result_mb * 2**20)
         envelope_bound = bound + request_size + 4096  # arq repeats the request in its result
         if size > envelope_bound:
             await self.redis.delete(result_key_prefix + arq_id)
             raise ResultTooLarge(f"the worker's result is {wire.size_text(size)}, over the limit of "
                                  f"{wire.size_text(bound)} ([arq] max_result_mb)")
-        raw = await self.redis.get(result_key_prefix + arq_id)
-        info = deserialize_result(raw, deserializer=wire.loads)
+        info = _read_envelope(await self._pop_result(arq_id))
         if not info.success:
             if isinstance(info.result, wire.RemoteCancelled):
                 raise Cancelled("the render was aborted")
             raise info.result if isinstance(info.result, Exception) else wire.RemoteError("RemoteError", str(info.result))
-        board = await asyncio.to_thread(wire.decode_result, info.result, out_dir)
-        await self.redis.delete(result_key_prefix + arq_id)  # the files are on this host now
-        return board
+        return await asyncio.to_thread(wire.decode_result, info.result, out_dir, bounds)
+
+    async def _pop_result(self, arq_id: str) -> bytes | None:
+        """Read the result and delete it in one transaction. Gone from Redis before anything decodes
+        it: a result that crashes the bot is not decoded again by the job's next claim."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(result_key_prefix + arq_id)
+            pipe.delete(result_key_prefix + arq_id)
+            raw, _ = await pipe.execute()
+        return raw
 
     async def _abort(self, arq_id: str) -> bool:
         """Ask arq to abort; True when the job had not started and is now gone from the queue."""
@@ -217,3 +232,11 @@ class ArqEngine:
                 on_progress(wire.decode_progress(message["data"]))
             except (wire.WireError, TypeError) as exc:
                 log.warning("render %s: ignoring a progress message this bot cannot read: %s", arq_id, exc)
+
+
+def _read_envelope(raw: bytes | None) -> JobResult:
+    """arq's result envelope; one this bot cannot read fails the job like any other bad result."""
+    try:
+        return deserialize_result(raw, deserializer=wire.loads)
+    except DeserializationError as exc:
+        raise wire.BadResult(f"the worker's result cannot be read: {exc.__cause__}") from exc

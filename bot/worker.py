@@ -28,6 +28,7 @@ from bot.messages import text
 from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
 from bot.store import Delivery, FrameRow, Job, Store
+from bot.wire import BadResult
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import PlanError
 from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine, load_saved_board
@@ -35,7 +36,7 @@ from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngi
 log = logging.getLogger(__name__)
 
 # Errors whose message is safe and useful to show to the user as it is.
-_USER_FACING_ERRORS = (InvalidRequest, PlanError, ResultTooLarge)
+_USER_FACING_ERRORS = (InvalidRequest, PlanError, ResultTooLarge, BadResult)
 
 
 def error_name(exc: BaseException) -> str:
