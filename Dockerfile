@@ -59,7 +59,8 @@ FROM base AS runtime
 # PATH: `python` is the venv's Python 3.11, with every dependency (CMD and HEALTHCHECK rely on it).
 # HF_HOME: downloaded weights go to the hf-cache volume and survive new containers.
 # ALDAR__OBSERVABILITY__HOST: the health/metrics server listens on every interface of the container, so
-# `-p 9464:9464` lets Prometheus scrape /metrics; it is reachable from outside only when published.
+# `-p 127.0.0.1:9464:9464` lets a Prometheus on the host scrape /metrics; published without that address, the
+# port would be open on every interface of the host.
 # ALDAR__LOGGING__FORMAT: one JSON object per log line (with the job id), for docker logs and collectors.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -2,7 +2,9 @@
 
 It translates only. Discord's rules live here: answer (defer) an interaction within 3 s; its
 token lasts 15 minutes, after which a result is posted as a channel message with the bot
-token, mentioning the author; a ``custom_id`` is at most 100 characters and carries only an
+token, mentioning the author; nothing a user wrote may ping anyone, so the client's default is
+``AllowedMentions.none()``, a late post allows its author alone, and titles are shown with
+mentions escaped; a ``custom_id`` is at most 100 characters and carries only an
 action, a job id and a frame; buttons are ``DynamicItem``s registered in ``setup_hook``, so
 they work after a restart. Permissions are checked by the service, never in the button.
 """
@@ -15,6 +17,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import discord
 import yarl
@@ -126,7 +129,10 @@ class StoryClient(discord.Client):
 
     def __init__(self, adapter: DiscordAdapter) -> None:
         super().__init__(intents=discord.Intents(guilds=True),  # slash commands need no privileged intent
-                         guild_ready_timeout=adapter.settings.guild_ready_timeout_s)
+                         guild_ready_timeout=adapter.settings.guild_ready_timeout_s,
+                         # every message, reply and edit: a title or story with @everyone or <@&role> in it
+                         # pings nobody; the one post that may ping names its user (``author_only``)
+                         allowed_mentions=discord.AllowedMentions.none())
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = adapter.on_tree_error
@@ -306,23 +312,38 @@ class DiscordAdapter:
 
     async def deliver(self, delivery: BoardDelivery) -> None:
         ref = self._fresh(StatusRef.decode(delivery.status_ref))
-        size = delivery.grid_path.stat().st_size
         limit = min(self.settings.attachment_limit_bytes, ref.filesize_limit if ref else DEFAULT_ATTACHMENT_LIMIT)
-        if size > limit:
-            raise ValueError(f"the grid is {size} bytes, over the {limit}-byte attachment limit")
-        embed = discord.Embed(title=delivery.title[:256], description=delivery.text)
+        grid = await asyncio.to_thread(read_grid, delivery.grid_path, limit)  # up to 10 MiB: off the event loop
+        done = discord.utils.escape_mentions(delivery.text)  # it carries the title: the user's words
+        embed = discord.Embed(title=discord.utils.escape_mentions(delivery.title)[:256], description=done)
         embed.add_field(name="mode", value=delivery.mode).add_field(name="seed", value=str(delivery.seed))
         embed.set_image(url=f"attachment://{delivery.grid_path.name}")
-        file = discord.File(io.BytesIO(delivery.grid_path.read_bytes()), filename=delivery.grid_path.name)
+        file = discord.File(io.BytesIO(grid), filename=delivery.grid_path.name)
         view = board_view(delivery.job_id, len(delivery.frame_paths), delivery.lang)
         self._last_edit.pop(delivery.job_id, None)
         if ref is not None:
             webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
-            await webhook.edit_message(ref.message_id, content=delivery.text)
+            await webhook.edit_message(ref.message_id, content=done)
             await webhook.send(file=file, embed=embed, view=view, wait=True)
             return
         channel = self.client.get_partial_messageable(int(delivery.chat_id))
         mention = f"<@{delivery.owner_id}> " if delivery.owner_id else ""
-        await channel.send(content=mention + delivery.text, file=file, embed=embed, view=view,
-                           allowed_mentions=discord.AllowedMentions(users=True))
+        await channel.send(content=mention + done, file=file, embed=embed, view=view,
+                           allowed_mentions=author_only(delivery.owner_id))
+
+
+def author_only(owner_id: str) -> discord.AllowedMentions:
+    """A late post mentions its author so they see it; that user alone may be pinged."""
+    if not owner_id:
+        return discord.AllowedMentions.none()
+    return discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                   users=[discord.Object(id=int(owner_id))])
+
+
+def read_grid(path: Path, limit: int) -> bytes:
+    """The grid's bytes, refused over the attachment limit (runs on a worker thread)."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"the grid is {size} bytes, over the {limit}-byte attachment limit")
+    return path.read_bytes()
 

@@ -2,9 +2,12 @@
 
 It translates only. Telegram's limits live here: callback_data ≤ 64 bytes, captions ≤ 1024
 characters, photos ≤ 10 MB with width + height ≤ 10000, media groups of 2–10 items, at most
-one status edit every ``edit_interval_s`` per chat. Buttons carry an action, a job id and
-maybe a frame; everything else is read back through the service, so they keep working
-after a restart, and permissions are checked there, never in the button.
+one status edit every ``edit_interval_s`` per chat. Every text goes as plain text (no
+``parse_mode``), so a title or story with ``<b>`` or ``*stars*`` shows as written. Messages
+sent on behalf of a chat (anonymous admins, channels) are refused; see ``requester_of``.
+Buttons carry an action, a job id and maybe a frame; everything else is read back through
+the service, so they keep working after a restart, and permissions are checked there, never
+in the button.
 """
 
 from __future__ import annotations
@@ -86,13 +89,20 @@ def frames_keyboard(job_id: int, frames: int, lang: str) -> InlineKeyboardMarkup
     return InlineKeyboardMarkup(rows)
 
 
-def check_photo_limits(path: Path) -> None:
-    """The grid module guarantees Telegram's photo limits; refuse loudly if that ever breaks."""
+def read_photo(path: Path) -> bytes:
+    """The grid's bytes (on a worker thread: it is up to 10 MB). The grid module guarantees
+    Telegram's photo limits; refuse loudly if that ever breaks."""
     size = path.stat().st_size
     with Image.open(path) as image:
         width, height = image.size
     if size > MAX_PHOTO_BYTES or width + height > MAX_PHOTO_DIMENSIONS:
         raise ValueError(f"{path} breaks Telegram's photo limits: {size} bytes, {width}x{height}")
+    return path.read_bytes()
+
+
+def read_files(paths: tuple[Path, ...]) -> list[bytes]:
+    """Frames at full resolution, for one media group (runs on a worker thread)."""
+    return [path.read_bytes() for path in paths]
 
 
 class EditThrottle:
@@ -263,11 +273,12 @@ class TelegramAdapter:
 
     async def _send_documents(self, chat_id: int, paths: tuple[Path, ...], reply_to: int) -> None:
         for group in _media_groups(paths):
+            files = await asyncio.to_thread(read_files, group)  # off the event loop
             if len(group) == 1:
-                await self.app.bot.send_document(chat_id, group[0].read_bytes(), filename=group[0].name,
+                await self.app.bot.send_document(chat_id, files[0], filename=group[0].name,
                                                  reply_parameters=_reply_to(reply_to))
                 continue
-            media = [InputMediaDocument(p.read_bytes(), filename=p.name) for p in group]
+            media = [InputMediaDocument(data, filename=p.name) for p, data in zip(group, files, strict=True)]
             await self.app.bot.send_media_group(chat_id, media, reply_parameters=_reply_to(reply_to))
 
     # -- ChatGateway ------------------------------------------------------------------------------
@@ -279,14 +290,14 @@ class TelegramAdapter:
             await self.app.bot.send_message(int(update.chat_id), update.text)
 
     async def deliver(self, delivery: BoardDelivery) -> None:
-        check_photo_limits(delivery.grid_path)
+        photo = await asyncio.to_thread(read_photo, delivery.grid_path)  # off the event loop
         caption = text("board_caption", delivery.lang, title=delivery.title, job=delivery.job_id,
                        frames=len(delivery.frame_paths), mode=delivery.mode, seed=delivery.seed)
         if len(caption) > MAX_CAPTION:
             caption = caption[: MAX_CAPTION - 1] + "…"
         ref = _parse_ref(delivery.status_ref)
         await self.app.bot.send_photo(
-            int(delivery.chat_id), delivery.grid_path.read_bytes(), caption=caption,
+            int(delivery.chat_id), photo, caption=caption,
             reply_markup=board_keyboard(delivery.job_id, delivery.lang),
             reply_parameters=_reply_to(ref[1]) if ref else None,
         )
@@ -312,6 +323,17 @@ class TelegramAdapter:
 
 
 def requester_of(update: Update) -> Requester:
+    """The person behind an update; a message sent on behalf of a chat is refused.
+
+    Telegram hides who sent those: every anonymous group admin arrives as GroupAnonymousBot
+    (1087968824) and everyone posting as a channel as Channel_Bot (136817688), the real sender
+    only in ``sender_chat``. Keying on that user would pool them all into one quota and let a
+    banned user through; keying on ``sender_chat`` would let a banned user come back as any new
+    channel, a fresh quota each, for free. Quotas and bans are per person, so ask for one. A
+    button press always carries the real user, and is never refused."""
+    message = update.message  # the user's own message (None for a button press)
+    if message is not None and message.sender_chat is not None:
+        raise BadRequest("err_anonymous_sender")
     user, chat = update.effective_user, update.effective_chat
     return Requester(
         platform=PLATFORM, user_id=str(user.id), chat_id=str(chat.id),
@@ -323,11 +345,10 @@ def _replying(handler: Callable[[Update, Requester, str], Awaitable[str | None]]
     """Wrap a command: build the requester, run it, reply with its text or the StoryError's."""
 
     async def wrapped(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        requester = requester_of(update)
-        lang = resolve_language(requester.locale)
+        lang = resolve_language(update.effective_user.language_code if update.effective_user else None)
         message = update.effective_message
         try:
-            reply = await handler(update, requester, lang)
+            reply = await handler(update, requester_of(update), lang)
         except StoryError as exc:
             reply = exc.message(lang)
         if reply:

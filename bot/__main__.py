@@ -7,7 +7,7 @@
     python -m bot train-lora --images DIR --base-model M --out DIR   # train a character LoRA
     python -m bot pick-checkpoint OUT --base-model M [--link]        # name (and use) the best checkpoint
 
-Printing is this module's job; everything below it logs.
+Printing is this module's job (through ``CliOutput``: masked like the log); everything below it logs.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from bot.config import CONFIG_ENV, AppConfig, ConfigError, load_config, with_overrides
+from bot.config import CONFIG_ENV, SECRET_ENV, AppConfig, ConfigError, load_config, with_overrides
 from bot.errors import StoryError
+from bot.logs import SecretMask, log_uncaught
 from bot.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
@@ -144,8 +146,32 @@ def _story_text(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     return args.text
 
 
-def configure_logging(config: AppConfig, override: str | None) -> None:
-    setup_logging(override or config.logging.level, config.logging.format, config.secrets.values())
+class CliOutput:
+    """What the CLI says itself: results on stdout, errors and notes on stderr, each through the
+    log's secret mask. The streams are looked up at each call (a test may swap them)."""
+
+    def __init__(self, mask: SecretMask) -> None:
+        self.mask = mask
+
+    def result(self, message: object) -> None:
+        print(self.mask(str(message)), file=sys.stdout)
+
+    def error(self, message: object) -> None:
+        print(self.mask(str(message)), file=sys.stderr)
+
+
+def configure_logging(config: AppConfig, override: str | None) -> CliOutput:
+    """The log, and the CLI's own output, behind one secret mask; Python's own tracebacks and
+    warnings go into that log too, so no line leaves the process unmasked."""
+    mask = setup_logging(override or config.logging.level, config.logging.format, config.secrets.values())
+    log_uncaught()
+    return CliOutput(mask)
+
+
+def _output_before_config(environ: Mapping[str, str]) -> CliOutput:
+    """For a config that fails to load: its secrets are still known, as they come only from these
+    variables (the config refuses them in files)."""
+    return CliOutput(SecretMask(environ.get(var, "").strip() for var in SECRET_ENV.values()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,27 +181,28 @@ def main(argv: list[str] | None = None) -> int:
         overrides = engine_overrides(args) if args.command in ("run", "story", "worker") else {}
         config = with_overrides(load_config(args.config, os.environ), "engine", overrides)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _output_before_config(os.environ).error(f"error: {exc}")
         return 2
-    configure_logging(config, args.log_level)
+    cli = configure_logging(config, args.log_level)
     if args.command == "plan":
-        return _cmd_plan(args, parser, config)
+        return _cmd_plan(args, parser, config, cli)
     if args.command == "train-lora":
-        return _cmd_train_lora(args, config)
+        return _cmd_train_lora(args, config, cli)
     if args.command == "pick-checkpoint":
-        return _cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"))
+        return _cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"),
+                                    cli)
     try:
         if args.command == "story":
-            return _cmd_story(args, parser, config)
+            return _cmd_story(args, parser, config, cli)
         if args.command == "worker":
-            return _cmd_worker(config, args.name, check=args.check)
-        return _cmd_run(args, config)
+            return _cmd_worker(config, cli, args.name, check=args.check)
+        return _cmd_run(args, config, cli)
     except (ModelLoadError, PlanError) as exc:  # a backend that cannot start: say which key, stop
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 2
 
 
-def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
+def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig, cli: CliOutput) -> int:
     from bot.service import StoryRules
     from engine.backends import build_planner
 
@@ -187,23 +214,22 @@ def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config:
         frames = rules.check_frames(args.frames) if args.frames is not None else None
         seed = rules.check_seed(args.seed)
     except StoryError as exc:
-        print(f"error: {exc.message(config.console.language)}", file=sys.stderr)
+        cli.error(f"error: {exc.message(config.console.language)}")
         return 1
     try:
         planner, choice = build_planner(config.engine_settings(), openai_api_key=config.secrets.openai_key(),
                                         banned=rules.banned)
         result = planner.make_plan(story, shots=frames, seed=seed)
     except PlanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 1
     logging.getLogger("bot").info("planner=%s (%s)", choice.name, choice.reason)
     if result.fallback_reason:
-        print(f"note: planned offline because the {choice.name} planner failed: {result.fallback_reason}",
-              file=sys.stderr)
+        cli.error(f"note: planned offline because the {choice.name} planner failed: {result.fallback_reason}")
     if args.pretty:
-        print(plan_table(result.plan, result.planner))
+        cli.result(plan_table(result.plan, result.planner))
     else:
-        print(json.dumps(result.plan.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        cli.result(json.dumps(result.plan.model_dump(mode="json"), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -219,7 +245,7 @@ def plan_table(plan, planner: str) -> str:
     return "\n".join(lines)
 
 
-def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig) -> int:
+def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig, cli: CliOutput) -> int:
     from bot.app import run_story
     from bot.service import StoryOptions
 
@@ -228,13 +254,13 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
     try:
         delivery = asyncio.run(run_story(config, _story_text(args, parser), options, out))
     except StoryError as exc:
-        print(f"error: {exc.message(config.console.language)}", file=sys.stderr)
+        cli.error(f"error: {exc.message(config.console.language)}")
         return 1
-    print(delivery.grid_path.parent)
+    cli.result(delivery.grid_path.parent)
     return 0
 
 
-def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
+def _cmd_run(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:
     from bot.app import AdapterStartError, run_bot
 
     console = config.console.model_copy(
@@ -243,23 +269,23 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
     try:
         asyncio.run(run_bot(config.model_copy(update={"console": console})))
     except AdapterStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 2
     return 0
 
 
-def _cmd_worker(config: AppConfig, name: str | None, *, check: bool = False) -> int:
+def _cmd_worker(config: AppConfig, cli: CliOutput, name: str | None, *, check: bool = False) -> int:
     from bot.render_worker import RenderWorker, check_health
 
     if check:
         healthy, detail = asyncio.run(check_health(config, name))
-        print(f"{'ok' if healthy else 'unhealthy'}: {detail}", file=sys.stdout if healthy else sys.stderr)
+        (cli.result if healthy else cli.error)(f"{'ok' if healthy else 'unhealthy'}: {detail}")
         return 0 if healthy else 1
     asyncio.run(RenderWorker(config, name=name).run())
     return 0
 
 
-def _cmd_train_lora(args: argparse.Namespace, config: AppConfig) -> int:
+def _cmd_train_lora(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:
     from engine.errors import EngineError
     from engine.train import TrainJob, train_lora
     from engine.train_data import DatasetError
@@ -267,7 +293,7 @@ def _cmd_train_lora(args: argparse.Namespace, config: AppConfig) -> int:
     try:
         settings = with_overrides(config, "train", train_overrides(args)).train
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 2
     job = TrainJob(images=args.images, base_model=args.base_model, out=args.out, settings=settings,
                    class_prompt=args.class_prompt or "", class_images=args.class_images,
@@ -275,46 +301,47 @@ def _cmd_train_lora(args: argparse.Namespace, config: AppConfig) -> int:
     try:
         result = train_lora(job, show_progress=not args.quiet)
     except (DatasetError, EngineError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 1
-    print(f"trained {result.step} steps in {result.seconds:.1f}s, last loss {result.loss:.4f}")
+    cli.result(f"trained {result.step} steps in {result.seconds:.1f}s, last loss {result.loss:.4f}")
     for checkpoint in result.checkpoints:
-        print(checkpoint)
+        cli.result(checkpoint)
     return 0
 
 
-def _cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path: Path | None) -> int:
+def _cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path: Path | None,
+                         cli: CliOutput) -> int:
     from engine.errors import EngineError
     from engine.pick import pick_checkpoint, table
     from engine.train_data import DatasetError
 
     clip_model = args.clip_model or config.engine.clip_model
     if not clip_model:
-        print("error: pick-checkpoint scores with CLIP: pass --clip-model or set engine.clip_model", file=sys.stderr)
+        cli.error("error: pick-checkpoint scores with CLIP: pass --clip-model or set engine.clip_model")
         return 2
     try:
         result = pick_checkpoint(args.out, base_model=args.base_model, clip_model=clip_model, settings=config.pick,
                                  images=args.images, trigger=args.trigger, device=args.device,
                                  face_check=config.validation.face_check)
     except (DatasetError, EngineError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.error(f"error: {exc}")
         return 1
-    print(table(result.rows, result.best))
-    print(f"table: {result.csv_path}\ncontact sheet: {result.sheet_path}")
+    cli.result(table(result.rows, result.best))
+    cli.result(f"table: {result.csv_path}\ncontact sheet: {result.sheet_path}")
     if result.best is None:
-        print("error: no checkpoint can be recommended (see the notes above)", file=sys.stderr)
+        cli.error("error: no checkpoint can be recommended (see the notes above)")
         return 1
     best = (args.out / result.best.name).resolve()
-    print(f"best: {best}")
+    cli.result(f"best: {best}")
     if args.link:
         target = config_path or Path("config.toml")
         set_engine_lora(target, str(best))
         try:
             linked = load_config(target, {}).engine.lora
         except ConfigError as exc:
-            print(f"error: {target} no longer loads after linking: {exc}", file=sys.stderr)
+            cli.error(f"error: {target} no longer loads after linking: {exc}")
             return 1
-        print(f"linked: {target} [engine] lora = {linked!r}")
+        cli.result(f"linked: {target} [engine] lora = {linked!r}")
     return 0
 
 

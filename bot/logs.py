@@ -9,6 +9,10 @@ job is in hand, and no secret ever written.
   the message, its arguments, an exception's text, or a URL a library echoes
   (``https://api.telegram.org/bot<TOKEN>/getMe``). httpx's per-request INFO lines are turned
   down to WARNING: they are noise, and they carry that URL.
+- ``configure_logging`` returns its mask, for the CLI's own output (``bot/__main__.py``), and
+  ``log_uncaught`` sends the tracebacks Python would print itself, and warnings, into the log:
+  a library's error text can name a token (python-telegram-bot's ``InvalidToken`` does), so no
+  line leaves the process unmasked.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
@@ -77,8 +82,9 @@ class JsonFormatter(logging.Formatter):
         return self.mask(json.dumps(entry, ensure_ascii=False))
 
 
-def configure_logging(level: str, fmt: str, secrets: Iterable[str], *, stream: TextIO | None = None) -> None:
-    """Replace the root handlers with one masked, one-line-per-event handler on ``stream`` (stderr)."""
+def configure_logging(level: str, fmt: str, secrets: Iterable[str], *, stream: TextIO | None = None) -> SecretMask:
+    """Replace the root handlers with one masked, one-line-per-event handler on ``stream`` (stderr).
+    Returns the mask, so that the CLI prints through the very one the log uses."""
     mask = SecretMask(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(mask) if fmt == "json" else TextFormatter(mask))
@@ -90,3 +96,24 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str], *, stream: T
     root.setLevel(level)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    return mask
+
+
+def log_uncaught() -> None:
+    """Uncaught exceptions (main thread and other threads) and warnings go into the log, masked,
+    instead of Python's own unmasked print to stderr. For ``main`` only: it changes the process."""
+    logger = logging.getLogger("bot")
+
+    def main_hook(kind: type[BaseException], exc: BaseException, tb) -> None:
+        logger.critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:  # as Python's own hook: a thread's sys.exit() is silent
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logger.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
+                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook
+    logging.captureWarnings(True)

@@ -158,6 +158,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "Укажите id пользователя или ответьте на его сообщение.",
         "kk": "Пайдаланушы id-ін жазыңыз немесе оның хабарламасына жауап беріңіз.",
     },
+    "err_anonymous_sender": {
+        "en": "Please write as yourself, not anonymously or as a channel: limits and bans here are per person.",
+        "ru": "Пишите от своего имени, а не анонимно или от канала: лимиты и блокировки здесь личные.",
+        "kk": "Анонимді немесе арна атынан емес, өз атыңыздан жазыңыз: мұндағы шектеулер мен бұғаттаулар жеке.",
+    },
     "err_empty": {
         "en": "Please write a story after /story, e.g. /story Aldar Kose tricks a greedy merchant.",
         "ru": "Напишите историю после /story, например: /story Алдар Косе обманывает жадного купца.",

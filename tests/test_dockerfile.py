@@ -351,6 +351,16 @@ def test_healthcheck_asks_the_health_endpoint(dockerfile):
     assert "curl" not in command and "wget" not in command, "the image has neither curl nor wget"
 
 
+def test_suggested_port_publishing_keeps_metrics_on_the_hosts_loopback():
+    """The image listens on every interface of the container (it must, to be published at all), so
+    the `-p` a comment or the README suggests decides who reaches /metrics: the host's loopback."""
+    for path in (DOCKERFILE, REPO / "README.md"):
+        published = re.findall(rf"-p\s+(\S+:{HEALTH_PORT})\b", path.read_text(encoding="utf-8"))
+        assert published, f"{path.name} suggests no -p for port {HEALTH_PORT}"
+        assert all(p == f"127.0.0.1:{HEALTH_PORT}:{HEALTH_PORT}" for p in published), \
+            f"{path.name} suggests {published}: publish on 127.0.0.1 only"
+
+
 def test_volumes_hold_the_database_outputs_and_hf_cache(dockerfile):
     final = final_stage(dockerfile)
     root = workdir(final)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,22 @@ async def running(config: AppConfig, fake: FakeDiscord):
         await asyncio.wait_for(task, timeout=30)
 
 
+@pytest.fixture
+def loop_reads(monkeypatch):
+    """Names of the files read with ``Path.read_bytes`` on this thread, the event loop's."""
+    loop_thread = threading.get_ident()
+    names: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def spy(path: Path) -> bytes:
+        if threading.get_ident() == loop_thread:
+            names.append(path.name)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", spy)
+    return names
+
+
 def boards(fake):
     """Messages that carry a storyboard image."""
     return [m for m in fake.messages(CHANNEL_ID) if any(name.startswith("grid.") for name in m.files)]
@@ -71,7 +88,7 @@ def boards(fake):
 
 
 
-async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_config, errors, tmp_path):
+async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_config, errors, tmp_path, loop_reads):
     config = dc_config(engine={"preview_delay_s": 0.1})
     async with running(config, fake):
         iid = await fake.slash("story", {"text": "Aldar Kose tricks a greedy merchant at the bazaar", "frames": 6,
@@ -92,6 +109,7 @@ async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_co
     assert all(re.fullmatch(BOARD_TEMPLATE, c) and len(c) <= 100 for c in board.custom_ids)
     assert board.embeds[0]["title"] and any(f["name"] == "seed" and f["value"] == "5" for f in board.embeds[0]["fields"])
     assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
+    assert [name for name in loop_reads if name.startswith("grid.")] == []  # the grid is read on a thread
     assert errors() == []
 
 
@@ -171,6 +189,24 @@ async def test_a_late_result_is_posted_in_the_channel_mentioning_the_author(fake
         board = await fake.wait_for(lambda f: boards(f) and boards(f)[0], timeout=20)
     assert board.id not in [m.id for m in fake.followups(iid)]
     assert board.content.startswith(f"<@{ALICE}> ✅ Job #1 is done")
+
+
+async def test_no_post_can_ping_a_crowd_and_a_late_one_pings_its_author_alone(fake, dc_config):
+    """The offline planner keeps the story's first words as the title, @everyone and a role included."""
+    config = dc_config(discord={"interaction_lifetime_s": 1.0}, engine={"preview_delay_s": 0.25})
+    role = "<@&123456789012345678>"
+    async with running(config, fake):
+        await fake.slash("story", {"text": f"@everyone {role} @here Aldar Kose tricks a greedy merchant at the bazaar",
+                                   "frames": 6}, user_id=ALICE)
+        board = await fake.wait_for(lambda f: boards(f) and boards(f)[0], timeout=20)
+    [late] = [c for c in fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages") if c.status == 200]
+    assert late.json["allowed_mentions"] == {"parse": [], "users": [ALICE]}
+    assert board.content.startswith(f"<@{ALICE}> ✅ Job #1 is done: @\u200beveryone <@\u200b&123456789012345678> "
+                                    "@\u200bhere Aldar Kose")
+    assert "@everyone" not in board.content and role not in board.content
+    assert "@everyone" not in board.embeds[0]["title"]
+    sent = [c for c in fake.calls if isinstance(c.json, dict) and "content" in c.json and c is not late]
+    assert sent and all(c.json["allowed_mentions"] == {"parse": []} for c in sent)  # replies and edits: nobody
 
 
 async def test_heartbeats_keep_flowing_during_a_slow_render(fake, dc_config):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,22 @@ def texts(message) -> list[str]:
 
 def photos(fake, chat):
     return [m for m in fake.messages(chat) if m.kind == "photo"]
+
+
+@pytest.fixture
+def loop_reads(monkeypatch):
+    """Names of the files read with ``Path.read_bytes`` on this thread, the event loop's."""
+    loop_thread = threading.get_ident()
+    names: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def spy(path: Path) -> bytes:
+        if threading.get_ident() == loop_thread:
+            names.append(path.name)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", spy)
+    return names
 
 
 
@@ -154,6 +171,37 @@ async def test_forged_buttons_get_an_alert_and_nothing_breaks(fake, tg_config):
     [album] = fake.media_groups(ALICE)
     assert [m.document_name for m in album] == ["frame_01.png", "frame_02.png"]
     assert fake.unanswered() == []
+
+
+async def test_board_files_are_read_off_the_loop_and_titles_go_as_plain_text(fake, tg_config, loop_reads):
+    config = tg_config()
+    async with running(config):
+        story(fake, "/story <b>Aldar</b> Kose *tricks* the merchant at the bazaar --frames 2")
+        board = await fake.wait_for(lambda f: photos(f, ALICE) and photos(f, ALICE)[0])
+        full = fake.press_button("d:1", message=board, user_id=ALICE)
+        await fake.wait_for(lambda f: f.answered(full) and f.media_groups(ALICE))
+    assert [name for name in loop_reads if name.endswith(".png")] == []  # the grid and frames: on a thread
+    assert board.caption.startswith("<b>Aldar</b> Kose *tricks* the merchant")  # shown as written, not parsed
+    assert [c.method for c in fake.calls if "parse_mode" in c.params] == []
+
+
+async def test_anonymous_admins_and_channel_posters_are_asked_to_write_as_themselves(fake, tg_config):
+    """Telegram names them GroupAnonymousBot / Channel_Bot, one id for everyone: no quota or ban
+    could tell them apart, so nothing is queued for them and no user row is made."""
+    config = tg_config()
+    channel = -1001234567
+    async with running(config):
+        for sender in (GROUP, channel):
+            story(fake, "/story Aldar Kose tricks a greedy merchant", user=BOB, chat=GROUP, chat_type="supergroup",
+                  sender_chat=sender)
+        story(fake, "/story Aldar Kose tricks a greedy merchant --frames 2", user=ALICE, chat=GROUP,
+              chat_type="supergroup")
+        await fake.wait_for(lambda f: len([m for m in f.messages(GROUP) if m.kind == "text"]) >= 3)
+    refusal = "Please write as yourself, not anonymously or as a channel: limits and bans here are per person."
+    replies = [texts(m)[0] for m in fake.messages(GROUP) if m.kind == "text"]  # as first sent
+    assert replies[:2] == [refusal, refusal] and replies[2].startswith("🧾 Job #1 is queued")
+    assert await db_rows(config, "SELECT platform, platform_user_id FROM users") == [("telegram", str(ALICE))]
+    assert await db_rows(config, "SELECT id, chat_id FROM jobs") == [(1, str(GROUP))]
 
 
 async def test_bad_story_input_gets_a_clear_reply(fake, tg_config):

@@ -61,6 +61,9 @@ BOT_ID = 999
 BOT_USERNAME = "AldarBot"
 BOT_FIRST_NAME = "Aldar"
 BOT_USER = {"id": BOT_ID, "is_bot": True, "first_name": BOT_FIRST_NAME, "username": BOT_USERNAME}
+# who ``from`` names on a message sent on behalf of a chat (the real sender is ``sender_chat``)
+GROUP_ANONYMOUS_BOT = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
+CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel", "username": "Channel_Bot"}
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -273,8 +276,12 @@ class FakeTelegram:
     # -- injection -----------------------------------------------------------------------------
     def send_message(self, text: str, *, chat_id: int, user_id: int, username: str = "user",
                      chat_type: str = "private", chat_title: str | None = None, language_code: str = "en",
-                     reply_to: dict | BotMessage | None = None) -> dict[str, Any]:
-        """Queue a user's text message; returns the Message object (usable as ``reply_to`` later)."""
+                     reply_to: dict | BotMessage | None = None, sender_chat: int | None = None) -> dict[str, Any]:
+        """Queue a user's text message; returns the Message object (usable as ``reply_to`` later).
+
+        ``sender_chat``: the user sends it on behalf of that chat, as Telegram shows it: the group
+        itself (an anonymous admin; ``from`` is GroupAnonymousBot) or a channel (``from`` is
+        Channel_Bot), named in ``sender_chat``; ``user_id`` is then nowhere in the update."""
         user = self._user(user_id, username, language_code)
         chat = self._chat(chat_id, chat_type=chat_type, title=chat_title, user=user)
         message: dict[str, Any] = {
@@ -284,6 +291,10 @@ class FakeTelegram:
             "from": dict(user),
             "text": text,
         }
+        if sender_chat is not None:
+            on_behalf = self._chat(sender_chat, chat_type=None if sender_chat == chat_id else "channel")
+            message["sender_chat"] = dict(on_behalf.obj)
+            message["from"] = dict(GROUP_ANONYMOUS_BOT if sender_chat == chat_id else CHANNEL_BOT)
         if text.startswith("/"):
             command = text.split()[0] if text.split() else text
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
