@@ -262,13 +262,16 @@ class TelegramAdapter:
             if message is not None:
                 await self._acknowledge(message, submitted)
             return submitted.text
+        if button.action == "d":
+            board = await self.service.resend_board(requester, button.job_id)
+            if message is not None:
+                await self._send_documents(message.chat_id, board.frame_paths, message.message_id)
+            return None
         board = await self.service.board(requester, button.job_id)
         if button.action == "f":
             await query.edit_message_reply_markup(frames_keyboard(button.job_id, len(board.frame_paths), lang))
-        elif button.action == "b":
+        else:
             await query.edit_message_reply_markup(board_keyboard(button.job_id, lang))
-        elif message is not None:
-            await self._send_documents(message.chat_id, board.frame_paths, message.message_id)
         return None
 
     async def _send_documents(self, chat_id: int, paths: tuple[Path, ...], reply_to: int) -> None:

@@ -155,6 +155,15 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "queue_position", (), ("--sizes", "1000,100000", "--repeat", "20"),
+        (
+            Figure("/status with 100k jobs queued (SQL position)",
+                   rf"RESULT queue_position: 100000 queued: /status (?P<value>{NUM}) ms", "ms", "<", "TARGET_MS"),
+            Figure("old replay / SQL position at 100k queued",
+                   rf"RESULT queue_position: 100000 queued: .*\((?P<value>{NUM})x\)", "x"),
+        ),
+    ),
+    Bench(
         "train_tiny", (), ("--steps", "8"),
         (Figure("cached / uncached trainer steps per second", rf"ratio cached/uncached: (?P<value>{NUM})x", "x", ">=",
                 "TARGET_RATIO"),),

@@ -56,6 +56,12 @@ class StorySettings(_Section):
 
 class QueueSettings(_Section):
     max_queued_per_user: int = Field(default=5, ge=1, le=1000)
+    max_queued_per_chat: int = Field(default=20, ge=1, le=100_000)
+    max_queued_total: int = Field(default=200, ge=1, le=1_000_000)  # every user together; moderators too
+    jobs_per_day: int = Field(default=30, ge=0, le=100_000)  # per user, rolling 24 h; 0 = no cap
+    regen_renders_per_day: int = Field(default=300, ge=0, le=1_000_000)  # worst-case renders; 0 = no cap
+    moderators_exempt: bool = True  # the per-user, per-chat and daily caps skip moderators
+    resend_cooldown_s: float = Field(default=60.0, ge=0.0, le=86_400.0)  # "Full resolution" per user; 0 = none
     max_running_per_user: int = Field(default=1, ge=1, le=16)
     lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=10)

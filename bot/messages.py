@@ -198,6 +198,39 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "У вас уже {max} задач(и) в очереди. Дождитесь, пока одна завершится.",
         "kk": "Сізде кезекте {max} тапсырма бар. Біреуі аяқталғанша күтіңіз.",
     },
+    "err_queue_busy": {
+        "en": "The queue is full right now ({max} boards waiting). Please try again a little later.",
+        "ru": "Очередь сейчас заполнена ({max} раскадровок ждут). Попробуйте чуть позже.",
+        "kk": "Кезек қазір толы ({max} раскадровка күтіп тұр). Сәл кейінірек қайталаңыз.",
+    },
+    "err_chat_queue_full": {
+        "en": "This chat already has {max} boards waiting. Please wait for some of them to finish.",
+        "ru": "В этом чате уже ждут {max} раскадровок. Дождитесь, пока часть из них будет готова.",
+        "kk": "Бұл чатта {max} раскадровка күтіп тұр. Олардың біразы дайын болғанша күтіңіз.",
+    },
+    "err_daily_quota": {
+        "en": "You have used your {max} boards for the last 24 hours. Try again in {hours} h {minutes} min.",
+        "ru": "Вы использовали свои {max} раскадровок за последние 24 часа. Попробуйте через {hours} ч {minutes} мин.",
+        "kk": "Соңғы 24 сағаттағы {max} раскадровкаңызды пайдаландыңыз. {hours} сағ {minutes} мин кейін қайталаңыз.",
+    },
+    "err_regen_budget": {
+        "en": "Your regenerations in the last 24 hours have used {used} of {max} renders, and this one may "
+              "take up to {cost}. Try a single frame, or try again later.",
+        "ru": "Ваши перерисовки за последние 24 часа заняли {used} из {max} рендеров, а эта может занять до "
+              "{cost}. Перерисуйте один кадр или попробуйте позже.",
+        "kk": "Соңғы 24 сағаттағы қайта салуларыңыз {max} рендердің {used}-ін алды, ал бұл {cost} дейін алуы "
+              "мүмкін. Бір кадрды қайта салыңыз немесе кейінірек қайталаңыз.",
+    },
+    "err_resend_cooldown": {
+        "en": "I have just sent you full-resolution files. You can ask again in {seconds} s.",
+        "ru": "Я только что отправил файлы в полном размере. Снова можно через {seconds} с.",
+        "kk": "Толық өлшемді файлдарды жаңа ғана жібердім. Қайта {seconds} с кейін сұрай аласыз.",
+    },
+    "err_not_your_chat": {
+        "en": "Job #{job} belongs to another chat; only its author or a moderator can open it here.",
+        "ru": "Задача #{job} из другого чата; открыть её здесь может только автор или модератор.",
+        "kk": "#{job} тапсырма басқа чаттікі; оны мұнда тек авторы немесе модератор аша алады.",
+    },
     "err_not_found": {
         "en": "There is no job #{job}.",
         "ru": "Задачи #{job} нет.",

@@ -8,7 +8,6 @@ is a ``StoryError`` whose message comes from the catalogue in the user's languag
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -17,10 +16,10 @@ from pathlib import Path
 
 from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
+from bot.limits import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
-from bot.queue import round_robin_order
-from engine.moderation import TermFilter, strip_bidi
 from bot.store import Job, NewJob, Store, User
+from engine.moderation import TermFilter, strip_bidi
 from engine.render import ModeOff
 
 log = logging.getLogger(__name__)
@@ -86,9 +85,8 @@ class JobView:
             status = text("status_queued", self.lang, position=self.position)
         else:
             status = text(f"status_{self.job.status}", self.lang)
+        # the job number names the board; server paths are never shown
         detail = f": {self.job.title}" if self.job.status == "done" and self.job.title else ""
-        if self.job.status == "done" and self.job.grid_path:
-            detail += f" ({self.job.grid_path})"
         return text("status_line", self.lang, job=self.job.id, status=status, detail=detail)
 
 
@@ -170,6 +168,8 @@ class StoryService:
         self._modes_off = dict(modes_off or {})  # render modes this bot's engine cannot draw, and why
         self._moderators = frozenset(config.roles.moderators)
         self._moderator_roles = frozenset(config.roles.moderator_roles)
+        self.limits = Limits(config.queue, max_retries=config.validation.max_retries)
+        self._last_resend: dict[str, float] = {}  # requester key → when their last board re-send went out
 
     # -- helpers -------------------------------------------------------------------------
     def is_moderator(self, requester: Requester) -> bool:
@@ -193,8 +193,7 @@ class StoryService:
         return job
 
     async def queue_position(self, job_id: int) -> int | None:
-        order = round_robin_order(await self.store.queued_entries())
-        return order.index(job_id) + 1 if job_id in order else None
+        return await self.store.queue_position(job_id)
 
     async def outstanding(self, platform: str) -> int:
         """Jobs not yet finished and delivered for ``platform`` (the console waits on this)."""
@@ -222,14 +221,18 @@ class StoryService:
             user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
             language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,
             out_dir=str(request.out_dir) if request.out_dir else None, source_ref=request.source_ref,
+            renders=self.limits.renders("story", options.frames),
         )
-        return await self._enqueue(job, lang)
+        return await self._enqueue(request.requester, job, lang)
 
-    async def _enqueue(self, job: NewJob, lang: Lang) -> Submitted:
-        limit = self.config.queue.max_queued_per_user
-        job_id = await self.store.enqueue(job, max_queued=limit)
-        if job_id is None:
-            raise RetryLater("err_queue_full", max=limit)
+    async def _enqueue(self, requester: Requester, job: NewJob, lang: Lang) -> Submitted:
+        now = self.store.now()
+        caps = self.limits.caps_for(moderator=self.is_moderator(requester), now=now)
+        outcome = await self.store.enqueue(job, caps=caps)
+        if isinstance(outcome, Refused):
+            log.info("refused a %s from %s: %s cap (%d)", job.kind, requester.key, outcome.cap, outcome.limit)
+            raise refusal_error(outcome, now)
+        job_id = outcome
         position = await self.queue_position(job_id) or 1
         log.info("job %d queued (%s, user %d, position %d)", job_id, job.kind, job.user_id, position)
         return Submitted(job_id=job_id, position=position, lang=lang)
@@ -282,16 +285,18 @@ class StoryService:
         parent = await self._owned_job(requester, user, job_id)
         if parent.status != "done" or not parent.report_path:
             raise BadRequest("err_not_done", job=parent.id)
+        self.rules.check_text(parent.story)  # the banned terms may have grown since the board was drawn
         self.check_mode_available(parent.mode)
         n_frames = len(await self.store.frames(parent.id))
         if frame is not None and not 1 <= frame <= n_frames:
             raise BadRequest("err_frame_range", job=parent.id, frames=n_frames, frame=frame)
+        kind = "regen_frame" if frame else "regen_board"
         job = NewJob(
             user_id=user.id, platform=requester.platform, chat_id=requester.chat_id, language=lang,
-            kind="regen_frame" if frame else "regen_board", story=parent.story, mode=parent.mode,
-            frames=n_frames, seed=secrets.randbelow(MAX_SEED), parent_id=parent.id, redo_frame=frame,
+            kind=kind, story=parent.story, mode=parent.mode, frames=n_frames, seed=secrets.randbelow(MAX_SEED),
+            parent_id=parent.id, redo_frame=frame, renders=self.limits.renders(kind, n_frames),
         )
-        return await self._enqueue(job, lang)
+        return await self._enqueue(requester, job, lang)
 
     # -- moderation ------------------------------------------------------------------------
     async def ban(self, requester: Requester, platform: str, user_id: str, reason: str = "") -> str:
@@ -319,16 +324,45 @@ class StoryService:
         await self.store.set_status_ref(job_id, ref)
 
     async def board(self, requester: Requester, job_id: int) -> Board:
-        """A finished board's files, for buttons such as "Full resolution"."""
-        _, lang = await self._user(requester)
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise BadRequest("err_not_found", job=job_id)
+        """A finished board's files, for its buttons: the owner, a moderator or someone in the chat
+        it was posted to may look."""
+        user, lang = await self._user(requester)
+        job = await self._visible_job(requester, user, job_id)
         if job.status != "done" or not job.grid_path:
             raise BadRequest("err_not_done", job=job_id)
         frames = await self.store.frames(job_id)
         return Board(job=job, grid_path=Path(job.grid_path), frame_paths=tuple(Path(f.path) for f in frames),
                      lang=lang)
+
+    async def resend_board(self, requester: Requester, job_id: int) -> Board:
+        """``board`` for "Full resolution", which uploads every frame again: once per user per
+        ``queue.resend_cooldown_s``."""
+        board = await self.board(requester, job_id)
+        self._take_resend_turn(requester)
+        return board
+
+    async def _visible_job(self, requester: Requester, user: User, job_id: int) -> Job:
+        """A job its owner, a moderator or a member of the chat it was posted in may look at."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise BadRequest("err_not_found", job=job_id)
+        same_chat = job.platform == requester.platform and job.chat_id == requester.chat_id
+        if job.user_id != user.id and not same_chat and not self.is_moderator(requester):
+            raise BadRequest("err_not_your_chat", job=job_id)
+        return job
+
+    def _take_resend_turn(self, requester: Requester) -> None:
+        """Re-sends upload every frame again; one per user per cooldown keeps a group's upload budget."""
+        cooldown = self.config.queue.resend_cooldown_s
+        if not cooldown or self.is_moderator(requester):
+            return
+        now = self.store.now()
+        last = self._last_resend.get(requester.key)
+        if last is not None and now - last < cooldown:
+            raise RetryLater("err_resend_cooldown", seconds=max(1, int(-(-(cooldown - (now - last)) // 1))))
+        if len(self._last_resend) > 10_000:  # forget turns that are over, so the map stays small
+            self._last_resend = {key: at for key, at in self._last_resend.items() if now - at < cooldown}
+        self._last_resend[requester.key] = now
 
     async def queue_overview(self, requester: Requester) -> str:
         """Moderators: every queued and running job with its owner and position."""
@@ -338,12 +372,12 @@ class StoryService:
         jobs = await self.store.active_jobs()
         if not jobs:
             return text("queue_empty", lang)
-        order = round_robin_order(await self.store.queued_entries())
         lines = [text("queue_header", lang, count=len(jobs))]
         for job in jobs:
             owner = await self.store.user_by_id(job.user_id)
+            position = await self.store.queue_position(job.id) if job.status == "queued" else None
             where = text("status_running", lang) if job.status == "running" else text(
-                "status_queued", lang, position=order.index(job.id) + 1 if job.id in order else "?")
+                "status_queued", lang, position=position or "?")
             lines.append(text("queue_line", lang, job=job.id, owner=owner.key if owner else "?", status=where,
                               story=_shorten(job.story, 40)))
         return "\n".join(lines)

@@ -28,6 +28,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.limits import DAY_S, Caps, Refused
+
 log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -118,6 +120,51 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN sending_since REAL;
     ALTER TABLE deliveries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: cost caps and queue positions in SQL. Triggers keep each user's queued count and oldest
+    #    queued job on the users row, whatever changes a job's status, and queue_depths[d] = how
+    #    many users have at least d jobs waiting; so a queue position is a few counts, not a replay
+    #    of the whole queue. A user's count moves by one per job row changed (row triggers), which
+    #    is why the depth trigger only ever needs to add the row for the new depth.
+    """
+    ALTER TABLE jobs ADD COLUMN renders INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN first_queued INTEGER;
+    CREATE INDEX jobs_user_queued ON jobs (user_id, id) WHERE status = 'queued';
+    CREATE INDEX jobs_chat_queued ON jobs (platform, chat_id) WHERE status = 'queued';
+    CREATE INDEX jobs_user_created ON jobs (user_id, created_at);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX users_in_queue ON users (last_claimed_at, first_queued, queued) WHERE queued > 0;
+    CREATE TRIGGER jobs_queued_insert AFTER INSERT ON jobs WHEN NEW.status = 'queued' BEGIN
+        UPDATE users SET queued = queued + 1, first_queued = COALESCE(MIN(first_queued, NEW.id), NEW.id)
+        WHERE id = NEW.user_id;
+    END;
+    CREATE TRIGGER jobs_queued_update AFTER UPDATE OF status ON jobs
+    WHEN (OLD.status = 'queued') <> (NEW.status = 'queued') BEGIN
+        UPDATE users SET
+            queued = (SELECT COUNT(*) FROM jobs WHERE user_id = NEW.user_id AND status = 'queued'),
+            first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = NEW.user_id AND status = 'queued')
+        WHERE id = NEW.user_id;
+    END;
+    CREATE TRIGGER jobs_queued_delete AFTER DELETE ON jobs WHEN OLD.status = 'queued' BEGIN
+        UPDATE users SET
+            queued = (SELECT COUNT(*) FROM jobs WHERE user_id = OLD.user_id AND status = 'queued'),
+            first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = OLD.user_id AND status = 'queued')
+        WHERE id = OLD.user_id;
+    END;
+    UPDATE users SET
+        queued = (SELECT COUNT(*) FROM jobs WHERE user_id = users.id AND status = 'queued'),
+        first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = users.id AND status = 'queued');
+    CREATE TABLE queue_depths (depth INTEGER PRIMARY KEY, users INTEGER NOT NULL DEFAULT 0);
+    WITH RECURSIVE d(depth) AS (SELECT 1 UNION ALL SELECT depth + 1 FROM d
+                                WHERE depth < (SELECT MAX(queued) FROM users))
+    INSERT INTO queue_depths (depth, users)
+        SELECT depth, (SELECT COUNT(*) FROM users WHERE queued >= depth) FROM d WHERE EXISTS (SELECT 1 FROM users WHERE queued > 0);
+    CREATE TRIGGER users_queue_depths AFTER UPDATE OF queued ON users WHEN NEW.queued <> OLD.queued BEGIN
+        INSERT OR IGNORE INTO queue_depths (depth) SELECT NEW.queued WHERE NEW.queued > 0;
+        UPDATE queue_depths SET users = users + 1 WHERE depth > OLD.queued AND depth <= NEW.queued;
+        UPDATE queue_depths SET users = users - 1 WHERE depth > NEW.queued AND depth <= OLD.queued;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -189,6 +236,7 @@ class NewJob:
     redo_frame: int | None = None
     out_dir: str | None = None
     source_ref: str | None = None  # the platform's id of the message that asked for it
+    renders: int = 0  # the most SDXL renders it may cost (bot.limits), for the daily caps
 
 
 @dataclass(frozen=True)
@@ -253,6 +301,10 @@ class Store:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    def now(self) -> float:
+        """The store's clock (tests give it a fake one), for windows compared with its timestamps."""
+        return self._clock()
 
     async def _configure(self, busy_timeout_ms: int) -> None:
         for pragma in (
@@ -366,13 +418,13 @@ class Store:
             return len(cancelled)
 
     # -- jobs --------------------------------------------------------------------------------
-    async def enqueue(self, job: NewJob, *, max_queued: int) -> int | None:
-        """Write the job as ``queued`` unless the user already has ``max_queued`` waiting.
+    async def enqueue(self, job: NewJob, *, caps: Caps) -> int | Refused:
+        """Write the job as ``queued`` unless a cap says no.
 
-        Returns the new job id, or None when the user is at the limit. Check and insert
-        share one IMMEDIATE transaction, so two quick submits cannot both squeeze in. A job
-        whose ``source_ref`` is already known (the same chat message, redelivered after a
-        crash) is not written twice: the existing job's id comes back.
+        Returns the new job id, or the cap that refused it. Check and insert share one
+        IMMEDIATE transaction, so two quick submits cannot both squeeze in. A job whose
+        ``source_ref`` is already known (the same chat message, redelivered after a crash) is
+        not written twice: the existing job's id comes back.
         """
         now = self._clock()
         async with self._write():
@@ -381,26 +433,58 @@ class Store:
                                               (job.platform, job.source_ref))
                 if existing is not None:
                     return existing
-            waiting = await self._scalar(
-                "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = 'queued'", (job.user_id,)
-            )
-            if waiting >= max_queued:
-                return None
+            refused = await self._over_cap(job, caps)
+            if refused is not None:
+                return refused
             job_id = await self._scalar(
                 """
                 INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
-                                  story, mode, frames, seed, out_dir, created_at, source_ref)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                                  story, mode, frames, seed, out_dir, created_at, source_ref, renders)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """,
                 (
                     job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
                     job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now, job.source_ref,
+                    job.renders,
                 ),
             )
             await self._run(
                 "UPDATE users SET jobs_submitted = jobs_submitted + 1 WHERE id = ?", (job.user_id,)
             )
         return job_id
+
+    async def _over_cap(self, job: NewJob, caps: Caps) -> Refused | None:
+        """The first cap this job would break. Each count stops at its cap, so a long queue costs
+        no more than a short one."""
+        if await self._count_up_to("SELECT 1 FROM jobs WHERE status = 'queued'", (), caps.queued_total) \
+                >= caps.queued_total:
+            return Refused("queued_total", caps.queued_total)
+        if caps.queued_per_user is not None and await self._scalar(
+                "SELECT COALESCE((SELECT queued FROM users WHERE id = ?), 0)", (job.user_id,)) >= caps.queued_per_user:
+            return Refused("queued_per_user", caps.queued_per_user)
+        if caps.queued_per_chat is not None and await self._count_up_to(
+                "SELECT 1 FROM jobs WHERE platform = ? AND chat_id = ? AND status = 'queued'",
+                (job.platform, job.chat_id), caps.queued_per_chat) >= caps.queued_per_chat:
+            return Refused("queued_per_chat", caps.queued_per_chat)
+        return await self._over_daily_cap(job, caps)
+
+    async def _count_up_to(self, select: str, params: tuple, cap: int) -> int:
+        return await self._scalar(f"SELECT COUNT(*) FROM ({select} LIMIT {int(cap)})", params)
+
+    async def _over_daily_cap(self, job: NewJob, caps: Caps) -> Refused | None:
+        if caps.jobs_per_day is not None:
+            rows = await self._run(
+                """SELECT created_at FROM jobs WHERE user_id = ? AND created_at > ?
+                   ORDER BY created_at DESC LIMIT 1 OFFSET ?""", (job.user_id, caps.since, caps.jobs_per_day - 1))
+            if rows:  # the cap-th newest job in the window: a slot frees when it leaves the window
+                return Refused("jobs_per_day", caps.jobs_per_day, retry_at=rows[0][0] + DAY_S)
+        if caps.regen_renders_per_day is not None and job.kind != "story":
+            used = await self._scalar(
+                """SELECT COALESCE(SUM(renders), 0) FROM jobs
+                   WHERE user_id = ? AND created_at > ? AND kind <> 'story'""", (job.user_id, caps.since))
+            if used + job.renders > caps.regen_renders_per_day:
+                return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
+        return None
 
     async def get_job(self, job_id: int) -> Job | None:
         return await self._one(Job, "SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -521,6 +605,38 @@ class Store:
                FROM jobs j JOIN users u ON u.id = j.user_id WHERE j.status = 'queued' ORDER BY j.id""",
         )
 
+    async def queue_position(self, job_id: int) -> int | None:
+        """Where a queued job stands in the round-robin order ``claim`` takes (1 = next), or None.
+
+        Round r serves each user's r-th queued job, users in claim order (never served first, then
+        least recently served, then oldest job). So the jobs ahead of a user's k-th job are every
+        user's first k-1 jobs (the sum of queue_depths below k), plus the k-th jobs of the users
+        ahead in that order: a count over the ``users_in_queue`` index, which holds only users with
+        jobs waiting (each query says ``queued > 0`` so SQLite knows it may use that partial index).
+        """
+        rows = await self._run(
+            """SELECT j.user_id, u.last_claimed_at, u.first_queued,
+                      (SELECT COUNT(*) FROM jobs m WHERE m.user_id = j.user_id AND m.status = 'queued'
+                       AND m.id <= j.id) AS k
+               FROM jobs j JOIN users u ON u.id = j.user_id WHERE j.id = ? AND j.status = 'queued'""",
+            (job_id,))
+        if not rows:
+            return None
+        _, served_at, first, k = rows[0]
+        earlier_rounds = await self._scalar(
+            "SELECT COALESCE(SUM(users), 0) FROM queue_depths WHERE depth < ?", (k,))
+        if served_at is None:
+            ahead = await self._scalar(
+                """SELECT COUNT(*) FROM users WHERE queued > 0 AND queued >= ? AND last_claimed_at IS NULL
+                   AND first_queued < ?""", (k, first))
+        else:
+            ahead = await self._scalar(
+                """SELECT (SELECT COUNT(*) FROM users WHERE queued > 0 AND queued >= :k AND last_claimed_at IS NULL)
+                        + (SELECT COUNT(*) FROM users WHERE queued > 0 AND queued >= :k
+                           AND (last_claimed_at, first_queued) < (:at, :first))""",
+                {"k": k, "at": served_at, "first": first})
+        return earlier_rounds + ahead + 1
+
     async def request_cancel(self, job_id: int) -> Job | None:
         """Cancel a queued job at once; flag a running one for the worker. Returns the updated job."""
         now = self._clock()
@@ -637,4 +753,15 @@ def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapp
 
 
 def _split_sql(script: str) -> list[str]:
-    return [statement.strip() for statement in script.split(";") if statement.strip()]
+    """The statements of a migration; a trigger's body holds ";" of its own, so split where SQLite
+    says a statement is complete."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    if current.strip(" \n;"):
+        raise ValueError(f"incomplete SQL statement in a migration: {current.strip()[:80]}")
+    return statements

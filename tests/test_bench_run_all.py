@@ -33,6 +33,8 @@ REQUIRED = [
     ("train_tiny", "cached / uncached trainer steps per second"),
     ("seed_drift", "one seed, another batch size or thread count: largest pixel difference"),
     ("seed_drift", "one seed, another batch size or thread count: lowest PSNR"),
+    ("queue_position", "/status with 100k jobs queued (SQL position)"),
+    ("queue_position", "old replay / SQL position at 100k queued"),
 ]
 SCALE_ROWS = [  # bench/scale_out.py, which needs redis-server (skipped without it)
     ("scale_out", "throughput, 2 arq workers / 1"),
@@ -44,6 +46,7 @@ HAS_REDIS = shutil.which("redis-server") is not None
 if HAS_REDIS:
     REQUIRED += SCALE_ROWS
 NO_TARGET = {("engine_tiny", "cold start / warm board"),  # the bench states no target: verdict "info"
+             ("queue_position", "old replay / SQL position at 100k queued"),
              ("scale_out", "boards per minute, 1 worker"),
              ("scale_out", "orchestration overhead per job, 1 worker (p50)")}
 GPU_ROW = ("engine_gpu", "baseline / all-on board time (speed-up)")

@@ -204,6 +204,24 @@ async def test_anonymous_admins_and_channel_posters_are_asked_to_write_as_themse
     assert await db_rows(config, "SELECT id, chat_id FROM jobs") == [(1, str(GROUP))]
 
 
+async def test_full_resolution_presses_by_group_members_wait_a_cooldown_each(fake, tg_config):
+    """Each press uploads every frame again; a member pressing again and again would use up the
+    group's 20 posts a minute. One re-send per user per cooldown; other members keep theirs."""
+    config = tg_config(queue={"resend_cooldown_s": 600})
+    async with running(config):
+        story(fake, "/story Aldar Kose laughs at the bazaar --frames 2", chat=GROUP, chat_type="supergroup")
+        board = await fake.wait_for(lambda f: photos(f, GROUP) and photos(f, GROUP)[0])
+        first = fake.press_button("d:1", message=board, user_id=BOB)
+        await fake.wait_for(lambda f: f.answered(first) and f.media_groups(GROUP))
+        again = fake.press_button("d:1", message=board, user_id=BOB)
+        await fake.wait_for(lambda f: f.answered(again))
+        owner = fake.press_button("d:1", message=board, user_id=ALICE)
+        await fake.wait_for(lambda f: f.answered(owner) and len(f.media_groups(GROUP)) == 2)
+    assert fake.answered(again)["show_alert"] is True
+    assert fake.answered(again)["text"] == "I have just sent you full-resolution files. You can ask again in 600 s."
+    assert len(fake.media_groups(GROUP)) == 2  # Bob's first press and Alice's, not Bob's second
+
+
 async def test_bad_story_input_gets_a_clear_reply(fake, tg_config):
     config = tg_config()
     async with running(config):

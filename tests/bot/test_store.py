@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from bot.queue import round_robin_order
+from tests.round_robin import round_robin_order
+from bot.limits import Caps, Refused
 from bot.store import SCHEMA_VERSION, FrameRow, NewJob, Store
 
 
@@ -22,6 +23,12 @@ class Clock:
 def new_job(user_id: int, story: str = "Aldar Kose rides") -> NewJob:
     return NewJob(user_id=user_id, platform="console", chat_id="c", language="en", kind="story",
                   story=story, mode="simple", frames=6, seed=1)
+
+
+def caps(per_user: int | None = 50, *, total: int = 10_000, per_chat: int | None = None,
+         per_day: int | None = None, regen_renders: int | None = None, since: float = 0.0) -> Caps:
+    return Caps(queued_total=total, queued_per_user=per_user, queued_per_chat=per_chat, jobs_per_day=per_day,
+                regen_renders_per_day=regen_renders, since=since)
 
 
 async def add_user(store: Store, name: str) -> int:
@@ -52,14 +59,14 @@ async def test_a_newer_schema_is_refused(tmp_path):
 
 async def test_foreign_keys_are_enforced(store):
     with pytest.raises(sqlite3.IntegrityError):
-        await store.enqueue(new_job(user_id=999), max_queued=5)
+        await store.enqueue(new_job(user_id=999), caps=caps(5))
 
 
 async def test_one_users_twenty_jobs_do_not_starve_another(store):
     alice, bob = await add_user(store, "alice"), await add_user(store, "bob")
     for i in range(20):
-        assert await store.enqueue(new_job(alice, f"story {i}"), max_queued=50)
-    bob_job = await store.enqueue(new_job(bob), max_queued=50)
+        assert await store.enqueue(new_job(alice, f"story {i}"), caps=caps(50))
+    bob_job = await store.enqueue(new_job(bob), caps=caps(50))
 
     claimed = []
     for _ in range(2):
@@ -72,7 +79,7 @@ async def test_predicted_positions_match_the_real_claim_order(store):
     users = [await add_user(store, name) for name in ("a", "b", "c")]
     rng = random.Random(7)
     for _ in range(15):
-        await store.enqueue(new_job(rng.choice(users)), max_queued=50)
+        await store.enqueue(new_job(rng.choice(users)), caps=caps(50))
     # serve two jobs first, so users carry different last-claimed times
     for _ in range(2):
         job = await store.claim("w", lease_seconds=60, max_running_per_user=50, max_attempts=3)
@@ -88,17 +95,17 @@ async def test_predicted_positions_match_the_real_claim_order(store):
 
 async def test_enqueue_refuses_past_the_per_user_limit(store):
     alice = await add_user(store, "alice")
-    assert await store.enqueue(new_job(alice), max_queued=2)
-    assert await store.enqueue(new_job(alice), max_queued=2)
-    assert await store.enqueue(new_job(alice), max_queued=2) is None
+    assert await store.enqueue(new_job(alice), caps=caps(2))
+    assert await store.enqueue(new_job(alice), caps=caps(2))
+    assert await store.enqueue(new_job(alice), caps=caps(2)) == Refused("queued_per_user", 2)
     assert await store.count_jobs() == 2
     assert (await store.user_by_id(alice)).jobs_submitted == 2
 
 
 async def test_max_running_per_user_holds_back_a_second_job(store):
     alice = await add_user(store, "alice")
-    await store.enqueue(new_job(alice), max_queued=5)
-    await store.enqueue(new_job(alice), max_queued=5)
+    await store.enqueue(new_job(alice), caps=caps(5))
+    await store.enqueue(new_job(alice), caps=caps(5))
     first = await store.claim("w1", lease_seconds=60, max_running_per_user=1, max_attempts=3)
     assert first is not None
     assert await store.claim("w2", lease_seconds=60, max_running_per_user=1, max_attempts=3) is None
@@ -109,7 +116,7 @@ async def test_an_expired_lease_is_claimed_again_and_then_given_up(tmp_path):
     store = await Store.open(tmp_path / "lease.sqlite3", clock=clock)
     try:
         alice = await add_user(store, "alice")
-        job_id = await store.enqueue(new_job(alice), max_queued=5)
+        job_id = await store.enqueue(new_job(alice), caps=caps(5))
         await store.claim("dead-worker", lease_seconds=10, max_running_per_user=1, max_attempts=2)
         clock.now += 5
         assert await store.claim("w2", lease_seconds=10, max_running_per_user=1, max_attempts=2) is None
@@ -130,8 +137,8 @@ async def test_an_expired_lease_is_claimed_again_and_then_given_up(tmp_path):
 
 async def test_cancel_stops_a_queued_job_and_flags_a_running_one(store):
     alice = await add_user(store, "alice")
-    running = await store.enqueue(new_job(alice), max_queued=5)
-    queued = await store.enqueue(new_job(alice), max_queued=5)
+    running = await store.enqueue(new_job(alice), caps=caps(5))
+    queued = await store.enqueue(new_job(alice), caps=caps(5))
     await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
 
     assert (await store.request_cancel(queued)).status == "cancelled"
@@ -143,7 +150,7 @@ async def test_cancel_stops_a_queued_job_and_flags_a_running_one(store):
 
 async def test_finish_queues_one_delivery_and_it_counts_once(store):
     alice = await add_user(store, "alice")
-    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    job_id = await store.enqueue(new_job(alice), caps=caps(5))
     await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
     frames = [FrameRow(idx=1, path="f1.png", seed=5, prompt="p", attempts=1, identity=None, accepted=True)]
     assert await store.finish(job_id, "w", title="T", grid_path="g.png", report_path="r.json", frames=frames)
@@ -159,7 +166,7 @@ async def test_finish_queues_one_delivery_and_it_counts_once(store):
 
 async def test_a_released_job_goes_back_to_the_queue(store):
     alice = await add_user(store, "alice")
-    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    job_id = await store.enqueue(new_job(alice), caps=caps(5))
     await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=1)
     assert await store.release(job_id, "w")
     again = await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=1)
@@ -168,8 +175,8 @@ async def test_a_released_job_goes_back_to_the_queue(store):
 
 async def test_ban_cancels_queued_jobs(store):
     alice = await add_user(store, "alice")
-    await store.enqueue(new_job(alice), max_queued=5)
-    await store.enqueue(new_job(alice), max_queued=5)
+    await store.enqueue(new_job(alice), caps=caps(5))
+    await store.enqueue(new_job(alice), caps=caps(5))
     assert await store.set_banned(alice, True, "spam") == 2
     assert await store.count_jobs(status="cancelled") == 2
     user = await store.user_by_id(alice)
@@ -181,7 +188,7 @@ async def test_writes_cancelled_at_any_point_leave_no_transaction_open(store):
     import asyncio
 
     alice = await add_user(store, "alice")
-    job_id = await store.enqueue(new_job(alice), max_queued=5)
+    job_id = await store.enqueue(new_job(alice), caps=caps(5))
     await store.claim("w", lease_seconds=60, max_running_per_user=1, max_attempts=3)
     for delay in range(40):
         task = asyncio.create_task(store.renew_lease(job_id, "w", 60))
@@ -209,9 +216,11 @@ async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
                         VALUES (1, 't', 'c', 'story', 'Aldar Kose rides', 'simple', 3, 1)""")
     store = await Store.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 3
+        assert await store.schema_version() == SCHEMA_VERSION == 4
         job = await store.get_job(1)
         assert (job.story, job.status, job.status_ref) == ("Aldar Kose rides", "queued", None)
+        assert await store.queue_position(1) == 1  # v4 counted the job already waiting
+        assert await store.enqueue(new_job(1), caps=caps(1)) == Refused("queued_per_user", 1)
         await store.set_status_ref(1, "42:7")
         assert (await store.get_job(1)).status_ref == "42:7"
     finally:
@@ -230,3 +239,79 @@ async def test_a_commit_that_fails_leaves_no_transaction_open_for_the_next_write
     await held.close()
     await store.count_refusal(alice)  # the failed write was rolled back: no transaction is left open
     assert (await store.user_by_id(alice)).refusals == 1
+
+
+def chat_job(user_id: int, chat: str, kind: str = "story", renders: int = 18) -> NewJob:
+    return NewJob(user_id=user_id, platform="console", chat_id=chat, language="en", kind=kind,
+                  story="Aldar Kose rides", mode="simple", frames=6, seed=1, renders=renders)
+
+
+async def test_sql_queue_positions_agree_with_the_replayed_round_robin(store):
+    """Random submits, claims, cancels, releases and bans: every queued job's position in SQL is
+    its place in the order the pure replay predicts."""
+    rng = random.Random(3)
+    users = [await add_user(store, f"u{i}") for i in range(6)]
+    running: list[int] = []
+    for step in range(120):
+        action = rng.random()
+        if action < 0.55:
+            await store.enqueue(new_job(rng.choice(users)), caps=caps(50))
+        elif action < 0.75:
+            job = await store.claim("w", lease_seconds=60, max_running_per_user=50, max_attempts=3)
+            if job is not None:
+                running.append(job.id)
+        elif action < 0.85 and running:
+            await store.release(running.pop(rng.randrange(len(running))), "w")
+        elif action < 0.95:
+            queued = [e.job_id for e in await store.queued_entries()]
+            if queued:
+                await store.request_cancel(rng.choice(queued))
+        else:
+            await store.set_banned(rng.choice(users), True, None)
+        predicted = round_robin_order(await store.queued_entries())
+        positions = [await store.queue_position(job_id) for job_id in predicted]
+        assert positions == list(range(1, len(predicted) + 1)), f"step {step}"
+    assert await store.queue_position(running[0] if running else 10_000) is None
+
+
+async def test_the_global_cap_counts_every_users_waiting_jobs(store):
+    users = [await add_user(store, f"u{i}") for i in range(4)]
+    outcomes = [await store.enqueue(new_job(users[i % 4]), caps=caps(5, total=6)) for i in range(10)]
+    assert sum(isinstance(o, int) for o in outcomes) == 6
+    assert outcomes[6:] == [Refused("queued_total", 6)] * 4
+    await store.claim("w", lease_seconds=60, max_running_per_user=5, max_attempts=3)
+    assert isinstance(await store.enqueue(new_job(users[0]), caps=caps(5, total=6)), int)  # a slot freed
+
+
+async def test_the_per_chat_cap_counts_every_member(store):
+    alice, bob = await add_user(store, "alice"), await add_user(store, "bob")
+    assert isinstance(await store.enqueue(chat_job(alice, "group"), caps=caps(per_chat=2)), int)
+    assert isinstance(await store.enqueue(chat_job(bob, "group"), caps=caps(per_chat=2)), int)
+    assert await store.enqueue(chat_job(bob, "group"), caps=caps(per_chat=2)) == Refused("queued_per_chat", 2)
+    assert isinstance(await store.enqueue(chat_job(bob, "elsewhere"), caps=caps(per_chat=2)), int)
+
+
+async def test_the_daily_quota_is_a_rolling_day_and_says_when_a_slot_frees(tmp_path):
+    clock = Clock(100_000.0)
+    store = await Store.open(tmp_path / "day.sqlite3", clock=clock)
+    try:
+        alice = await add_user(store, "alice")
+        for _ in range(3):
+            assert isinstance(await store.enqueue(new_job(alice), caps=caps(per_day=3, since=clock.now - 86_400)), int)
+            clock.now += 600
+        refused = await store.enqueue(new_job(alice), caps=caps(per_day=3, since=clock.now - 86_400))
+        assert refused == Refused("jobs_per_day", 3, retry_at=100_000.0 + 86_400)
+        clock.now = 100_000.0 + 86_400 + 1  # the first job left the window
+        assert isinstance(await store.enqueue(new_job(alice), caps=caps(per_day=3, since=clock.now - 86_400)), int)
+    finally:
+        await store.close()
+
+
+async def test_the_regeneration_budget_counts_worst_case_renders_of_regenerations_only(store):
+    alice = await add_user(store, "alice")
+    budget = caps(per_user=None, regen_renders=40)
+    assert isinstance(await store.enqueue(chat_job(alice, "c", "story", renders=36), caps=budget), int)
+    assert isinstance(await store.enqueue(chat_job(alice, "c", "regen_board", renders=36), caps=budget), int)
+    refused = await store.enqueue(chat_job(alice, "c", "regen_board", renders=36), caps=budget)
+    assert refused == Refused("regen_renders_per_day", 40, used=36, cost=36)
+    assert isinstance(await store.enqueue(chat_job(alice, "c", "regen_frame", renders=3), caps=budget), int)

@@ -18,7 +18,7 @@ import psutil
 
 from adapters.console import ConsoleAdapter
 from bot.messages import text
-from bot.queue import round_robin_order
+from tests.round_robin import round_robin_order
 from bot.store import Store
 from engine.backends import build_engine
 from tests.helpers import WORKER_STORY, RecordingGateway, Rig, db_rows

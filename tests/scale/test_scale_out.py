@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.messages import text
-from bot.queue import round_robin_order
+from tests.round_robin import round_robin_order
 from bot.service import Requester, StoryOptions, StoryRequest
 from tests.helpers import ALICE, BOB, WORKER_STORY
 from tests.scale.conftest import running_bot

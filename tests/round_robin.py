@@ -1,8 +1,9 @@
-"""The round-robin order, as a pure function, for queue positions.
+"""The round-robin order, replayed in Python: the tests' oracle for ``Store.claim`` and
+``Store.queue_position``.
 
-It mirrors ``Store.claim``: the user served least recently (never-served users first,
-then by oldest job) gets the next job; after being served a user goes to the back.
-A test checks that the positions it predicts are the order ``claim`` really takes.
+The user served least recently (never-served users first, then by oldest job) gets the next
+job; after being served a user goes to the back. Tests check that the order it predicts is
+the order ``claim`` really takes, and that ``queue_position`` (counts in SQL) agrees with it.
 """
 
 from __future__ import annotations
