@@ -85,6 +85,7 @@ class ConsoleAdapter:
             "/mystats": self._mystats,
             "/ban": self._ban,
             "/unban": self._unban,
+            "/purge": self._purge,
             "/help": self._help,
             "/start": self._help,
         }
@@ -103,6 +104,9 @@ class ConsoleAdapter:
     async def _regen(self, args: str) -> str:
         job_id, frame = parse_regen_args(args)
         return (await self.service.regenerate(self.requester, job_id, frame)).text
+
+    async def _purge(self, args: str) -> str:
+        return await self.service.purge(self.requester, parse_job_id(args))
 
     async def _mystats(self, args: str) -> str:
         return (await self.service.mystats(self.requester)).text

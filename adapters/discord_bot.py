@@ -221,6 +221,11 @@ class DiscordAdapter:
         async def regen(interaction: discord.Interaction, job: int, frame: int | None = None) -> None:
             await adapter.regenerate(interaction, job, frame)
 
+        @tree.command(name="purge", description="Moderators: delete a finished board, its files and records")
+        @moderators_only
+        async def purge(interaction: discord.Interaction, job: int) -> None:
+            await adapter.reply(interaction, lambda r: adapter.service.purge(r, job))
+
         @tree.command(name="ban", description="Moderators: ban a user from the bot")
         @moderators_only
         async def ban(interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:

@@ -189,7 +189,7 @@ class TelegramAdapter:
         commands = {
             "start": self._help, "help": self._help, "story": self._story, "status": self._status,
             "cancel": self._cancel, "mystats": self._mystats, "queue": self._queue, "regen": self._regen,
-            "ban": self._ban, "unban": self._unban,
+            "ban": self._ban, "unban": self._unban, "purge": self._purge,
         }
         for name, handler in commands.items():
             self.app.add_handler(CommandHandler(name, _replying(handler)))
@@ -223,6 +223,9 @@ class TelegramAdapter:
 
     async def _mystats(self, update: Update, requester: Requester, lang: str) -> str:
         return (await self.service.mystats(requester)).text
+
+    async def _purge(self, update: Update, requester: Requester, lang: str) -> str:
+        return await self.service.purge(requester, parse_job_id(_arguments(update.effective_message.text or "")))
 
     async def _queue(self, update: Update, requester: Requester, lang: str) -> str:
         return await self.service.queue_overview(requester)

@@ -28,6 +28,7 @@ from bot.health import HealthServer
 from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.storage import DiskSpace
 from bot.store import Store
 from bot.worker import Worker, supervise
 from engine.backends import build_engine
@@ -169,7 +170,8 @@ async def _start_health(app: App) -> HealthServer | None:
     settings = app.config.observability
     if not settings.enabled:
         return None
-    server = HealthServer(settings, store=app.store, worker=app.worker, metrics=app.metrics)
+    server = HealthServer(settings, store=app.store, worker=app.worker, metrics=app.metrics,
+                          disk=DiskSpace.of(app.config.storage))
     try:
         await server.start()
     except OSError as exc:

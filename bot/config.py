@@ -89,6 +89,8 @@ class RolesSettings(_Section):
 class StorageSettings(_Section):
     database: Path = Path("data/bot.sqlite3")
     outputs: Path = Path("outputs")
+    keep_days: float = Field(default=30.0, ge=0.0, le=36_500.0)  # finished boards and their rows; 0 = forever
+    min_free_mb: int = Field(default=2048, ge=0, le=10_000_000)  # below this on the outputs disk no job starts
 
 
 class LoggingSettings(_Section):

@@ -1,12 +1,15 @@
 """The operator's HTTP endpoint: ``/metrics`` for Prometheus and ``/healthz`` for the orchestrator.
 
-``/healthz`` answers 200 only when all three hold, else 503, with a JSON body saying which:
+``/healthz`` answers 200 only when all four hold, else 503, with a JSON body saying which:
 
 - **loop**: the event loop is turning: a watch task ticks every second, and the longest lag
   between ticks in the last window stays under ``loop_lag_limit_s``;
-- **database**: SQLite takes the write lock and a write within ``db_timeout_s``;
+- **database**: SQLite answers a read within ``db_timeout_s``, and the bot's last write went
+  through. The check itself only reads: anyone who can reach the port may call it, and a
+  write per call would queue behind, and hold back, the bot's own writes;
 - **worker**: the worker claimed a job, polled an empty queue, or renewed a running job's
-  lease within ``worker_stale_s``.
+  lease within ``worker_stale_s``;
+- **disk**: the outputs disk has ``[storage] min_free_mb`` free (below it no job is claimed).
 
 It listens on ``[observability] host:port``, loopback by default: expose it deliberately.
 """
@@ -24,6 +27,7 @@ from aiohttp import web
 
 from bot.config import ObservabilitySettings
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.storage import DiskSpace
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,8 +71,9 @@ class LoopWatch:
 
 
 class HealthServer:
-    def __init__(self, settings: ObservabilitySettings, *, store: Store, worker: Pulse, metrics: Metrics) -> None:
-        self.settings, self.store, self.worker, self.metrics = settings, store, worker, metrics
+    def __init__(self, settings: ObservabilitySettings, *, store: Store, worker: Pulse, metrics: Metrics,
+                 disk: DiskSpace) -> None:
+        self.settings, self.store, self.worker, self.metrics, self.disk = settings, store, worker, metrics, disk
         self.watch = LoopWatch()
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -94,15 +99,24 @@ class HealthServer:
         s = self.settings
         lag = self.watch.worst_lag()
         loop = {"ok": lag < s.loop_lag_limit_s, "worst_lag_s": round(max(lag, 0.0), 4)}
-        started = time.monotonic()
-        try:
-            await asyncio.wait_for(self.store.check_writable(), timeout=s.db_timeout_s)
-            database = {"ok": True, "write_s": round(time.monotonic() - started, 4)}
-        except (TimeoutError, sqlite3.Error) as exc:  # locked, read-only, disk full: unhealthy, said why
-            database = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         age = self.worker.pulse_age()
         worker = {"ok": age < s.worker_stale_s, "last_seen_s": round(age, 2)}
-        return {"loop": loop, "database": database, "worker": worker}
+        return {"loop": loop, "database": await self._database(), "worker": worker, "disk": self._disk()}
+
+    async def _database(self) -> dict:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.store.check_readable(), timeout=self.settings.db_timeout_s)
+        except (TimeoutError, sqlite3.Error) as exc:  # unreadable or stuck: unhealthy, said why
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        read_s = round(time.monotonic() - started, 4)
+        if self.store.write_error is not None:  # locked, read-only, disk full: seen by the bot's own writes
+            return {"ok": False, "read_s": read_s, "error": f"the last write failed: {self.store.write_error}"}
+        return {"ok": True, "read_s": read_s}
+
+    def _disk(self) -> dict:
+        shortfall = self.disk.shortfall()
+        return {"ok": shortfall is None, "free_mb": self.disk.free_mb(), **({"error": shortfall} if shortfall else {})}
 
     async def healthz(self, request: web.Request) -> web.Response:
         checks = await self.checks()

@@ -143,6 +143,16 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "{title}\nЗадача #{job} · кадров: {frames} · {mode} · seed {seed}",
         "kk": "{title}\n#{job} тапсырма · {frames} кадр · {mode} · seed {seed}",
     },
+    "purged_ok": {
+        "en": "🗑 Job #{job} is deleted: its board, frames and records.",
+        "ru": "🗑 Задача #{job} удалена: раскадровка, кадры и записи.",
+        "kk": "🗑 #{job} тапсырма жойылды: раскадровкасы, кадрлары және жазбалары.",
+    },
+    "queue_paused_disk": {
+        "en": "⏸ New boards are paused: the server is short of disk space. Yours keeps its place.",
+        "ru": "⏸ Новые раскадровки на паузе: на сервере мало места. Ваша очередь сохранится.",
+        "kk": "⏸ Жаңа раскадровкалар тоқтатылды: серверде орын аз. Кезегіңіз сақталады.",
+    },
     "err_bad_button": {
         "en": "This button is not valid any more.",
         "ru": "Эта кнопка больше не работает.",
@@ -230,6 +240,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Job #{job} belongs to another chat; only its author or a moderator can open it here.",
         "ru": "Задача #{job} из другого чата; открыть её здесь может только автор или модератор.",
         "kk": "#{job} тапсырма басқа чаттікі; оны мұнда тек авторы немесе модератор аша алады.",
+    },
+    "err_purge_active": {
+        "en": "Job #{job} is still queued or running; cancel it first, then purge it.",
+        "ru": "Задача #{job} ещё в очереди или выполняется; сначала отмените её, потом удаляйте.",
+        "kk": "#{job} тапсырма әлі кезекте немесе орындалып жатыр; алдымен тоқтатып, содан кейін жойыңыз.",
     },
     "err_not_found": {
         "en": "There is no job #{job}.",

@@ -7,7 +7,9 @@ is a ``StoryError`` whose message comes from the catalogue in the user's languag
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
 from bot.limits import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
+from bot.storage import DiskSpace, owned_folder, remove_folder
 from bot.store import Job, NewJob, Store, User
 from engine.moderation import TermFilter, strip_bidi
 from engine.render import ModeOff
@@ -62,15 +65,20 @@ class StoryRequest:
     source_ref: str | None = None  # the platform's id of the message: a redelivered message is one job, not two
 
 
+def _paused_note(paused: bool, lang: Lang) -> str:
+    return "\n" + text("queue_paused_disk", lang) if paused else ""
+
+
 @dataclass(frozen=True)
 class Submitted:
     job_id: int
     position: int
     lang: Lang
+    paused: bool = False  # no job starts now: the server is short of disk space
 
     @property
     def text(self) -> str:
-        return text("queued", self.lang, job=self.job_id, position=self.position)
+        return text("queued", self.lang, job=self.job_id, position=self.position) + _paused_note(self.paused, self.lang)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class JobView:
     job: Job
     position: int | None
     lang: Lang
+    paused: bool = False
 
     @property
     def text(self) -> str:
@@ -87,7 +96,9 @@ class JobView:
             status = text(f"status_{self.job.status}", self.lang)
         # the job number names the board; server paths are never shown
         detail = f": {self.job.title}" if self.job.status == "done" and self.job.title else ""
-        return text("status_line", self.lang, job=self.job.id, status=status, detail=detail)
+        paused = self.paused and self.job.status == "queued"
+        return text("status_line", self.lang, job=self.job.id, status=status, detail=detail) + _paused_note(
+            paused, self.lang)
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,7 @@ class StoryService:
         self._moderators = frozenset(config.roles.moderators)
         self._moderator_roles = frozenset(config.roles.moderator_roles)
         self.limits = Limits(config.queue, max_retries=config.validation.max_retries)
+        self.disk = DiskSpace.of(config.storage)
         self._last_resend: dict[str, float] = {}  # requester key → when their last board re-send went out
 
     # -- helpers -------------------------------------------------------------------------
@@ -194,6 +206,10 @@ class StoryService:
 
     async def queue_position(self, job_id: int) -> int | None:
         return await self.store.queue_position(job_id)
+
+    def paused(self) -> bool:
+        """True while the worker claims nothing for want of disk space (the same rule it follows)."""
+        return self.disk.shortfall() is not None
 
     async def outstanding(self, platform: str) -> int:
         """Jobs not yet finished and delivered for ``platform`` (the console waits on this)."""
@@ -235,7 +251,7 @@ class StoryService:
         job_id = outcome
         position = await self.queue_position(job_id) or 1
         log.info("job %d queued (%s, user %d, position %d)", job_id, job.kind, job.user_id, position)
-        return Submitted(job_id=job_id, position=position, lang=lang)
+        return Submitted(job_id=job_id, position=position, lang=lang, paused=self.paused())
 
     def check_options(self, options: StoryOptions) -> StoryOptions:
         mode = self.check_mode_available(self.rules.check_mode(options.mode or self.config.story.default_mode))
@@ -263,7 +279,7 @@ class StoryService:
         else:
             job = await self._owned_job(requester, user, job_id)
         position = await self.queue_position(job.id) if job.status == "queued" else None
-        return JobView(job=job, position=position, lang=lang)
+        return JobView(job=job, position=position, lang=lang, paused=self.paused())
 
     async def cancel(self, requester: Requester, job_id: int) -> str:
         user, lang = await self._user(requester)
@@ -318,6 +334,21 @@ class StoryService:
             return text("banned_ok", lang, user=target.key, cancelled=cancelled)
         return text("unbanned_ok", lang, user=target.key)
 
+    async def purge(self, requester: Requester, job_id: int) -> str:
+        """Moderators: delete a finished board on request: its folder, frames and rows."""
+        _, lang = await self._user(requester)
+        if not self.is_moderator(requester):
+            raise BadRequest("err_moderators_only")
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise BadRequest("err_not_found", job=job_id)
+        if job.status in ("queued", "running"):
+            raise BadRequest("err_purge_active", job=job_id)
+        await self.store.delete_jobs([job.id])
+        await asyncio.to_thread(remove_folder, owned_folder(self.config.storage.outputs, job))
+        log.info("job %d purged by %s", job.id, requester.key)
+        return text("purged_ok", lang, job=job.id)
+
     # -- what adapters need around a job ---------------------------------------------------
     async def set_status_ref(self, job_id: int, ref: str) -> None:
         """Remember where the adapter shows this job's progress (survives restarts)."""
@@ -359,7 +390,7 @@ class StoryService:
         now = self.store.now()
         last = self._last_resend.get(requester.key)
         if last is not None and now - last < cooldown:
-            raise RetryLater("err_resend_cooldown", seconds=max(1, int(-(-(cooldown - (now - last)) // 1))))
+            raise RetryLater("err_resend_cooldown", seconds=math.ceil(cooldown - (now - last)))
         if len(self._last_resend) > 10_000:  # forget turns that are over, so the map stays small
             self._last_resend = {key: at for key, at in self._last_resend.items() if now - at < cooldown}
         self._last_resend[requester.key] = now
@@ -386,5 +417,10 @@ class StoryService:
     async def mystats(self, requester: Requester) -> Stats:
         user, lang = await self._user(requester)
         queued = await self.store.count_user_jobs(user.id, "queued")
-        remaining = max(0, self.config.queue.max_queued_per_user - queued)
-        return Stats(user=user, queued=queued, remaining=remaining, lang=lang)
+        caps = self.limits.caps_for(moderator=self.is_moderator(requester), now=self.store.now())
+        room = [caps.queued_total - await self.store.count_queued()]
+        if caps.queued_per_user is not None:
+            room.append(caps.queued_per_user - queued)
+        if caps.jobs_per_day is not None:
+            room.append(caps.jobs_per_day - await self.store.count_user_jobs_since(user.id, caps.since))
+        return Stats(user=user, queued=queued, remaining=max(0, min(room)), lang=lang)

@@ -284,6 +284,7 @@ class Store:
         self._conn = conn
         self._clock = clock
         self._lock = asyncio.Lock()
+        self.write_error: str | None = None  # why the last write failed, until one succeeds
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000, clock=time.time) -> Store:
@@ -339,9 +340,12 @@ class Store:
                 await self._run("BEGIN IMMEDIATE")
                 yield
                 await self._run("COMMIT")
-            except BaseException:  # a failed COMMIT too: never leave the transaction open for the next writer
+            except BaseException as exc:  # a failed COMMIT too: never leave the transaction open for the next writer
+                if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full: /healthz says so
+                    self.write_error = f"{type(exc).__name__}: {exc}"
                 await asyncio.shield(self._rollback())
                 raise
+            self.write_error = None
 
     async def _rollback(self) -> None:
         try:
@@ -454,10 +458,9 @@ class Store:
         return job_id
 
     async def _over_cap(self, job: NewJob, caps: Caps) -> Refused | None:
-        """The first cap this job would break. Each count stops at its cap, so a long queue costs
+        """The first cap this job would break. No count walks the whole queue: a long queue costs
         no more than a short one."""
-        if await self._count_up_to("SELECT 1 FROM jobs WHERE status = 'queued'", (), caps.queued_total) \
-                >= caps.queued_total:
+        if await self.count_queued() >= caps.queued_total:
             return Refused("queued_total", caps.queued_total)
         if caps.queued_per_user is not None and await self._scalar(
                 "SELECT COALESCE((SELECT queued FROM users WHERE id = ?), 0)", (job.user_id,)) >= caps.queued_per_user:
@@ -500,14 +503,21 @@ class Store:
     async def count_by_status(self) -> dict[str, int]:
         return {row[0]: row[1] for row in await self._run("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
 
-    async def check_writable(self) -> None:
-        """Take the write lock and write (the schema version, unchanged): raises if the database cannot."""
-        async with self._write():
-            version = await self._scalar("PRAGMA user_version")
-            await self._run(f"PRAGMA user_version={int(version)}")
+    async def check_readable(self) -> None:
+        """Read through the jobs index (raises if the database cannot be read). Never writes: an
+        unauthenticated /healthz must not queue up behind, or hold back, the bot's own writes."""
+        await self._scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
 
     async def count_user_jobs(self, user_id: int, status: str) -> int:
         return await self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = ?", (user_id, status))
+
+    async def count_queued(self) -> int:
+        """Jobs waiting, all users: the sum over depths of the users that deep is the sum of their counts."""
+        return await self._scalar("SELECT COALESCE(SUM(users), 0) FROM queue_depths")
+
+    async def count_user_jobs_since(self, user_id: int, since: float) -> int:
+        """Jobs the user submitted after ``since`` (the daily cap's window; the same test as enqueue's)."""
+        return await self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND created_at > ?", (user_id, since))
 
     async def claim(self, worker_id: str, *, lease_seconds: float, max_running_per_user: int, max_attempts: int) -> Job | None:
         """Atomically take the next job, round-robin over users, and lease it to ``worker_id``.
@@ -593,6 +603,11 @@ class Store:
     async def set_status_ref(self, job_id: int, ref: str) -> None:
         async with self._write():
             await self._run("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
+
+    async def clear_status_ref(self, job_id: int) -> None:
+        """After a job's last message: its status message (and any interaction token) is not needed."""
+        async with self._write():
+            await self._run("UPDATE jobs SET status_ref = NULL WHERE id = ?", (job_id,))
 
     async def active_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first (the moderators' /queue)."""
@@ -695,6 +710,52 @@ class Store:
     async def frames(self, job_id: int) -> list[FrameRow]:
         return await self._all(FrameRow, "SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
 
+    # -- retention -----------------------------------------------------------------------------
+    async def expired_jobs(self, *, before: float, limit: int) -> list[Job]:
+        """Finished jobs older than ``before`` that nothing waits on: no pending post, no queued or
+        running regeneration of them."""
+        return await self._all(
+            Job,
+            """SELECT * FROM jobs j WHERE j.finished_at < ? AND j.status IN ('done', 'failed', 'cancelled')
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id AND d.status = 'pending')
+                 AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.status IN ('queued', 'running'))
+               ORDER BY j.finished_at LIMIT ?""",
+            (before, limit))
+
+    async def delete_jobs(self, job_ids: list[int]) -> int:
+        """Remove jobs with their frames and deliveries; regenerations of them keep their own rows."""
+        if not job_ids:
+            return 0
+        marks = ",".join("?" * len(job_ids))
+        async with self._write():
+            await self._run(f"UPDATE jobs SET parent_id = NULL WHERE parent_id IN ({marks})", job_ids)
+            await self._run(f"DELETE FROM deliveries WHERE job_id IN ({marks})", job_ids)
+            await self._run(f"DELETE FROM frames WHERE job_id IN ({marks})", job_ids)
+            return len(await self._run(f"DELETE FROM jobs WHERE id IN ({marks}) RETURNING id", job_ids))
+
+    async def delete_idle_users(self, *, before: float) -> int:
+        """Users with no jobs left who were last seen before ``before``; a banned user is kept (the ban
+        must outlive the rows)."""
+        async with self._write():
+            return len(await self._run(
+                """DELETE FROM users WHERE last_seen < ? AND banned = 0
+                     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.user_id = users.id) RETURNING id""",
+                (before,)))
+
+    async def existing_job_ids(self, job_ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(job_ids), 500):  # SQLite caps the parameters of one statement
+            chunk = job_ids[start:start + 500]
+            rows = await self._run(f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(row[0] for row in rows)
+        return found
+
+    async def vacuum(self) -> None:
+        """Give deleted pages back to the disk. VACUUM cannot run in a transaction: the write lock
+        alone keeps other writers out meanwhile."""
+        async with self._lock:
+            await self._run("VACUUM")
+
     # -- deliveries ----------------------------------------------------------------------------
     async def pending_deliveries(self) -> list[Delivery]:
         return await self._all(Delivery, "SELECT * FROM deliveries WHERE status = 'pending' ORDER BY id")
@@ -736,6 +797,8 @@ class Store:
                        WHERE id = (SELECT user_id FROM jobs WHERE id = ?)""",
                     (job_id,),
                 )
+                # a Discord interaction token is a credential for 15 minutes: not kept past its use
+                await self._run("UPDATE jobs SET status_ref = NULL WHERE id = ?", (job_id,))
 
     async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> None:
         async with self._write():
@@ -745,6 +808,9 @@ class Store:
                    WHERE id = ? AND status = 'pending'""",
                 (error[:2000], give_up_after, delivery_id),
             )
+            await self._run(  # given up: nothing will edit the status message again
+                """UPDATE jobs SET status_ref = NULL
+                   WHERE id = (SELECT job_id FROM deliveries WHERE id = ? AND status = 'failed')""", (delivery_id,))
 
 
 def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:

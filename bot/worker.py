@@ -27,6 +27,7 @@ from bot.logs import job_context
 from bot.messages import text
 from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
+from bot.storage import DiskSpace, Retention, job_folder
 from bot.store import Delivery, FrameRow, Job, Store
 from bot.wire import BadResult
 from engine.errors import Cancelled, InvalidRequest
@@ -34,6 +35,8 @@ from engine.plan import PlanError
 from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine, load_saved_board
 
 log = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 3600.0  # retention works in days: an hourly look is plenty
 
 # Errors whose message is safe and useful to show to the user as it is.
 _USER_FACING_ERRORS = (InvalidRequest, PlanError, ResultTooLarge, BadResult)
@@ -102,6 +105,10 @@ class Worker:
         self._shutdown = threading.Event()
         self._refs: dict[int, str] = {}
         self._last_delivery_retry = time.monotonic()
+        self.disk = DiskSpace.of(config.storage)
+        self._disk_low: str | None = None  # why no job is claimed now, while the disk is short
+        self.retention = Retention(store, config.storage)
+        self._last_sweep = float("-inf")  # the first idle moment sweeps
         self._in_flight: set[asyncio.Task] = set()
         self._stops: dict[int, StopSignals] = {}
         self._availability = Availability(slots=1)
@@ -155,6 +162,7 @@ class Worker:
             if burst and not self._in_flight:
                 break
             await self._retry_deliveries()
+            await self._sweep_now_and_then()
             await self._wait_for_change(stop)
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))  # on shutdown they stop at their next step
@@ -182,7 +190,7 @@ class Worker:
         await self._fail_exhausted()
         availability = self._availability = await self.port.availability()
         await self._track_availability(availability)
-        if len(self._in_flight) >= availability.slots:
+        if len(self._in_flight) >= availability.slots or self._disk_is_short():
             return None
         queue = self.config.queue
         return await self.store.claim(
@@ -283,7 +291,7 @@ class Worker:
         return BoardRequest(story=job.story, mode=job.mode, frames=frames, seed=job.seed, plan=plan, keep=keep)
 
     def _out_dir(self, job: Job) -> Path:
-        return Path(job.out_dir) if job.out_dir else self.config.storage.outputs / f"job-{job.id:06d}"
+        return job_folder(self.config.storage.outputs, job)
 
     async def _parent_dir(self, job: Job) -> Path | None:
         if job.parent_id is None:
@@ -328,12 +336,14 @@ class Worker:
         shown = message if isinstance(exc, _USER_FACING_ERRORS) else error_type
         key = "job_cancelled" if status == "cancelled" else "job_failed"
         await self._notify(job, status, text(key, job.language, job=job.id, error=shown))
+        await self.store.clear_status_ref(job.id)  # its last message is out
 
     async def _fail_exhausted(self) -> None:
         for job in await self.store.fail_exhausted(max_attempts=self.config.queue.max_attempts):
             log.error("job %d: giving up after %d attempts", job.id, job.attempts)
             self.metrics.job_ended(job.platform, "failed", job.error_type or "GaveUp")
             await self._notify(job, "failed", text("job_failed", job.language, job=job.id, error=job.error_type))
+            await self.store.clear_status_ref(job.id)
 
     # -- progress and leases ---------------------------------------------------------------------
     async def _forward_progress(self, job: Job, events: asyncio.Queue[ProgressEvent | None]) -> None:
@@ -379,6 +389,27 @@ class Worker:
                 return
             if current.cancel_requested:
                 stop.cancel.set()
+
+    # -- disk space and retention -----------------------------------------------------------------
+    def _disk_is_short(self) -> bool:
+        """Below [storage] min_free_mb no job starts: a full disk would fail it half-way. Logged once
+        each time the disk runs short and once when there is room again; /status and /healthz say so."""
+        shortfall = self.disk.shortfall()
+        if (shortfall is None) != (self._disk_low is None):
+            if shortfall is None:
+                log.info("the outputs disk has room again; claiming jobs")
+            else:
+                log.warning("not claiming jobs: %s", shortfall)
+        self._disk_low = shortfall
+        return shortfall is not None
+
+    async def _sweep_now_and_then(self) -> None:
+        """While idle, at most every SWEEP_EVERY_S: delete boards past [storage] keep_days."""
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        await self.retention.sweep()
 
     # -- delivery ----------------------------------------------------------------------------------
     async def _retry_deliveries(self) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -65,22 +64,6 @@ async def running(config: AppConfig, fake: FakeDiscord):
         await asyncio.wait_for(task, timeout=30)
 
 
-@pytest.fixture
-def loop_reads(monkeypatch):
-    """Names of the files read with ``Path.read_bytes`` on this thread, the event loop's."""
-    loop_thread = threading.get_ident()
-    names: list[str] = []
-    read_bytes = Path.read_bytes
-
-    def spy(path: Path) -> bytes:
-        if threading.get_ident() == loop_thread:
-            names.append(path.name)
-        return read_bytes(path)
-
-    monkeypatch.setattr(Path, "read_bytes", spy)
-    return names
-
-
 def boards(fake):
     """Messages that carry a storyboard image."""
     return [m for m in fake.messages(CHANNEL_ID) if any(name.startswith("grid.") for name in m.files)]
@@ -109,6 +92,7 @@ async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_co
     assert all(re.fullmatch(BOARD_TEMPLATE, c) and len(c) <= 100 for c in board.custom_ids)
     assert board.embeds[0]["title"] and any(f["name"] == "seed" and f["value"] == "5" for f in board.embeds[0]["fields"])
     assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
+    assert await db_rows(config, "SELECT status_ref FROM jobs") == [(None,)]  # the interaction token is not kept
     assert [name for name in loop_reads if name.startswith("grid.")] == []  # the grid is read on a thread
     assert errors() == []
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import io
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -67,22 +66,6 @@ def texts(message) -> list[str]:
 
 def photos(fake, chat):
     return [m for m in fake.messages(chat) if m.kind == "photo"]
-
-
-@pytest.fixture
-def loop_reads(monkeypatch):
-    """Names of the files read with ``Path.read_bytes`` on this thread, the event loop's."""
-    loop_thread = threading.get_ident()
-    names: list[str] = []
-    read_bytes = Path.read_bytes
-
-    def spy(path: Path) -> bytes:
-        if threading.get_ident() == loop_thread:
-            names.append(path.name)
-        return read_bytes(path)
-
-    monkeypatch.setattr(Path, "read_bytes", spy)
-    return names
 
 
 
@@ -291,6 +274,21 @@ async def test_moderator_commands(fake, tg_config):
     queue = fake.messages(MOD)[0].text
     assert queue.startswith("📋 2 job(s)") and "telegram:1002" in queue and "#2" in queue
     assert fake.messages(ALICE)[0].text == "Only moderators can do that."
+
+
+async def test_a_moderator_purges_a_board_and_its_files(fake, tg_config):
+    config = tg_config()
+    async with running(config):
+        story(fake, "/story Aldar Kose tricks the merchant --frames 2", user=BOB)
+        await fake.wait_for(lambda f: photos(f, BOB))
+        [(folder,)] = await db_rows(config, "SELECT report_path FROM jobs")
+        story(fake, "/purge 1", user=ALICE)
+        story(fake, "/purge 1", user=MOD)
+        await fake.wait_for(lambda f: f.messages(ALICE) and f.messages(MOD))
+    assert fake.messages(ALICE)[0].text == "Only moderators can do that."
+    assert fake.messages(MOD)[0].text == "🗑 Job #1 is deleted: its board, frames and records."
+    assert await db_rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert not Path(folder).parent.exists()
 
 
 async def test_status_edits_are_throttled_per_chat():

@@ -112,6 +112,14 @@ async def test_the_daily_quota_says_when_the_next_board_may_be_asked(open_servic
     assert user.jobs_submitted == 4
 
 
+async def test_mystats_counts_what_is_left_under_every_cap_that_applies(open_service):
+    service = await open_service(jobs_per_day=3, max_queued_per_user=10)
+    await submit(service, ALICE)
+    await submit(service, ALICE)
+    stats = await service.mystats(ALICE)
+    assert stats.text.endswith("waiting now: 2, you can queue 1 more.")  # the daily cap is the closest
+
+
 async def test_moderators_skip_the_per_user_and_daily_caps_but_not_the_total(open_service):
     service = await open_service(max_queued_per_user=1, jobs_per_day=1, max_queued_total=3)
     for _ in range(3):

@@ -113,20 +113,33 @@ async def test_health_fails_when_the_worker_is_silent(make_config) -> None:
     assert health["database"]["ok"] and health["loop"]["ok"]
 
 
-async def test_health_fails_when_the_database_cannot_be_written(make_config) -> None:
+async def test_health_only_reads_and_reports_the_bots_own_failed_write(make_config) -> None:
+    """Anyone who can reach the port may call /healthz: it must not take SQLite's write lock. A
+    write lock held elsewhere shows up where it hurts, in the bot's own writes, and from there
+    in /healthz until a write goes through again."""
     config = make_config(observability={"port": 0, "db_timeout_s": 0.2})
     async with open_app(config) as app:
         server = await _start_health(app)
         blocker = sqlite3.connect(config.storage.database, timeout=0)
         try:
             blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            _, while_held = await scrape(server.port, "/healthz")  # a read: not held back
+            await app.store._run("PRAGMA busy_timeout=50")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await app.store.touch_user("test", "alice", "Alice", None)
             status, body = await scrape(server.port, "/healthz")
-        finally:
             blocker.rollback()
+            await app.store.touch_user("test", "alice", "Alice", None)
+            _, after = await scrape(server.port, "/healthz")
+        finally:
             blocker.close()
             await server.stop()
     health = json.loads(body)
-    assert status == 503 and health["database"]["ok"] is False and "TimeoutError" in health["database"]["error"]
+    assert json.loads(while_held)["database"]["ok"] is True
+    assert health["database"] == {**health["database"], "ok": False,
+                                  "error": "the last write failed: OperationalError: database is locked"}
+    assert status == 503
+    assert json.loads(after)["database"]["ok"] is True  # a write went through: healthy again
 
 
 async def test_a_taken_port_is_one_clear_start_up_error(make_config) -> None:

@@ -269,6 +269,7 @@ async def test_sql_queue_positions_agree_with_the_replayed_round_robin(store):
         else:
             await store.set_banned(rng.choice(users), True, None)
         predicted = round_robin_order(await store.queued_entries())
+        assert await store.count_queued() == len(predicted)
         positions = [await store.queue_position(job_id) for job_id in predicted]
         assert positions == list(range(1, len(predicted) + 1)), f"step {step}"
     assert await store.queue_position(running[0] if running else 10_000) is None
