@@ -85,10 +85,40 @@ def dumps(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_encode_special, use_bin_type=True)
 
 
+# A real message holds a few hundred values (a plan, a dozen files). Bytes count against
+# [arq] max_result_mb, but a Python object costs ~50 bytes more than its msgpack byte, so a
+# result of millions of tiny values would take gigabytes: containers are capped in length, and
+# their members counted as they are built (a cap's worth at most is allocated past the budget).
+MAX_CONTAINER_LEN = 4096
+MAX_VALUES = 100_000
+
+
+class _ValueBudget:
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, count: int) -> None:
+        self.left -= count + 1
+        if self.left < 0:
+            raise WireError(f"the message holds more than {MAX_VALUES} values")
+
+    def on_list(self, items: list) -> list:
+        self.spend(len(items))
+        return items
+
+    def on_map(self, obj: dict) -> Any:
+        self.spend(2 * len(obj))
+        return _decode_special(obj)
+
+
 def loads(data: bytes) -> Any:
-    """arq's job deserializer: msgpack only, never pickle."""
+    """arq's job deserializer: msgpack only, never pickle, and never more than MAX_VALUES values."""
+    budget = _ValueBudget(MAX_VALUES)
     try:
-        return msgpack.unpackb(data, raw=False, object_hook=_decode_special, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, object_hook=budget.on_map, list_hook=budget.on_list,
+                               strict_map_key=False, max_array_len=MAX_CONTAINER_LEN, max_map_len=MAX_CONTAINER_LEN)
+    except WireError:
+        raise
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise WireError(f"not a message this bot understands: {exc}") from exc
 

@@ -494,3 +494,28 @@ def test_a_map_with_an_unhashable_key_is_a_wire_error():
     map_keyed_by_a_list = b"\x81\x91\x01\xa1x"  # msgpack for {[1]: "x"}
     with pytest.raises(WireError):
         wire.loads(map_keyed_by_a_list)
+
+
+def test_a_message_of_a_million_tiny_values_is_refused_before_it_is_built():
+    """1 MB of msgpack, well under [arq] max_result_mb, that would be a million Python objects."""
+    import tracemalloc
+
+    hostile = wire.dumps([[{} for _ in range(4000)] for _ in range(250)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(wire.WireError, match="more than 100000 values"):
+            wire.loads(hostile)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * 2**20  # built whole, the million dicts take over 60 MB
+    with pytest.raises(wire.WireError):
+        wire.loads(wire.dumps(["x"] * (wire.MAX_CONTAINER_LEN + 1)))
+
+
+def test_a_real_board_request_fits_the_value_budget_with_room(board):
+    request = wire.encode_request(BoardRequest(story="s", mode="simple", frames=12, seed=1, plan=board.plan,
+                                               keep=dict(enumerate(board.frames, 1))))
+    budget = wire._ValueBudget(wire.MAX_VALUES)
+    wire.msgpack.unpackb(wire.dumps(request), raw=False, object_hook=budget.on_map, list_hook=budget.on_list)
+    assert wire.MAX_VALUES - budget.left < wire.MAX_VALUES // 20
