@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaDocument, ReplyParameters, Update
 from telegram.error import BadRequest as TelegramBadRequest
+from telegram.error import InvalidToken
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -170,7 +171,11 @@ class TelegramAdapter:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.app.initialize()
+        try:
+            await self.app.initialize()
+        except InvalidToken as exc:  # PTB says this for a 404 too: name both places to look
+            raise InvalidToken(f"{exc.message} Check TELEGRAM_TOKEN, and TELEGRAM_BASE_URL or [telegram] base_url if "
+                               "set: a wrong URL answers 404, which reads the same.") from exc
         await self.app.start()
         await self.app.updater.start_polling(
             timeout=int(self.settings.poll_timeout_s), allowed_updates=["message", "callback_query"]

@@ -347,9 +347,11 @@ class OpenAIPlanner:
         try:
             plan, repairs = asyncio.run(self._plan(story, low, high, seed))
         except PlannerUnavailable as exc:
-            log.warning("OpenAI planner unavailable, using the offline planner: %s", exc)
+            # a server's error text may quote the key it was given, and the reason goes into report.json
+            reason = str(exc).replace(self._api_key, "***")
+            log.warning("OpenAI planner unavailable, using the offline planner: %s", reason)
             offline = self.fallback.make_plan(story, shots=shots, seed=seed)
-            return PlanResult(plan=offline.plan, planner=offline.planner, fallback_reason=str(exc))
+            return PlanResult(plan=offline.plan, planner=offline.planner, fallback_reason=reason)
         if repairs:
             log.info("repaired the model's plan: %s", "; ".join(repairs))
         return PlanResult(plan=plan, planner=self.name, repairs=tuple(repairs))

@@ -418,3 +418,11 @@ def test_bidi_controls_never_reach_the_plan(fake_openai):
     assert result.plan.shots[1].description == "Aldar Kose grins"
     texts = [text for _, text in plan_texts(result.plan)]
     assert not any(ch in BIDI_CONTROLS for text in texts for ch in text)
+
+
+def test_an_error_that_quotes_the_api_key_leaves_it_out_of_the_fallback_reason(fake_openai):
+    """The reason is written into report.json, which no log mask ever sees."""
+    fake_openai.script = [Reply(status=401, error="Incorrect API key provided: test-key.")] * 4
+    result = planner_for(fake_openai, max_retries=0).make_plan(STORY)
+    assert result.planner == "offline"
+    assert result.fallback_reason == "HTTP 401: Error code: 401 - Incorrect API key provided: ***."

@@ -109,6 +109,7 @@ async def test_a_rejected_telegram_token_is_reported_without_it(tmp_path: Path, 
             assert [c.status for c in telegram.calls_to("getMe")] == [401]
     assert code == 2
     assert "error: telegram: could not start: InvalidToken: The token `***` was rejected" in output
+    assert "Check TELEGRAM_TOKEN, and TELEGRAM_BASE_URL or [telegram] base_url if set" in output
     assert TELEGRAM_TOKEN not in output
 
 
