@@ -411,7 +411,7 @@ class StoryService:
                 "status_queued", lang, position=position or "?")
             lines.append(text("queue_line", lang, job=job.id, owner=owner.key if owner else "?", status=where,
                               story=_shorten(job.story, 40)))
-        return "\n".join(lines)
+        return "\n".join(lines) + _paused_note(self.paused(), lang)
 
     # -- stats -----------------------------------------------------------------------------
     async def mystats(self, requester: Requester) -> Stats:

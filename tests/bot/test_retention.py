@@ -156,6 +156,7 @@ async def test_a_short_disk_claims_nothing_and_every_reply_says_why(make_config)
         submitted = await app.service.submit(StoryRequest(ALICE, STORY, StoryOptions(frames=2)))
         assert await app.worker.run_once() is False  # nothing claimed
         status = await app.service.status(ALICE)
+        overview = await app.service.queue_overview(MOD)
         server = await _start_health(app)
         try:
             code, body = await scrape(server.port, "/healthz")
@@ -163,6 +164,7 @@ async def test_a_short_disk_claims_nothing_and_every_reply_says_why(make_config)
             await server.stop()
     paused = text("queue_paused_disk", "en")
     assert submitted.text.endswith("\n" + paused) and status.text.endswith("\n" + paused)
+    assert overview.endswith("\n" + paused)
     assert status.job.status == "queued"
     disk = json.loads(body)["disk"]
     assert code == 503 and disk["ok"] is False and "under [storage] min_free_mb = 10000000" in disk["error"]
