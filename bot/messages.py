@@ -134,6 +134,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "ru": "#{job} {owner}: {status} — {story}",
         "kk": "#{job} {owner}: {status} — {story}",
     },
+    "queue_more": {
+        "en": "… and {count} more.",
+        "ru": "… и ещё {count}.",
+        "kk": "… және тағы {count}.",
+    },
     "button_regenerate": {"en": "🔁 Regenerate", "ru": "🔁 Перерисовать", "kk": "🔁 Қайта салу"},
     "button_frames": {"en": "Frame…", "ru": "Кадр…", "kk": "Кадр…"},
     "button_full": {"en": "📎 Full resolution", "ru": "📎 Полный размер", "kk": "📎 Толық өлшем"},

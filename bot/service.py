@@ -31,6 +31,7 @@ MODES = ("simple", "ref-guided")
 MAX_FRAMES = 12
 MAX_SEED = 2**32 - 1
 _ALLOWED_CONTROLS = set("\n\r\t")
+OVERVIEW_LINES = 30  # /queue lists this many jobs: the whole queue would overflow a chat message (4096 on Telegram)
 
 
 @dataclass(frozen=True)
@@ -404,13 +405,15 @@ class StoryService:
         if not jobs:
             return text("queue_empty", lang)
         lines = [text("queue_header", lang, count=len(jobs))]
-        for job in jobs:
+        for job in jobs[:OVERVIEW_LINES]:
             owner = await self.store.user_by_id(job.user_id)
             position = await self.store.queue_position(job.id) if job.status == "queued" else None
             where = text("status_running", lang) if job.status == "running" else text(
                 "status_queued", lang, position=position or "?")
             lines.append(text("queue_line", lang, job=job.id, owner=owner.key if owner else "?", status=where,
                               story=_shorten(job.story, 40)))
+        if len(jobs) > OVERVIEW_LINES:
+            lines.append(text("queue_more", lang, count=len(jobs) - OVERVIEW_LINES))
         return "\n".join(lines) + _paused_note(self.paused(), lang)
 
     # -- stats -----------------------------------------------------------------------------

@@ -190,3 +190,16 @@ async def test_regenerating_checks_the_story_against_todays_banned_terms(make_co
         assert await store.count_jobs() == 1
     finally:
         await store.close()
+
+
+async def test_the_moderators_queue_overview_fits_one_chat_message(open_service):
+    service = await open_service()
+    for account in range(40):
+        who = Requester(platform="telegram", user_id=str(2000 + account), chat_id=f"dm{account}")
+        for _ in range(5):
+            await submit(service, who)
+    overview = await service.queue_overview(MOD)
+    lines = overview.splitlines()
+    assert lines[0] == "📋 200 job(s) waiting or running:" and lines[-1] == "… and 170 more."
+    assert len(lines) == 32 and len(overview) < 4096
+    assert lines[1].startswith("#1 telegram:2000: queued, position 1")
