@@ -213,6 +213,10 @@ class ModelLoader:
         pipe.unet.set_attn_processor(AttnProcessor2_0() if s.sdpa else AttnProcessor())
         applied["sdpa"] = s.sdpa
         if s.fuse_qkv:
+            # fusing sets new attention processors: done after load_ip_adapter it would silently drop
+            # the IP-Adapter's, so it must stay here, before ref-guided mode loads
+            if _has_ip_adapter(pipe.unet):
+                raise RuntimeError("fuse_qkv must run before the IP-Adapter loads: it would replace its processors")
             pipe.fuse_qkv_projections()
             applied["fuse_qkv"] = True
         if s.vae_tiling:
@@ -273,7 +277,10 @@ class ModelLoader:
         base.set_ip_adapter_scale(s.ip_adapter_scale)
         guided = _UnetState.capture(base.unet)
         simple.apply(base.unet)  # simple mode stays exactly as it was
-        pipe = StableDiffusionXLControlNetPipeline.from_pipe(base, controlnet=controlnet)
+        # from_pipe moves every shared module to float32 unless told otherwise (diffusers#12754): an
+        # fp16 UNet would become fp32 for simple mode too, and the IP-Adapter layers, left in fp16,
+        # would make every ref-guided render fail with mismatched query/key dtypes
+        pipe = StableDiffusionXLControlNetPipeline.from_pipe(base, controlnet=controlnet, dtype=runtime.dtype)
         pipe.set_progress_bar_config(disable=True)
         self.applied["ref_guided"] = {"ip_adapter_scale": s.ip_adapter_scale, "controlnet_scale": s.controlnet_scale}
         return RefGuided(pipe=pipe, unet=base.unet, simple=simple, guided=guided)
@@ -377,6 +384,10 @@ class RefGuided:
         if mode != self.mode:
             (self.guided if mode == "ref-guided" else self.simple).apply(self.unet)
             self.mode = mode
+
+
+def _has_ip_adapter(unet: Any) -> bool:
+    return any("IPAdapter" in type(proc).__name__ for proc in unet.attn_processors.values())
 
 
 def _check_ip_adapter_folder(root: Path, subfolder: str, weight_name: str, image_encoder: str) -> None:

@@ -38,6 +38,7 @@ class SdxlRenderer:
 
         self._torch = torch
         self.pipe = pipe
+        self._vae_dtype = pipe.vae.dtype  # what the VAE is between decodes (the pipeline upcasts it during one)
         self.ref_guided = ref_guided  # engine.models.RefGuided, or None when only simple mode is loaded
         self.steps = steps
         self.guidance = guidance
@@ -69,21 +70,40 @@ class SdxlRenderer:
     ) -> list[Image.Image]:
         if not requests:
             return []
+        batch = self._try_call(requests, on_step, should_cancel)
+        if batch is not None:
+            return batch
+        if len(requests) == 1:
+            raise OutOfMemory(self._oom_message(requests[0]))
+        log.warning("out of GPU memory for a batch of %d; retrying one frame at a time", len(requests))
+        images = []
+        for request in requests:
+            alone = self._try_call([request], on_step, should_cancel)
+            if alone is None:
+                raise OutOfMemory(self._oom_message(request))
+            images += alone
+        return images
+
+    def _try_call(
+        self, requests: Sequence[FrameRequest], on_step: StepCallback | None, should_cancel: CancelCheck | None
+    ) -> list[Image.Image] | None:
+        """The frames, or None when they did not fit; the pipeline is put back as it was either way."""
         try:
             return self._call(requests, on_step, should_cancel)
         except self._torch.OutOfMemoryError:
-            self._free_memory()
-            if len(requests) == 1:
-                raise OutOfMemory(self._oom_message(requests[0])) from None
-            log.warning("out of GPU memory for a batch of %d; retrying one frame at a time", len(requests))
-        images = []
-        for request in requests:
-            try:
-                images += self._call([request], on_step, should_cancel)
-            except self._torch.OutOfMemoryError:
-                self._free_memory()
-                raise OutOfMemory(self._oom_message(request)) from None
-        return images
+            log.debug("out of GPU memory drawing %d frame(s)", len(requests))
+        # Outside the except block: its traceback held the pipeline's tensors until now.
+        self._recover_from_oom()
+        return None
+
+    def _recover_from_oom(self) -> None:
+        """An fp16 VAE is upcast to fp32 for the decode and cast back only after a decode that
+        worked: after an OOM there it would stay fp32 and fail every later decode (Half input,
+        float bias). Put it back, then give the memory back."""
+        if self.pipe.vae.dtype != self._vae_dtype:
+            log.info("the VAE was left in %s by the failed decode; back to %s", self.pipe.vae.dtype, self._vae_dtype)
+            self.pipe.vae.to(dtype=self._vae_dtype)
+        self._free_memory()
 
     def warm_up(self, width: int, height: int) -> None:
         """Throwaway batches of every size a board can use (1..batch_size: frame 1 alone, the

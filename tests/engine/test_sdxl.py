@@ -260,8 +260,8 @@ def test_out_of_memory_retries_one_frame_at_a_time_then_fails_clearly(tiny_sdxl_
 def test_prompts_fit_the_real_77_token_budget_with_the_trigger_first(tmp_path, stories):
     tokenizer = real_clip_tokenizer(tmp_path / "clip_tokenizer")
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
-    renderer = SdxlRenderer(SimpleNamespace(tokenizer=tokenizer, tokenizer_2=tokenizer), steps=1, guidance=5.0,
-                            batch_size=1)
+    pipe = SimpleNamespace(tokenizer=tokenizer, tokenizer_2=tokenizer, vae=SimpleNamespace(dtype=torch.float32))
+    renderer = SdxlRenderer(pipe, steps=1, guidance=5.0, batch_size=1)
     from engine.plan import OfflinePlanner
     from engine.settings import PlannerSettings
 

@@ -1,0 +1,94 @@
+"""Half precision on the CPU, on tiny models loaded through engine.models: what a GPU runs in
+float16 must not quietly become float32 (or crash) the first time it meets real hardware.
+
+bfloat16 runs the production loading path as configured (``engine.dtype = "bfloat16"``; float16
+is refused on the CPU by config). float16 is built straight with diffusers where a test needs
+what only float16 does: the VAE upcast around the decode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.backends import build_engine
+from engine.prompts import build_prompt
+from engine.render import FrameRequest
+from engine.sdxl import SdxlRenderer
+from engine.settings import EngineSettings, PromptSettings, RenderSettings
+from engine.storyboard import BoardRequest
+
+STORY = (
+    "Aldar Kose arrives at a busy bazaar with an empty pot. A greedy merchant laughs at his coat. "
+    "Aldar Kose swears the pot boils soup by itself. The merchant trades his horse for the pot."
+)
+SIZE = 64
+
+
+def half_settings(base: Path, dtype: str, **engine) -> EngineSettings:
+    values = {"renderer": "sdxl", "base_model": str(base), "clip_model": "", "width": SIZE, "height": SIZE,
+              "steps": 2, "batch_size": 4, "dtype": dtype, **engine}
+    return EngineSettings(render=RenderSettings(**values))
+
+
+@pytest.fixture(scope="module")
+def bf16_both_modes(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tiny_lora_file):
+    return build_engine(half_settings(tiny_sdxl_dir, "bfloat16", lora=str(tiny_lora_file), ref_guided=True,
+                                      controlnet=str(tiny_controlnet_dir), ip_adapter=str(tiny_ip_adapter_dir)))
+
+
+def module_dtypes(pipe) -> dict[str, set[torch.dtype]]:
+    modules = ("unet", "vae", "text_encoder", "text_encoder_2", "image_encoder", "controlnet")
+    return {name: {p.dtype for p in getattr(pipe, name).parameters()}
+            for name in modules if getattr(pipe, name, None) is not None}
+
+
+def test_every_module_of_both_pipelines_stays_in_the_configured_dtype(bf16_both_modes):
+    renderer = bf16_both_modes.renderer
+    simple, guided = module_dtypes(renderer.pipe), module_dtypes(renderer.ref_guided.pipe)
+    assert set(guided) == {"unet", "vae", "text_encoder", "text_encoder_2", "image_encoder", "controlnet"}
+    assert {name: dtypes for name, dtypes in {**simple, **guided}.items() if dtypes != {torch.bfloat16}} == {}
+
+
+def test_a_ref_guided_board_renders_in_bfloat16_and_says_so(bf16_both_modes, tmp_path):
+    bf16_both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2), tmp_path / "b")
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
+    assert report["mode"] == "ref-guided" and report["models"]["dtype"] == "bfloat16"
+    assert [f["index"] for f in report["frames"]] == [1, 2, 3]
+    assert module_dtypes(bf16_both_modes.renderer.pipe)["unet"] == {torch.bfloat16}  # still, after rendering
+
+
+def frame_request(shot_index: int, seed: int) -> FrameRequest:
+    from engine.plan import OfflinePlanner
+    from engine.settings import PlannerSettings
+
+    shot = OfflinePlanner(PlannerSettings()).plan(STORY, shots=3).shots[shot_index - 1]
+    return FrameRequest(shot, build_prompt(shot, PromptSettings()), seed, SIZE, SIZE)
+
+
+def test_an_out_of_memory_decode_in_float16_is_retried_and_the_next_job_renders(tiny_sdxl_dir):
+    """The pipeline upcasts an fp16 VAE to fp32 for the decode and casts it back only after one that
+    worked; an OOM in between used to leave it fp32, and every later decode failed."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, dtype=torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.vae.config.force_upcast
+    renderer = SdxlRenderer(pipe, steps=2, guidance=5.0, batch_size=4)
+    decode, seen = pipe.vae.decode, []
+
+    def decode_once_out_of_memory(*args, **kwargs):
+        seen.append(pipe.vae.dtype)
+        if len(seen) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected in vae.decode)")
+        return decode(*args, **kwargs)
+
+    pipe.vae.decode = decode_once_out_of_memory
+    board = renderer.render([frame_request(1, 1), frame_request(2, 2)])  # the batch, then one at a time
+    assert len(board) == 2 and seen[0] == torch.float32  # it was upcast when it ran out
+    assert pipe.vae.dtype == torch.float16
+    [next_job] = renderer.render([frame_request(3, 3)])
+    assert next_job.size == (SIZE, SIZE) and len(seen) == 4
