@@ -84,8 +84,10 @@ class RenderSettings(_Section):
     channels_last: bool = True
     fuse_qkv: bool = True
     compile_unet: bool = False
-    vae_tiling: bool = False
-    vae_slicing: bool = False
+    vae_tiling: bool = False  # SDXL's VAE tiles only above 1024 px (128 latents): no help at 1024²
+    # decode a batch one frame at a time: "auto" = on CUDA when batch_size > 1 (the fp32-upcast
+    # decode of a whole batch is the largest transient, ~10-15 GB for 4 x 1024²)
+    vae_slicing: Literal["auto"] | bool = "auto"
     cpu_offload: bool = False
     # Few-step draft mode: a distilled LoRA with its own scheduler, steps and guidance.
     draft: bool = False
@@ -114,6 +116,15 @@ class RenderSettings(_Section):
     pose_detector: str = "lllyasviel/Annotators"  # OpenPose body weights (body_pose_model.pth): hub id, folder or file
     # Test/demo knob: sleep this long per frame in the preview renderer to imitate GPU time.
     preview_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
+
+    @model_validator(mode="after")
+    def _offload_or_compile(self) -> RenderSettings:
+        if self.cpu_offload and self.compile_unet:
+            # accelerate's offload hooks move the UNet between devices under a compiled graph, which
+            # breaks it (diffusers#4399, pytorch#150711)
+            raise ValueError("cpu_offload and compile_unet cannot both be on: a compiled UNet does not survive being "
+                             "offloaded; choose one (cpu_offload for small GPUs, compile_unet for speed)")
+        return self
 
 
 class ValidateSettings(_Section):

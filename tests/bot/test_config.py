@@ -72,6 +72,13 @@ def test_min_shots_above_max_shots_is_refused(tmp_path):
         load_config(write(tmp_path, "[planner]\nmin_shots = 9\nmax_shots = 7\n"), {})
 
 
+def test_cpu_offload_with_a_compiled_unet_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[engine]\ncpu_offload = true\ncompile_unet = true\n"), {})
+    assert "cpu_offload and compile_unet cannot both be on" in str(err.value)
+    assert "choose one" in str(err.value)
+
+
 def test_a_secret_in_the_file_points_to_the_environment(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, '[telegram]\ntoken = "123:abc"\n'), {})

@@ -92,3 +92,18 @@ def test_an_out_of_memory_decode_in_float16_is_retried_and_the_next_job_renders(
     assert pipe.vae.dtype == torch.float16
     [next_job] = renderer.render([frame_request(3, 3)])
     assert next_job.size == (SIZE, SIZE) and len(seen) == 4
+
+
+def test_half_precision_loads_the_fp16_copy_of_the_weights(tiny_sdxl_dir, tmp_path):
+    """A folder holding only ``*.fp16.safetensors`` (as the hub's SDXL repos also do) loads in bf16;
+    read without ``variant="fp16"`` it would have no weights at all."""
+    from diffusers import StableDiffusionXLPipeline
+
+    halved = tmp_path / "sdxl_fp16_only"
+    StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, dtype=torch.float16).save_pretrained(
+        halved, variant="fp16")
+    assert sorted(p.name for p in (halved / "unet").iterdir()) == [
+        "config.json", "diffusion_pytorch_model.fp16.safetensors"]
+    engine = build_engine(half_settings(halved, "bfloat16", ref_guided=False))
+    assert module_dtypes(engine.renderer.pipe)["unet"] == {torch.bfloat16}
+    assert engine.renderer.render([frame_request(1, 1)])[0].size == (SIZE, SIZE)
