@@ -56,16 +56,30 @@ RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 # runtime
 FROM base AS runtime
 
+ARG DEBIAN_FRONTEND=noninteractive
+
+# A C compiler, libc headers and Python.h: with engine.compile_unet, Triton compiles a small C driver at
+# run time, and without them the warm-up fails (gcc's libc6-dev is only a recommendation, so it is named).
+# Not pinned, as above.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev python3.11-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # PATH: `python` is the venv's Python 3.11, with every dependency (CMD and HEALTHCHECK rely on it).
 # HF_HOME: downloaded weights go to the hf-cache volume and survive new containers.
 # ALDAR__OBSERVABILITY__HOST: the health/metrics server listens on every interface of the container, so
 # `-p 127.0.0.1:9464:9464` lets a Prometheus on the host scrape /metrics; published without that address, the
 # port would be open on every interface of the host.
 # ALDAR__LOGGING__FORMAT: one JSON object per log line (with the job id), for docker logs and collectors.
+# TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR: compiled UNet kernels (engine.compile_unet) are kept in the
+# hf-cache volume, so a new container reuses them instead of compiling for minutes again.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/app/hf-cache \
+    TORCHINDUCTOR_CACHE_DIR=/app/hf-cache/torchinductor \
+    TRITON_CACHE_DIR=/app/hf-cache/triton \
     ALDAR__OBSERVABILITY__HOST=0.0.0.0 \
     ALDAR__LOGGING__FORMAT=json
 

@@ -376,6 +376,27 @@ def test_volumes_hold_the_database_outputs_and_hf_cache(dockerfile):
     assert {database_dir, outputs, PurePosixPath(hf_home)} <= volumes, f"VOLUME {sorted(map(str, volumes))}"
 
 
+def test_the_runtime_stage_can_compile_what_triton_builds_at_run_time(dockerfile):
+    """engine.compile_unet: Triton compiles a C driver when the UNet is first compiled; it needs a
+    compiler, the libc headers and Python.h in the image that runs the bot."""
+    installed: set[str] = set()
+    for ins in final_stage(dockerfile):
+        if ins.keyword == "RUN":
+            for words in commands(ins.args):
+                if words[:2] == ["apt-get", "install"]:
+                    installed |= {w for w in words[2:] if not w.startswith("-")}
+    assert {"gcc", "libc6-dev", "python3.11-dev"} <= installed
+
+
+def test_compiled_kernels_are_cached_in_a_volume(dockerfile):
+    final = final_stage(dockerfile)
+    env = stage_env(final)
+    volumes = {PurePosixPath(v) for ins in final if ins.keyword == "VOLUME" for v in json_or_words(ins.args)}
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert var in env, f"{var} is not set: every new container would compile the UNet again"
+        assert any(PurePosixPath(env[var]).is_relative_to(volume) for volume in volumes), env[var]
+
+
 def test_cmd_runs_the_bot(dockerfile):
     cmds = [ins for ins in final_stage(dockerfile) if ins.keyword == "CMD"]
     assert cmds, "no CMD"
