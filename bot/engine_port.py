@@ -102,6 +102,8 @@ class LocalEngine:
                 f"renderer={self.engine.renderer.name} ({reasons.get('renderer', '')})")
         if "ref_guided" in reasons:
             line += f"; ref-guided={reasons['ref_guided']}"
+        if "gpu" in reasons:
+            line += f"; gpu={reasons['gpu']}"
         return line
 
     async def availability(self) -> Availability:

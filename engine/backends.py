@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 
-from engine.models import ModelLoader, ModelLoadError, RefGuided
+from engine.models import ModelLoader, ModelLoadError, RefGuided, gpu_summary
 from engine.moderation import TermFilter
 from engine.plan import OfflinePlanner, PlanError, Planner
 from engine.preview import PreviewRenderer
@@ -144,6 +144,8 @@ def build_engine(settings: EngineSettings, *, openai_api_key: str | None = None,
             renderer_choice = Choice("sdxl", f"{renderer_choice.reason}; weights loaded")
             state = "on" if parts.ref_guided_off is None else "off"
             reasons["ref_guided"] = f"{state} ({parts.ref_guided_reason})"
+            if loader.runtime is not None and loader.runtime.is_cuda:
+                reasons["gpu"] = gpu_summary()
             if parts.ref_guided_off is not None:
                 modes_off.append(parts.ref_guided_off)
         except ModelLoadError as exc:

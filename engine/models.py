@@ -12,6 +12,7 @@ planner and preview paths stay free of the ML stack.
 from __future__ import annotations
 
 import logging
+import re
 import os
 import time
 from collections.abc import Callable
@@ -76,6 +77,32 @@ def resolve_runtime(settings: RenderSettings) -> Runtime:
     if device.type == "cpu" and dtype == torch.float16:
         raise ModelLoadError("engine.dtype = 'float16' needs CUDA; use 'auto', 'float32' or 'bfloat16' on the CPU")
     return Runtime(device=device, dtype=dtype)
+
+
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
+_DRIVER_VERSION = re.compile(r"Kernel Module\s+(?:for \S+\s+)?(\d+(?:\.\d+)+)")
+
+
+def nvidia_driver_version(text: str | None = None) -> str:
+    """The host's NVIDIA driver (e.g. "580.65.06"), from the kernel module's version file; "unknown"
+    where it cannot be read. The cu130 torch wheels need R580 or newer."""
+    if text is None:
+        try:
+            text = NVIDIA_DRIVER_FILE.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "unknown"
+    match = _DRIVER_VERSION.search(text)
+    return match.group(1) if match else "unknown"
+
+
+def gpu_summary() -> str:
+    """What the start-up line says about the GPU: its name, the driver, and torch's CUDA."""
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    major, minor = torch.cuda.get_device_capability(0)
+    return (f"{name} (compute {major}.{minor}), NVIDIA driver {nvidia_driver_version()}, "
+            f"torch {torch.__version__} with CUDA {torch.version.cuda}")
 
 
 def local_or_hub(key: str, value: str) -> str:

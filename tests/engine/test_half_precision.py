@@ -107,3 +107,13 @@ def test_half_precision_loads_the_fp16_copy_of_the_weights(tiny_sdxl_dir, tmp_pa
     engine = build_engine(half_settings(halved, "bfloat16", ref_guided=False))
     assert module_dtypes(engine.renderer.pipe)["unet"] == {torch.bfloat16}
     assert engine.renderer.render([frame_request(1, 1)])[0].size == (SIZE, SIZE)
+
+
+def test_the_host_driver_is_read_from_the_kernel_modules_version_file():
+    from engine.models import nvidia_driver_version
+
+    sample = ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder@U16)\n"
+              "GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n")
+    assert nvidia_driver_version(sample) == "580.65.06"
+    assert nvidia_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22\n") == "550.54.14"
+    assert nvidia_driver_version("") == "unknown"
