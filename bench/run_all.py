@@ -176,6 +176,18 @@ BENCHES: tuple[Bench, ...] = (
         skip_marker="no CUDA",
     ),
     Bench(
+        "gpu_probe", (), ("--tiny", "--frames", "3"),
+        (
+            Figure("probe: every module of both modes in the configured dtype",
+                   r"RESULT gpu_probe: dtypes: (?P<value>all|MISMATCH)", "", "==", "all"),
+            Figure("probe: simple board, 8 frames at 1024 px, 30 steps",
+                   rf"RESULT gpu_probe: simple: (?P<value>{NUM}) s/board", "s"),
+            Figure("probe: ref-guided board, 8 frames at 1024 px, 30 steps",
+                   rf"RESULT gpu_probe: ref-guided: (?P<value>{NUM}) s/board", "s"),
+        ),
+        skip_marker="device cpu",
+    ),
+    Bench(
         "scale_out", (), ("--quick",),
         (
             Figure("throughput, 2 arq workers / 1", rf"RESULT scale_out: .*?; 2 workers (?P<value>{NUM})x", "x", ">=",

@@ -50,6 +50,8 @@ NO_TARGET = {("engine_tiny", "cold start / warm board"),  # the bench states no 
              ("scale_out", "boards per minute, 1 worker"),
              ("scale_out", "orchestration overhead per job, 1 worker (p50)")}
 GPU_ROW = ("engine_gpu", "baseline / all-on board time (speed-up)")
+PROBE_ROWS = [("gpu_probe", "probe: every module of both modes in the configured dtype"),
+              ("gpu_probe", "probe: simple board, 8 frames at 1024 px, 30 steps")]
 NUMERIC = re.compile(r"^-?\d+(?:\.\d+)?(?:x| \S+)?$")
 
 
@@ -102,6 +104,7 @@ def test_quick_run_reports_every_figure_with_its_target():
             assert row["verdict"] in ("OK", "BELOW TARGET"), (key, row)
     if not cuda:
         assert rows[GPU_ROW]["verdict"] == "skipped: needs CUDA", rows[GPU_ROW]
+        assert all(rows[key]["verdict"] == "skipped: needs CUDA" for key in PROBE_ROWS), output
     if not HAS_REDIS:
         assert all(rows[key]["verdict"] == "skipped: needs redis-server" for key in SCALE_ROWS), output
     assert all(not r["verdict"].startswith("error") for r in rows.values()), output
