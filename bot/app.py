@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -84,7 +85,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
     port: EnginePort | None = None
     try:
-        engine, port = _build_port(config, executor)
+        engine, port = await _build_port(config, executor)
         router = ChatRouter()
         service = StoryService(store, config, modes_off=port.modes_off())
         metrics = Metrics()
@@ -99,14 +100,18 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         await store.close()
 
 
-def _build_port(config: AppConfig, executor: ThreadPoolExecutor) -> tuple[StoryEngine | None, EnginePort]:
-    """``engine.backend``: the engine in this process (models load now), or GPU workers through Redis."""
+async def _build_port(config: AppConfig, executor: ThreadPoolExecutor) -> tuple[StoryEngine | None, EnginePort]:
+    """``engine.backend``: the engine in this process (models load now), or GPU workers through Redis.
+
+    The engine is built on its own thread, the one that renders: a compiled UNet's warm-up records
+    its CUDA graphs there (they are per thread), and the event loop is not held while models load."""
     if config.engine.backend == "arq":
         from bot.remote import ArqEngine
 
         return None, ArqEngine(config.arq, config.redis_url(), config.engine_settings())
-    engine = build_engine(config.engine_settings(), openai_api_key=config.secrets.openai_key(),
-                          banned=TermFilter(config.story.banned_terms))  # the LLM's plan meets the story's rule
+    build = functools.partial(build_engine, config.engine_settings(), openai_api_key=config.secrets.openai_key(),
+                              banned=TermFilter(config.story.banned_terms))  # the LLM's plan meets the story's rule
+    engine = await asyncio.get_running_loop().run_in_executor(executor, build)
     return engine, LocalEngine(engine, executor)
 
 

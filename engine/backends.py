@@ -118,7 +118,11 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
         ip_references=ip_references, ip_use_frame1=settings.ip_adapter_reference != "images",
     )
     if loader.applied.get("compile_unet") is True:
-        renderer.warm_up(settings.width, settings.height)
+        try:
+            renderer.warm_up(settings.width, settings.height)
+        except Exception as exc:  # e.g. Triton without a C compiler: draw uncompiled rather than not at all
+            log.warning("the compiled UNet failed its warm-up; going on without compiling", exc_info=exc)
+            loader.uncompile_unet(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
     validator: Validator = NullValidator()
     if settings.clip_model:
         model, processor = loader.clip()

@@ -267,6 +267,16 @@ class ModelLoader:
             if getattr(s, flag) and flag not in applied:
                 applied[flag] = "skipped: needs CUDA"
 
+    def uncompile_unet(self, reason: str) -> None:
+        """Put the plain UNet back in both pipelines (the compiled one failed its warm-up)."""
+        compiled = self.pipeline().unet
+        plain = getattr(compiled, "_orig_mod", compiled)
+        self._pipeline.unet = plain
+        if self._ref_guided is not None:
+            self._ref_guided.pipe.unet = plain
+            self._ref_guided.unet = plain
+        self.applied["compile_unet"] = f"off: the warm-up failed ({reason})"
+
     # -- ref-guided: ControlNet + IP-Adapter on the same UNet, VAE and text encoders ----------------
     def ref_guided(self) -> RefGuided:
         """The ControlNet pipeline sharing every base component, and the IP-Adapter, loaded once."""

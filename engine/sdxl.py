@@ -107,12 +107,27 @@ class SdxlRenderer:
 
     def warm_up(self, width: int, height: int) -> None:
         """Throwaway batches of every size a board can use (1..batch_size: frame 1 alone, the
-        rest, re-rolls), so a compiled UNet compiles them all before the first job."""
+        rest, re-rolls), in every loaded mode, so a compiled UNet compiles them all before the
+        first job rather than during it (under a lease and a 15-minute interaction token). Run
+        it on the thread that renders: CUDA graphs are recorded per thread."""
         for size in range(1, self.batch_size + 1):
             self.pipe(
                 prompt=["warm-up"] * size, num_inference_steps=2, guidance_scale=self.guidance,
                 width=width, height=height, output_type="latent",
             )
+        if self.ref_guided is None:
+            return
+        blank = Image.new("RGB", (width, height))
+        self.ref_guided.use("ref-guided")
+        try:
+            for size in range(1, self.batch_size + 1):
+                self.ref_guided.pipe(
+                    prompt=["warm-up"] * size, image=[blank] * size, ip_adapter_image=[[blank]],
+                    controlnet_conditioning_scale=self.controlnet_scale, num_inference_steps=2,
+                    guidance_scale=self.guidance, width=width, height=height, output_type="latent",
+                )
+        finally:
+            self.ref_guided.use("simple")
 
     def _call(
         self, requests: Sequence[FrameRequest], on_step: StepCallback | None, should_cancel: CancelCheck | None

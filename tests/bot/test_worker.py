@@ -271,3 +271,24 @@ async def test_two_retries_at_once_post_a_waiting_board_once(rig_factory):
     assert [d.job_id for d in gateway.deliveries] == [job_id]
     assert (await rig.store.delivery_for(job_id)).status == "sent"
     await close(rig)
+
+
+async def test_the_bot_builds_its_engine_on_the_thread_that_renders(make_config, monkeypatch):
+    """A compiled UNet's warm-up records CUDA graphs per thread: it must happen where boards are drawn,
+    not on the event loop (which is not held while models load, either)."""
+    import threading
+
+    import bot.app
+    from bot.app import open_app
+
+    built_on: list[str] = []
+
+    def recording_build(*args, **kwargs):
+        built_on.append(threading.current_thread().name)
+        return build_engine(*args, **kwargs)
+
+    monkeypatch.setattr(bot.app, "build_engine", recording_build)
+    async with open_app(make_config()) as app:
+        drawn_on = await asyncio.get_running_loop().run_in_executor(app.executor,
+                                                                    lambda: threading.current_thread().name)
+    assert built_on == [drawn_on] and drawn_on.startswith("engine")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,60 @@ def test_the_host_driver_is_read_from_the_kernel_modules_version_file():
     assert nvidia_driver_version(sample) == "580.65.06"
     assert nvidia_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22\n") == "550.54.14"
     assert nvidia_driver_version("") == "unknown"
+
+
+def test_the_warm_up_runs_every_batch_size_in_both_modes_and_leaves_simple_mode_as_it_was(bf16_both_modes,
+                                                                                          monkeypatch):
+    renderer = bf16_both_modes.renderer
+    calls: list[tuple[str, int]] = []
+    before = np.asarray(renderer.render([frame_request(1, 5)])[0])
+    for mode, pipe in (("simple", renderer.pipe), ("ref-guided", renderer.ref_guided.pipe)):
+        def counting(self, *args, _mode=mode, _call=type(pipe).__call__, **kwargs):
+            calls.append((_mode, len(kwargs["prompt"])))
+            return _call(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(pipe), "__call__", counting)
+    renderer.warm_up(SIZE, SIZE)
+    monkeypatch.undo()
+    assert calls == [("simple", n) for n in (1, 2, 3, 4)] + [("ref-guided", n) for n in (1, 2, 3, 4)]
+    assert renderer.ref_guided.mode == "simple"
+    assert np.array_equal(np.asarray(renderer.render([frame_request(1, 5)])[0]), before)
+
+
+def test_a_compiled_unet_that_fails_its_warm_up_is_dropped_and_boards_still_draw(
+        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, monkeypatch, tmp_path):
+    """Triton without a C compiler fails the warm-up: the bot goes on with the plain UNet (and says
+    so in report.json) instead of not starting. torch.compile needs CUDA here, so the compiled
+    module is stood in for by a wrapper with the same ``_orig_mod``."""
+    from engine.backends import build_sdxl
+    from engine.models import ModelLoader
+
+    render = half_settings(tiny_sdxl_dir, "bfloat16", ref_guided=True, controlnet=str(tiny_controlnet_dir),
+                           ip_adapter=str(tiny_ip_adapter_dir)).render
+    loader = ModelLoader(render)
+    pipe = loader.pipeline()
+    plain = pipe.unet
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._orig_mod, name)
+
+    pipe.unet = Compiled(plain)
+    loader.applied["compile_unet"] = True
+
+    def no_compiler(self, width, height):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    monkeypatch.setattr("engine.sdxl.SdxlRenderer.warm_up", no_compiler)
+    parts = build_sdxl(render, loader)
+    assert pipe.unet is plain and loader.ref_guided().pipe.unet is plain and loader.ref_guided().unet is plain
+    assert loader.applied["compile_unet"] == (
+        "off: the warm-up failed (RuntimeError: Failed to find C compiler. Please specify via CC environment variable.)")
+    assert parts.renderer.render([frame_request(1, 1)])[0].size == (SIZE, SIZE)
