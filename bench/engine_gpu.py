@@ -14,9 +14,11 @@ Configurations (--dry-run prints them with the values they get):
     baseline            sdpa, channels_last, fuse_qkv, compile_unet all off
     +sdpa               baseline + engine.sdpa
     +channels_last      baseline + engine.channels_last
-    +fuse_qkv           baseline + engine.fuse_qkv
+    +sdpa +fuse_qkv     baseline + engine.sdpa + engine.fuse_qkv (the fused processor is SDPA)
     all on              sdpa + channels_last + fuse_qkv
     all on + compile    all on + engine.compile_unet (torch.compile, mode max-autotune)
+    ref-guided          all on, ref-guided boards (ControlNet + IP-Adapter)
+    ref-guided-compile  all on + compile_unet, ref-guided boards
     draft               all on + engine.draft with --draft-lora (only when --draft-lora is given)
 
 Per configuration: build_engine once (the compile configuration compiles and warms up here),
@@ -24,7 +26,8 @@ Per configuration: build_engine once (the compile configuration compiles and war
 warm-up render did not see: frame 1 alone, the last partial batch), then --repeat timed boards
 of --frames frames. Reported: seconds per board (median), seconds per drawn frame, it/s of the
 denoising loop at the batch size used (timed from each batch's start to its last step, with a
-CUDA sync at every step), peak VRAM of the timed boards (``torch.cuda.max_memory_allocated``,
+CUDA sync at every step), peak VRAM of the timed boards (``torch.cuda.max_memory_allocated`` and
+``max_memory_reserved``,
 reset after the warm-up) and of the build, and the UNet attention processor really in use.
 
 Validation re-rolls are off by default (--max-retries 0), so every configuration draws the
@@ -83,11 +86,14 @@ def config_matrix(args: argparse.Namespace) -> list[Config]:
         Config("baseline", "baseline", dict(off)),
         Config("sdpa", "+sdpa", {**off, "sdpa": True}),
         Config("channels_last", "+channels_last", {**off, "channels_last": True}),
-        Config("fuse_qkv", "+fuse_qkv", {**off, "fuse_qkv": True}),
+        # diffusers' fused processor is itself SDPA: fusing without SDPA is not a configuration that exists
+        Config("fuse_qkv", "+sdpa +fuse_qkv", {**off, "sdpa": True, "fuse_qkv": True}),
         Config("all-on", "all on", dict(all_on)),
         Config("compile", "all on + compile_unet", {**all_on, "compile_unet": True}),
         # frame 1 simple, frames 2+ with IP-Adapter + ControlNet-OpenPose (engine.controlnet / engine.ip_adapter)
         Config("ref-guided", "all on, ref-guided mode", {**all_on, "ref_guided": True}, mode="ref-guided"),
+        Config("ref-guided-compile", "all on + compile_unet, ref-guided mode",
+               {**all_on, "compile_unet": True, "ref_guided": True}, mode="ref-guided"),
     ]
     if args.draft_lora:
         draft = {**all_on, "draft": True, "draft_lora": args.draft_lora, "draft_steps": args.draft_steps}
@@ -116,7 +122,9 @@ def engine_settings(args: argparse.Namespace, config: Config) -> EngineSettings:
         width=args.size,
         height=args.size,
         batch_size=args.batch_size,
-        ref_guided=False,  # simple-mode timings; ref-guided loads its own ControlNet + IP-Adapter
+        # as the bot runs: ref-guided's ControlNet + IP-Adapter load too where their weights resolve
+        # (forcing it off once hid that from_pipe turned every module fp32)
+        ref_guided="auto",
     )
     render.update(config.overrides)
     return EngineSettings(render=RenderSettings(**render), validation=ValidateSettings(max_retries=args.max_retries))
@@ -154,6 +162,7 @@ class Result:
     denoise_s: float = 0.0
     peak_build_gib: float = 0.0
     peak_boards_gib: float = 0.0
+    reserved_boards_gib: float = 0.0  # what the caching allocator held: what other processes could not use
     left_gib: float = 0.0
     attention: str = ""
     applied: dict = field(default_factory=dict)
@@ -250,6 +259,7 @@ def measure(args: argparse.Namespace, config: Config, story: str, out: Path, tor
     result.denoise_steps, result.denoise_s = clock.steps, clock.seconds
     if cuda:
         result.peak_boards_gib = torch.cuda.max_memory_allocated() / GIB
+        result.reserved_boards_gib = torch.cuda.max_memory_reserved() / GIB
     return result
 
 
@@ -266,18 +276,19 @@ def free_memory(torch: Any) -> float:
 
 def print_row(r: Result) -> None:
     if r.error:
-        print(f"| {r.config.name} | FAILED: {r.error} |" + " |" * 11, flush=True)
+        print(f"| {r.config.name} | FAILED: {r.error} |" + " |" * 12, flush=True)
         return
     boards = ", ".join(f"{b:.2f}" for b in r.boards)
     print(f"| {r.config.name} | {r.board_s:.2f} | {boards} | {r.frame_s:.3f} | {r.its:.2f} | {r.steps} | "
-          f"{statistics.median(r.renders)} | {r.peak_boards_gib:.2f} | {r.peak_build_gib:.2f} | "
+          f"{statistics.median(r.renders)} | {r.peak_boards_gib:.2f} | {r.reserved_boards_gib:.2f} | {r.peak_build_gib:.2f} | "
           f"{r.build_s:.1f} | {r.first_board_s:.2f} | {r.left_gib:.2f} | {r.attention} |", flush=True)
 
 
 TABLE_HEAD = (
     "| configuration | s/board (median) | boards s | s/frame | it/s | steps | frames drawn | peak VRAM GiB (boards) "
-    "| peak VRAM GiB (build) | build s | first board s | GiB left after free | UNet attention |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| peak reserved GiB (boards) | peak VRAM GiB (build) | build s | first board s | GiB left after free "
+    "| UNet attention |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
