@@ -28,14 +28,18 @@ STORY = (
 )
 
 
-def settings(base: Path, **engine) -> EngineSettings:
-    values = {"renderer": "sdxl", "base_model": str(base), "clip_model": "", "width": 64, "height": 64,
-              "steps": 2, "batch_size": 4, **engine}
-    return EngineSettings(render=RenderSettings(**values))
+@pytest.fixture(scope="module")
+def settings(render_dtype):
+    """Engine settings for the tiny models, in the dtype this round of the module runs in."""
+    def make(base: Path, **engine) -> EngineSettings:
+        values = {"renderer": "sdxl", "base_model": str(base), "clip_model": "", "width": 64, "height": 64,
+                  "steps": 2, "batch_size": 4, "dtype": render_dtype, **engine}
+        return EngineSettings(render=RenderSettings(**values))
+    return make
 
 
 @pytest.fixture(scope="module")
-def both_modes(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tiny_lora_file):
+def both_modes(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tiny_lora_file, settings):
     return build_engine(settings(tiny_sdxl_dir, lora=str(tiny_lora_file), ref_guided=True,
                                  controlnet=str(tiny_controlnet_dir), ip_adapter=str(tiny_ip_adapter_dir)))
 
@@ -70,7 +74,7 @@ def test_both_pipelines_share_every_component(both_modes):
     assert both_modes.models.loads == 4  # base, LoRA, ControlNet, IP-Adapter: each once
 
 
-def test_simple_boards_are_bit_identical_with_ref_guided_loaded(both_modes, tiny_sdxl_dir, tiny_lora_file, tmp_path):
+def test_simple_boards_are_bit_identical_with_ref_guided_loaded(both_modes, tiny_sdxl_dir, tiny_lora_file, tmp_path, settings):
     simple_only = build_engine(settings(tiny_sdxl_dir, lora=str(tiny_lora_file), ref_guided=False))
     both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=1), tmp_path / "warm")  # switch modes
     both_modes.run(BoardRequest(STORY, mode="simple", frames=4, seed=5), tmp_path / "with")
@@ -92,7 +96,7 @@ def test_ref_guided_frames_differ_from_simple_ones(both_modes, tmp_path):
 # -- engine.ref_guided: "auto" (the default), true, false -------------------------------------------
 
 
-def test_switched_off_it_loads_nothing_and_says_so(tiny_sdxl_dir, tmp_path):
+def test_switched_off_it_loads_nothing_and_says_so(tiny_sdxl_dir, tmp_path, settings):
     simple_only = build_engine(settings(tiny_sdxl_dir, ref_guided=False))
     assert simple_only.models.loads == 1 and "engine.controlnet" not in simple_only.models.sources
     assert simple_only.reasons["ref_guided"] == "off (configured: engine.ref_guided = false)"
@@ -100,7 +104,7 @@ def test_switched_off_it_loads_nothing_and_says_so(tiny_sdxl_dir, tmp_path):
         simple_only.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "b")
 
 
-def test_auto_is_the_default_and_loads_what_resolves(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir):
+def test_auto_is_the_default_and_loads_what_resolves(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, settings):
     assert RenderSettings().ref_guided == "auto"
     engine = build_engine(settings(tiny_sdxl_dir, controlnet=str(tiny_controlnet_dir),
                                    ip_adapter=str(tiny_ip_adapter_dir)))
@@ -108,7 +112,7 @@ def test_auto_is_the_default_and_loads_what_resolves(tiny_sdxl_dir, tiny_control
     assert engine.reasons["ref_guided"] == "on (auto: its weights loaded)"
 
 
-def test_auto_without_its_weights_draws_simple_boards_and_names_what_is_missing(tiny_sdxl_dir, tmp_path):
+def test_auto_without_its_weights_draws_simple_boards_and_names_what_is_missing(tiny_sdxl_dir, tmp_path, settings):
     # the default hub ids, offline: the ControlNet cannot resolve
     engine = build_engine(settings(tiny_sdxl_dir))
     off = engine.mode_off("ref-guided")
@@ -120,13 +124,13 @@ def test_auto_without_its_weights_draws_simple_boards_and_names_what_is_missing(
         engine.run(BoardRequest(STORY, mode="ref-guided", frames=2, seed=1), tmp_path / "guided")
 
 
-def test_true_without_its_weights_stops_start_up(tiny_sdxl_dir):
+def test_true_without_its_weights_stops_start_up(tiny_sdxl_dir, settings):
     with pytest.raises(ModelLoadError, match="engine.controlnet = 'xinsir/controlnet-openpose-sdxl-1.0'"):
         build_engine(settings(tiny_sdxl_dir, ref_guided=True))
 
 
 def test_a_half_loaded_ip_adapter_leaves_simple_mode_exactly_as_it_was(
-        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path):
+        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path, settings):
     """diffusers registers the image encoder, then fails patching the UNet: auto undoes both."""
     broken = tmp_path / "broken_ip_adapter"
     shutil.copytree(tiny_ip_adapter_dir, broken)
@@ -144,7 +148,7 @@ def test_a_half_loaded_ip_adapter_leaves_simple_mode_exactly_as_it_was(
         assert np.array_equal(after, clean)  # byte for byte: the same request and batches, the same weights
 
 
-def test_a_flat_ip_adapter_folder_loads_with_an_empty_subfolder(tiny_sdxl_dir, tiny_controlnet_dir, tmp_path):
+def test_a_flat_ip_adapter_folder_loads_with_an_empty_subfolder(tiny_sdxl_dir, tiny_controlnet_dir, tmp_path, settings):
     flat = build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path / "flat", subfolder="")
     assert (flat / "ip-adapter_sdxl.safetensors").is_file() and (flat / "image_encoder").is_dir()
     engine = build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
@@ -154,7 +158,7 @@ def test_a_flat_ip_adapter_folder_loads_with_an_empty_subfolder(tiny_sdxl_dir, t
 
 
 def test_a_flat_folder_with_the_default_subfolder_names_the_file_the_folder_and_the_fix(
-        tiny_sdxl_dir, tiny_controlnet_dir, tmp_path):
+        tiny_sdxl_dir, tiny_controlnet_dir, tmp_path, settings):
     flat = build_tiny_ip_adapter(tiny_sdxl_dir, tmp_path / "flat", subfolder="")
     with pytest.raises(ModelLoadError) as caught:
         build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
@@ -165,7 +169,7 @@ def test_a_flat_folder_with_the_default_subfolder_names_the_file_the_folder_and_
 
 
 def test_a_missing_image_encoder_is_named_with_the_folder_it_was_looked_for_in(
-        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path):
+        tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path, settings):
     with pytest.raises(ModelLoadError, match=r"engine.image_encoder: no image encoder \(config.json\) in .*encoders"):
         build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
                               ip_adapter=str(tiny_ip_adapter_dir), image_encoder="encoders"))
@@ -189,7 +193,7 @@ def test_a_real_ref_guided_board_keeps_the_character_and_follows_the_poses(tmp_p
 
 @pytest.mark.parametrize("source", ["images", "both"])
 def test_configured_pictures_can_feed_ip_adapter(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, tmp_path,
-                                                 both_modes, source):
+                                                 both_modes, source, settings):
     refs = tmp_path / "refs"
     refs.mkdir()
     for i, colour in enumerate(((220, 30, 30), (30, 30, 220))):
@@ -206,7 +210,7 @@ def test_configured_pictures_can_feed_ip_adapter(tiny_sdxl_dir, tiny_controlnet_
     assert_other_picture(ours[1], theirs[1])  # the IP-Adapter saw other pictures
 
 
-def test_pictures_for_ip_adapter_must_exist(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir):
+def test_pictures_for_ip_adapter_must_exist(tiny_sdxl_dir, tiny_controlnet_dir, tiny_ip_adapter_dir, settings):
     with pytest.raises(ModelLoadError, match="ip_adapter_reference = 'images' needs pictures"):
         build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
                               ip_adapter=str(tiny_ip_adapter_dir), ip_adapter_reference="images"))

@@ -36,16 +36,21 @@ STORY = (
 SIZE = 64
 
 
-def sdxl_settings(base: Path, clip: Path | str, *, validation: dict | None = None, **engine) -> EngineSettings:
-    values = {"renderer": "sdxl", "base_model": str(base), "clip_model": str(clip), "width": SIZE, "height": SIZE,
-              "steps": 2, "batch_size": 4, "ref_guided": False, **engine}
-    render = RenderSettings(**values)
-    # dlib's detector costs ~0.7 s on a face-less 64 px frame; face checks have their own tests
-    return EngineSettings(render=render, validation=ValidateSettings(**{"face_check": False, **(validation or {})}))
+@pytest.fixture(scope="module")
+def sdxl_settings(render_dtype):
+    """Engine settings for the tiny models, in the dtype this round of the module runs in."""
+    def make(base: Path, clip: Path | str, *, validation: dict | None = None, **engine) -> EngineSettings:
+        values = {"renderer": "sdxl", "base_model": str(base), "clip_model": str(clip), "width": SIZE,
+                  "height": SIZE, "steps": 2, "batch_size": 4, "ref_guided": False, "dtype": render_dtype, **engine}
+        render = RenderSettings(**values)
+        # dlib's detector costs ~0.7 s on a face-less 64 px frame; face checks have their own tests
+        return EngineSettings(render=render,
+                              validation=ValidateSettings(**{"face_check": False, **(validation or {})}))
+    return make
 
 
 @pytest.fixture(scope="module")
-def lora_engine(tiny_sdxl_dir, tiny_clip_dir, tiny_lora_file):
+def lora_engine(tiny_sdxl_dir, tiny_clip_dir, tiny_lora_file, sdxl_settings):
     return build_engine(sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, lora=str(tiny_lora_file)))
 
 
@@ -93,7 +98,7 @@ def test_same_request_same_bytes_and_a_new_seed_changes_the_frames(lora_engine, 
     assert_other_picture(frame_array(tmp_path / "a", 1), frame_array(tmp_path / "c", 1))
 
 
-def test_a_frame_drawn_in_another_batch_is_the_same_picture(tiny_sdxl_dir, tiny_clip_dir, lora_engine, tmp_path):
+def test_a_frame_drawn_in_another_batch_is_the_same_picture(tiny_sdxl_dir, tiny_clip_dir, lora_engine, tmp_path, sdxl_settings):
     """Within rounding: frames 2..5 in one batch of 4, or each alone, start from the same noise.
     Frame 1 is drawn alone at any batch size, so it is the same bytes."""
     single = build_engine(sdxl_settings(tiny_sdxl_dir, "", batch_size=1, lora=lora_engine.settings.render.lora))
@@ -108,7 +113,7 @@ def test_a_frame_drawn_in_another_batch_is_the_same_picture(tiny_sdxl_dir, tiny_
         assert_same_picture(frame_array(tmp_path / "batched", i), frame_array(tmp_path / "single", i), f"frame {i}")
 
 
-def test_a_board_drawn_with_another_thread_count_is_the_same_picture(tiny_sdxl_dir, tiny_lora_file, tmp_path):
+def test_a_board_drawn_with_another_thread_count_is_the_same_picture(tiny_sdxl_dir, tiny_lora_file, tmp_path, sdxl_settings):
     """Within rounding: the thread count changes how some kernels split their sums."""
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=str(tiny_lora_file)))
     threads = torch.get_num_threads()
@@ -122,7 +127,7 @@ def test_a_board_drawn_with_another_thread_count_is_the_same_picture(tiny_sdxl_d
         assert_same_picture(frame_array(tmp_path / "threads1", i), frame_array(tmp_path / "threads2", i), f"frame {i}")
 
 
-def test_the_lora_is_fused_and_changes_the_frames(tiny_sdxl_dir, tiny_lora_file, tiny_kohya_lora_file, tmp_path):
+def test_the_lora_is_fused_and_changes_the_frames(tiny_sdxl_dir, tiny_lora_file, tiny_kohya_lora_file, tmp_path, sdxl_settings):
     boards = {}
     for name, lora in (("none", ""), ("peft", str(tiny_lora_file)), ("kohya", str(tiny_kohya_lora_file))):
         engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=lora))
@@ -147,17 +152,17 @@ def test_components_load_once_and_a_warm_board_loads_nothing(lora_engine, tmp_pa
     assert lora_engine.models.loads == loads_at_start_up
 
 
-def test_report_records_the_settings_applied(lora_engine, tmp_path):
+def test_report_records_the_settings_applied(lora_engine, tmp_path, render_dtype):
     lora_engine.run(BoardRequest(STORY, frames=1, seed=1), tmp_path / "b")
     models = report_of(tmp_path / "b")["models"]
-    assert models["device"] == "cpu" and models["dtype"] == "float32"
+    assert models["device"] == "cpu" and models["dtype"] == render_dtype
     assert models["applied"]["scheduler"] == "dpmpp_2m_karras"
     assert models["applied"]["sdpa"] is True and models["applied"]["fuse_qkv"] is True
     assert models["applied"]["channels_last"] == "skipped: needs CUDA"
     assert models["sources"]["engine.base_model"] == str(lora_engine.settings.render.base_model)
 
 
-def test_draft_mode_fuses_the_draft_lora_with_its_scheduler_and_steps(tiny_sdxl_dir, tiny_lora_file, tmp_path):
+def test_draft_mode_fuses_the_draft_lora_with_its_scheduler_and_steps(tiny_sdxl_dir, tiny_lora_file, tmp_path, sdxl_settings):
     settings = sdxl_settings(tiny_sdxl_dir, "", draft=True, draft_lora=str(tiny_lora_file), draft_steps=3,
                              vae_tiling=True)
     engine = build_engine(settings)
@@ -169,7 +174,7 @@ def test_draft_mode_fuses_the_draft_lora_with_its_scheduler_and_steps(tiny_sdxl_
     assert applied["vae_tiling"] is True
 
 
-def test_with_reference_pictures_frame_1_is_still_drawn_alone(tiny_sdxl_dir, tiny_clip_dir, tmp_path):
+def test_with_reference_pictures_frame_1_is_still_drawn_alone(tiny_sdxl_dir, tiny_clip_dir, tmp_path, sdxl_settings):
     refs = tmp_path / "refs"
     refs.mkdir()
     for i, colour in enumerate(((200, 40, 40), (40, 40, 200))):
@@ -197,7 +202,7 @@ def test_policy_rerolls_copies_and_keeps_the_best_honest_attempt():
     assert policy.best([Attempt(1, {"identity": 0.6}), Attempt(2, {"identity": 0.8})]) == 1
 
 
-def test_a_copy_paste_frame_is_rerolled_on_the_real_engine(tiny_sdxl_dir, tiny_clip_dir, tmp_path):
+def test_a_copy_paste_frame_is_rerolled_on_the_real_engine(tiny_sdxl_dir, tiny_clip_dir, tmp_path, sdxl_settings):
     # threshold and ceiling both 0: only a frame whose identity is <= 0 passes; most are "copies"
     settings = sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, validation={"threshold": 0.0, "copy_ceiling": 0.0})
     build_engine(settings).run(BoardRequest(STORY, frames=3, seed=4), tmp_path / "b")
@@ -216,7 +221,7 @@ def frame_request(engine, index: int = 1, seed: int = 1) -> FrameRequest:
     return FrameRequest(shot, engine.renderer.fit_prompt(build_prompt(shot, PromptSettings())), seed, SIZE, SIZE)
 
 
-def test_cancel_stops_within_one_step(tiny_sdxl_dir):
+def test_cancel_stops_within_one_step(tiny_sdxl_dir, sdxl_settings):
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", steps=10))
     steps: list[int] = []
     with pytest.raises(Cancelled):
@@ -243,7 +248,7 @@ class OutOfMemoryPipe:
         return self._pipe(**kwargs)
 
 
-def test_out_of_memory_retries_one_frame_at_a_time_then_fails_clearly(tiny_sdxl_dir):
+def test_out_of_memory_retries_one_frame_at_a_time_then_fails_clearly(tiny_sdxl_dir, sdxl_settings):
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""))
     real = engine.renderer.pipe
     engine.renderer.pipe = OutOfMemoryPipe(real, max_batch=1)
@@ -292,7 +297,7 @@ def test_prompts_fit_the_real_77_token_budget_with_the_trigger_first(tmp_path, s
     ],
 )
 def test_a_bad_model_setting_fails_at_start_up_naming_key_and_path(tiny_sdxl_dir, tiny_clip_dir, field, value,
-                                                                   message):
+                                                                   message, sdxl_settings):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     settings = sdxl_settings(tiny_sdxl_dir, tiny_clip_dir, **{field: value})
     with pytest.raises(ModelLoadError) as err:
@@ -300,7 +305,7 @@ def test_a_bad_model_setting_fails_at_start_up_naming_key_and_path(tiny_sdxl_dir
     assert message in str(err.value)
 
 
-def test_an_unreadable_model_folder_is_reported(tmp_path, tiny_clip_dir):
+def test_an_unreadable_model_folder_is_reported(tmp_path, tiny_clip_dir, sdxl_settings):
     broken = tmp_path / "broken_sdxl"
     broken.mkdir()
     (broken / "model_index.json").write_text("{not json", encoding="utf-8")
@@ -333,7 +338,7 @@ def test_a_real_board_on_a_gpu_keeps_the_character(tmp_path):
     assert all(f["accepted"] for f in report["frames"])
 
 
-def test_cuda_settings_can_be_switched_off(tiny_sdxl_dir):
+def test_cuda_settings_can_be_switched_off(tiny_sdxl_dir, sdxl_settings):
     from diffusers.models.attention_processor import AttnProcessor
 
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", sdpa=False, fuse_qkv=False))
@@ -342,7 +347,7 @@ def test_cuda_settings_can_be_switched_off(tiny_sdxl_dir):
     assert engine.models.applied["sdpa"] is False and "fuse_qkv" not in engine.models.applied
 
 
-def test_without_an_identity_check_frame_1_is_still_drawn_alone(tiny_sdxl_dir, tmp_path):
+def test_without_an_identity_check_frame_1_is_still_drawn_alone(tiny_sdxl_dir, tmp_path, sdxl_settings):
     engine = build_engine(sdxl_settings(tiny_sdxl_dir, ""))
     events: list[ProgressEvent] = []
     engine.run(BoardRequest(STORY, frames=6, seed=1), tmp_path / "b", on_progress=events.append)
