@@ -111,7 +111,7 @@ def settings(probe: Probe, weights: Weights, **overrides: Any) -> EngineSettings
 
 
 # -- rows -----------------------------------------------------------------------------------------
-def row_dtypes(probe: Probe, engine: Any, weights: Weights) -> None:
+def row_dtypes(probe: Probe, engine: Any) -> None:
     renderer = engine.renderer
     expected = str(_dtype(probe)).removeprefix("torch.")
     found = {}
@@ -119,8 +119,8 @@ def row_dtypes(probe: Probe, engine: Any, weights: Weights) -> None:
         for name in MODULES:
             module = getattr(pipe, name, None)
             if module is not None:
-                found[f"{mode}.{name}"] = ",".join(sorted(str(p.dtype).removeprefix("torch.")
-                                                          for p in {p.dtype: p for p in module.parameters()}.values()))
+                found[f"{mode}.{name}"] = ",".join(sorted({str(p.dtype).removeprefix("torch.")
+                                                           for p in module.parameters()}))
     wrong = {name: dtypes for name, dtypes in found.items() if dtypes != expected}
     listing = " ".join(f"{name}={dtypes}" for name, dtypes in found.items())
     verdict = f"all {expected}" if not wrong else f"MISMATCH {wrong}"
@@ -160,14 +160,7 @@ def row_board(probe: Probe, engine: Any, mode: str, out: Path, *, label: str | N
 
 
 def row_seed_drift(probe: Probe, engine: Any) -> None:
-    from engine.prompts import build_prompt
-    from engine.render import FrameRequest
-    from engine.settings import PromptSettings
-
-    shots = engine.planner.plan(STORY, shots=4).shots
-    size = probe.args.size
-    requests = [FrameRequest(shot, engine.renderer.fit_prompt(build_prompt(shot, PromptSettings())), 100 + i,
-                             size, size) for i, shot in enumerate(shots)]
+    requests = _frame_requests(engine, probe, 4)
     alone = np.asarray(engine.renderer.render(requests[:1])[0], dtype=np.int16)
     batched = np.asarray(engine.renderer.render(requests)[0], dtype=np.int16)
     probe.result(f"seed drift: one seed alone vs in a batch of 4: max {int(np.abs(alone - batched).max())} levels")
@@ -192,7 +185,7 @@ def _frame_requests(engine: Any, probe: Probe, count: int) -> list[Any]:
     from engine.render import FrameRequest
     from engine.settings import PromptSettings
 
-    shots = engine.planner.plan(STORY, shots=max(count, 1)).shots[:count]
+    shots = engine.planner.plan(STORY, shots=count).shots
     return [FrameRequest(shot, engine.renderer.fit_prompt(build_prompt(shot, PromptSettings())), 200 + i,
                          probe.args.size, probe.args.size) for i, shot in enumerate(shots)]
 
@@ -275,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         engine = build_engine(settings(probe, weights))
         probe.result(f"load: both modes built in {time.perf_counter() - started:.1f} s")
-        row_dtypes(probe, engine, weights)
+        row_dtypes(probe, engine)
         probe.board_s = row_board(probe, engine, "simple", root)
         rows: list[tuple[str, float, Callable[[], Any]]] = [
             ("ref-guided", 2.5, lambda: row_board(probe, engine, "ref-guided", root)),

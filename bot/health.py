@@ -115,8 +115,9 @@ class HealthServer:
         return {"ok": True, "read_s": read_s}
 
     def _disk(self) -> dict:
-        shortfall = self.disk.shortfall()
-        return {"ok": shortfall is None, "free_mb": self.disk.free_mb(), **({"error": shortfall} if shortfall else {})}
+        free = self.disk.free_mb()
+        shortfall = self.disk.shortfall(free)
+        return {"ok": shortfall is None, "free_mb": free, **({"error": shortfall} if shortfall else {})}
 
     async def healthz(self, request: web.Request) -> web.Response:
         checks = await self.checks()

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import StorageSettings
+from bot.limits import DAY_S
 from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
 
 MB = 2**20
-DAY_S = 86_400.0
 _JOB_FOLDER = re.compile(r"^job-(\d{6,})$")
 
 
@@ -55,11 +55,11 @@ class DiskSpace:
             path = path.parent
         return shutil.disk_usage(path).free // MB
 
-    def shortfall(self) -> str | None:
-        """None while there is room, else why not, for logs and /healthz."""
+    def shortfall(self, free_mb: int | None = None) -> str | None:
+        """None while there is room, else why not, for logs and /healthz (``free_mb``: already read)."""
         if not self.min_free_mb:
             return None
-        free = self.free_mb()
+        free = self.free_mb() if free_mb is None else free_mb
         if free >= self.min_free_mb:
             return None
         return f"{free} MB free on the outputs disk, under [storage] min_free_mb = {self.min_free_mb}"

@@ -122,7 +122,8 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
             renderer.warm_up(settings.width, settings.height)
         except Exception as exc:  # e.g. Triton without a C compiler: draw uncompiled rather than not at all
             log.warning("the compiled UNet failed its warm-up; going on without compiling", exc_info=exc)
-            loader.uncompile_unet(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            loader.uncompile_unet(f"{type(exc).__name__}: {first_line}")
     validator: Validator = NullValidator()
     if settings.clip_model:
         model, processor = loader.clip()

@@ -79,6 +79,15 @@ def config_path(tmp_path, redis_server):
     return scale_config(tmp_path, redis_server.url, frame_delay_s=0.0, arq={"max_in_flight": 1})
 
 
+async def plant_result(bot, result) -> tuple[int, str]:
+    """Submit a job and put ``result`` where its worker's result would go; then let the bot poll."""
+    job_id = await submit(bot)
+    arq_id = f"aldar:render:job-{job_id}"
+    await bot.app.port.redis.set(result_key_prefix + arq_id, envelope(arq_id, result))
+    bot.start_worker_loop()
+    return job_id, arq_id
+
+
 @pytest.mark.parametrize("hostile", [
     pytest.param(forty_frames_on_one_huge_picture, id="forty frames on one 4000x4000 picture"),
     pytest.param(chosen_attempt_past_the_end, id="chosen attempt past the end"),
@@ -89,10 +98,7 @@ async def test_a_hostile_result_fails_its_job_once_with_the_reason_and_is_gone_f
         tmp_path, redis_server, config_path, hostile):
     result = None if hostile is None else with_report(drawn_result(config_path, tmp_path), hostile)
     async with running_bot(config_path) as bot:
-        job_id = await submit(bot)
-        arq_id = f"aldar:render:job-{job_id}"
-        await bot.app.port.redis.set(result_key_prefix + arq_id, envelope(arq_id, result))
-        bot.start_worker_loop()
+        job_id, arq_id = await plant_result(bot, result)
         await bot.wait_for_status([job_id], "failed", timeout=30)
         left_in_redis = await bot.app.port.redis.exists(result_key_prefix + arq_id)
         job = await bot.job(job_id)
@@ -123,10 +129,7 @@ async def test_the_result_is_out_of_redis_before_its_first_pixel_is_decoded(
 
     monkeypatch.setattr(wire, "load_board", watched_load_board)
     async with running_bot(config_path) as bot:
-        job_id = await submit(bot)
-        arq_id = f"aldar:render:job-{job_id}"
-        await bot.app.port.redis.set(result_key_prefix + arq_id, envelope(arq_id, result))
-        bot.start_worker_loop()
+        job_id, arq_id = await plant_result(bot, result)
         await bot.wait_for_status([job_id], "done", timeout=30)
         await wait_until(lambda: bot.gateway.deliveries, 10, "the board to be posted")
     observer.close()
