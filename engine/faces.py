@@ -233,18 +233,28 @@ class FaceIdentity:
             return FaceScore(found=False)
         return FaceScore(found=True, distance=self.distance(self._embed(rgb, box), reference_embedding), box=box)
 
-    def reference_embedding(self, images: Sequence[Image.Image]) -> np.ndarray | None:
-        """Mean embedding of the faces found in ``images``; None when none has a face."""
-        embeddings = []
+    def faces_in(self, images: Sequence[Image.Image]) -> list[tuple[FaceBox | None, np.ndarray | None]]:
+        """Each image's largest face and its embedding; (None, None) where there is no face.
+        One call for a batch: the validator's single round trip to the face-check process."""
+        found: list[tuple[FaceBox | None, np.ndarray | None]] = []
         for image in images:
             rgb = _rgb_array(image)
             box = self._find(rgb)
-            if box is not None:
-                embeddings.append(self._embed(rgb, box))
-        if not embeddings:
-            return None
-        log.debug("face reference from %d of %d images", len(embeddings), len(images))
-        return np.mean(embeddings, axis=0)
+            found.append((box, self._embed(rgb, box) if box is not None else None))
+        return found
+
+    def reference_embedding(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        """Mean embedding of the faces found in ``images``; None when none has a face."""
+        return mean_embedding([face for _, face in self.faces_in(images)])
+
+
+def mean_embedding(embeddings: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """The mean of the embeddings there are (None marks an image without a face); None if none."""
+    found = [embedding for embedding in embeddings if embedding is not None]
+    if not found:
+        return None
+    log.debug("face reference from %d of %d images", len(found), len(embeddings))
+    return np.mean(found, axis=0)
 
 
 def _load(loader: Any, path: Path) -> Any:

@@ -338,12 +338,14 @@ class ModelLoader:
         return self._clip
 
     def faces(self) -> Any:
-        """dlib's face detector and encoder (engine.faces), loaded once."""
+        """dlib's face detector and encoder (engine.faces), loaded once in their own process
+        (engine.face_process: the checks then run beside the render thread, not in its way)."""
         if self._faces is None:
-            from engine.faces import FaceIdentity, FaceModelError
+            from engine.face_process import FaceProcess
+            from engine.faces import FaceModelError
 
             try:
-                self._faces = FaceIdentity()
+                self._faces = FaceProcess()
             except FaceModelError as exc:
                 raise ModelLoadError(f"validation.face_check: {exc}") from exc
             self.loads += 1

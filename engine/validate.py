@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol
 
 from PIL import Image
 
+from engine.faces import mean_embedding
+
 Verdict = Literal["pass", "unchecked", "low_identity", "copy_paste", "wrong_face", "no_face"]
 
 
@@ -69,9 +71,9 @@ class ClipScorer:
         self._cache: tuple[int, Any, Any] | None = None  # (id of reference image, CLIP emb, face emb)
         self._reference = None
         if reference_images:
-            crops = [self._crop(image)[0] for image in reference_images]
-            self._reference = (_normalise(self.embed_images(crops).mean(dim=0, keepdim=True))[0],
-                               faces.reference_embedding(reference_images) if faces is not None else None)
+            found = self._faces_in(reference_images)
+            clip = _normalise(self.embed_images(_crops(reference_images, found)).mean(dim=0, keepdim=True))[0]
+            self._reference = (clip, mean_embedding([face for _, face in found]) if faces is not None else None)
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,
@@ -80,28 +82,29 @@ class ClipScorer:
         if len(texts) != len(images):
             raise ValueError(f"need one text per image, got {len(texts)} texts for {len(images)} images")
         framings = list(framings) if framings is not None else [""] * len(images)
-        crops, boxes = zip(*(self._crop(image) for image in images), strict=True)
-        clip_t = (self.embed_images(images) * self.embed_texts(texts)).sum(dim=-1)
         ref_clip, ref_face = self._reference_embeddings(reference)
-        identity = self.embed_images(list(crops)) @ ref_clip if ref_clip is not None else None
+        faces = self._faces_in(images)
+        crops = _crops(images, faces)
+        clip_t = (self.embed_images(images) * self.embed_texts(texts)).sum(dim=-1)
+        identity = self.embed_images(crops) @ ref_clip if ref_clip is not None else None
         scores = []
-        for i, image in enumerate(images):
+        for i, (box, face) in enumerate(faces):
             entry = {"clip_t": round(float(clip_t[i]), 4)}
             if identity is not None:
                 entry["identity"] = round(float(identity[i]), 4)
             if self.faces is not None:
-                entry.update(self._face_scores(image, boxes[i], ref_face, framings[i]))
+                entry.update(self._face_scores(box, face, ref_face, framings[i]))
             scores.append(entry)
         return scores
 
-    def _crop(self, image: Image.Image) -> tuple[Image.Image, Any]:
-        box = self.faces.find_face(image) if self.faces is not None else None
-        return (box.crop(image) if box is not None else image), box
+    def _faces_in(self, images: Sequence[Image.Image]) -> list[tuple[Any, Any]]:
+        """(box, embedding) of each image's largest face; (None, None) without a face check."""
+        return self.faces.faces_in(images) if self.faces is not None else [(None, None)] * len(images)
 
-    def _face_scores(self, image: Image.Image, box: Any, ref_face: Any, framing: str) -> dict[str, float]:
+    def _face_scores(self, box: Any, face: Any, ref_face: Any, framing: str) -> dict[str, float]:
         entry = {"face_found": 1.0 if box is not None else 0.0, "face_expected": 1.0 if framing == "close-up" else 0.0}
-        if box is not None and ref_face is not None:
-            entry["face_distance"] = round(self.faces.distance(self.faces.embed(image, box), ref_face), 4)
+        if face is not None and ref_face is not None:
+            entry["face_distance"] = round(self.faces.distance(face, ref_face), 4)
         return entry
 
     def _reference_embeddings(self, reference: Image.Image | None) -> tuple[Any, Any]:
@@ -110,9 +113,8 @@ class ClipScorer:
         if reference is None:
             return None, None
         if self._cache is None or self._cache[0] != id(reference):
-            crop, box = self._crop(reference)
-            face = self.faces.embed(reference, box) if self.faces is not None and box is not None else None
-            self._cache = (id(reference), self.embed_images([crop])[0], face)
+            found = self._faces_in([reference])
+            self._cache = (id(reference), self.embed_images(_crops([reference], found))[0], found[0][1])
         return self._cache[1], self._cache[2]
 
     def embed_images(self, images: Sequence[Image.Image]):
@@ -137,6 +139,11 @@ class ClipScorer:
     def _to_model(self, tensor):
         param = next(self.model.parameters())
         return tensor.to(device=param.device, dtype=param.dtype)
+
+
+def _crops(images: Sequence[Image.Image], faces: Sequence[tuple[Any, Any]]) -> list[Image.Image]:
+    """Each image cut to its face where one was found; the whole image otherwise."""
+    return [box.crop(image) if box is not None else image for image, (box, _) in zip(images, faces, strict=True)]
 
 
 def _embedding(features: Any):
