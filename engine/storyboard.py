@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -358,7 +359,7 @@ class StoryEngine:
         progress: ProgressCallback,
         cancelled: CancelCheck,
     ) -> list[FrameResult]:
-        for stage in ("render", "validate", "checkpoint"):
+        for stage in ("render", "validate", "validate_wait", "checkpoint"):
             timings.setdefault(stage, 0.0)
         done = {index: replace(frame, reused=True) for index, frame in request.keep.items()}
         todo = [(shot, prompt) for shot, prompt in zip(plan.shots, prompts, strict=True) if shot.index not in done]
@@ -469,34 +470,36 @@ class _FrameRun:
         self.poses: dict[int, tuple[PoseTemplate, str, Image.Image]] = {}
 
     def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
-        policy = self.engine.policy
+        """Each round renders the pending frames in batches; a batch is checked on its own thread
+        while the next one renders (the face check is CPU work the GPU need not wait for)."""
         reference = self.done[1].image if 1 in self.done else None
         attempts: dict[int, list[Attempt]] = {shot.index: [] for shot, _ in items}
         images: dict[int, list[Image.Image]] = {shot.index: [] for shot, _ in items}
         pending = list(items)
-        for attempt_no in range(policy.max_attempts):
-            last_try = attempt_no == policy.max_attempts - 1
-            still_failing = []
-            for chunk in _chunks(pending, self.engine.renderer.batch_size):
-                self._attempt(chunk, attempt_no, reference, attempts, images)
-                for shot, prompt in chunk:
-                    if policy.passes(attempts[shot.index][-1].scores) or last_try:
-                        self._finalise(shot, prompt, attempts[shot.index], images[shot.index])
-                    else:
-                        still_failing.append((shot, prompt))
-            pending = still_failing
-            if not pending:
-                return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-check") as checker:
+            for attempt_no in range(self.engine.policy.max_attempts):
+                round_ = _Round(self, attempt_no, attempts, images)
+                in_check: _Check | None = None
+                try:
+                    for chunk in _chunks(pending, self.engine.renderer.batch_size):
+                        requests, rendered = self._render(chunk, attempt_no, reference)
+                        if in_check is not None:
+                            round_.settle(in_check)
+                        in_check = self._submit_check(checker, chunk, requests, rendered, reference, attempt_no)
+                except BaseException:
+                    if in_check is not None:
+                        round_.settle(in_check)  # keep what was drawn: a crash loses only the batch in flight
+                    raise
+                if in_check is not None:
+                    round_.settle(in_check)
+                pending = round_.still_failing
+                if not pending:
+                    return
 
-    def _attempt(
-        self,
-        chunk: list[tuple[Shot, Prompt]],
-        attempt_no: int,
-        reference: Image.Image | None,
-        attempts: dict[int, list[Attempt]],
-        images: dict[int, list[Image.Image]],
-    ) -> None:
-        first, last = chunk[0][0].index, chunk[-1][0].index
+    def _render(
+        self, chunk: list[tuple[Shot, Prompt]], attempt_no: int, reference: Image.Image | None,
+    ) -> tuple[list[FrameRequest], list[Image.Image]]:
+        first = chunk[0][0].index
         if self.cancelled():
             raise Cancelled(f"cancelled before frame {first}")
         settings = self.engine.settings.render
@@ -507,7 +510,7 @@ class _FrameRun:
                          self._pose(shot) if render_reference is not None else None)
             for shot, prompt in chunk
         ]
-        event = {"frame": first, "last_frame": last, "total": self.total, "attempt": attempt_no + 1}
+        event = self._event(chunk, attempt_no)
         self.progress(ProgressEvent("rendering", **event))
 
         def on_step(step: int, steps: int) -> None:
@@ -515,15 +518,26 @@ class _FrameRun:
 
         with _timed(self.timings, "render"):
             rendered = self.engine.renderer.render(requests, on_step=on_step, should_cancel=self.cancelled)
-        self.progress(ProgressEvent("validating", **event))
-        with _timed(self.timings, "validate"):
-            scores = self.engine.validator.score(
-                rendered, texts=[shot.description for shot, _ in chunk], reference=reference,
-                framings=[shot.framing for shot, _ in chunk],
-            )
-        for (shot, _), req, image, score in zip(chunk, requests, rendered, scores, strict=True):
-            attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=self.engine.policy.verdict(score)))
-            images[shot.index].append(image)
+        return requests, rendered
+
+    def _submit_check(
+        self, checker: ThreadPoolExecutor, chunk: list[tuple[Shot, Prompt]], requests: list[FrameRequest],
+        rendered: list[Image.Image], reference: Image.Image | None, attempt_no: int,
+    ) -> _Check:
+        self.progress(ProgressEvent("validating", **self._event(chunk, attempt_no)))
+
+        def check() -> list[dict[str, float]]:
+            with _timed(self.timings, "validate"):
+                return self.engine.validator.score(
+                    rendered, texts=[shot.description for shot, _ in chunk], reference=reference,
+                    framings=[shot.framing for shot, _ in chunk],
+                )
+
+        return _Check(chunk, requests, rendered, checker.submit(check))
+
+    def _event(self, chunk: list[tuple[Shot, Prompt]], attempt_no: int) -> dict[str, int]:
+        return {"frame": chunk[0][0].index, "last_frame": chunk[-1][0].index, "total": self.total,
+                "attempt": attempt_no + 1}
 
     def _pose(self, shot: Shot) -> Image.Image:
         """The shot's pose skeleton for ControlNet (drawn once per frame, saved beside it)."""
@@ -561,6 +575,41 @@ class _FrameRun:
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class _Check:
+    """A rendered batch whose scores are being computed on the check thread."""
+
+    chunk: list[tuple[Shot, Prompt]]
+    requests: list[FrameRequest]
+    rendered: list[Image.Image]
+    scores: Future
+
+
+@dataclass
+class _Round:
+    """One attempt at every pending frame: settled batch by batch, in render order."""
+
+    run: _FrameRun
+    attempt_no: int
+    attempts: dict[int, list[Attempt]]
+    images: dict[int, list[Image.Image]]
+    still_failing: list[tuple[Shot, Prompt]] = field(default_factory=list)
+
+    def settle(self, check: _Check) -> None:
+        """Wait for the batch's scores; keep each frame that passes or is out of attempts."""
+        with _timed(self.run.timings, "validate_wait"):
+            scores = check.scores.result()
+        policy = self.run.engine.policy
+        last_try = self.attempt_no == policy.max_attempts - 1
+        for (shot, prompt), req, image, score in zip(check.chunk, check.requests, check.rendered, scores, strict=True):
+            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=policy.verdict(score)))
+            self.images[shot.index].append(image)
+            if policy.passes(score) or last_try:
+                self.run._finalise(shot, prompt, self.attempts[shot.index], self.images[shot.index])
+            else:
+                self.still_failing.append((shot, prompt))
 
 
 class ModelInfo(Protocol):

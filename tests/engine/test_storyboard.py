@@ -9,6 +9,7 @@ validator that returns identity scores from a list and fails loudly when it runs
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -618,3 +619,71 @@ def test_a_kept_frame_filed_under_the_wrong_number_is_refused(tmp_path):
     with pytest.raises(InvalidRequest, match="wrong frame number"):
         engine.run(misfiled, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------- 11. checks overlap the next batch
+
+
+class GatedValidator:
+    """Scores frames 2-3 only once the renderer has started on frames 4-5 (or 10 s have passed)."""
+
+    name = "gated"
+
+    def __init__(self, next_batch_started: threading.Event) -> None:
+        self.next_batch_started = next_batch_started
+        self.overlapped: list[bool] = []
+        self.threads: set[str] = set()
+
+    def score(self, images, *, texts, reference, framings=None) -> list[dict[str, float]]:
+        self.threads.add(threading.current_thread().name)
+        if len(images) == 2 and not self.overlapped:
+            self.overlapped.append(self.next_batch_started.wait(timeout=10))
+        return [{"identity": 0.9} for _ in images]
+
+
+class SignallingRenderer(RecordingRenderer):
+    def __init__(self, batch_size: int, started: threading.Event, fail_on: int | None = None) -> None:
+        super().__init__(batch_size)
+        self.started, self.fail_on = started, fail_on
+
+    def render(self, requests, *, on_step=None, should_cancel=None) -> list[Image.Image]:
+        if requests[0].shot.index == 4:
+            self.started.set()
+            if self.fail_on == 4:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().render(requests, on_step=on_step, should_cancel=should_cancel)
+
+
+def test_a_batch_is_checked_while_the_next_one_renders(tmp_path: Path) -> None:
+    started = threading.Event()
+    validator = GatedValidator(started)
+    renderer = SignallingRenderer(2, started)
+    board = engine_with(renderer, validator, threshold=0.7).run(BoardRequest(story=STORY, frames=5), tmp_path / "b")
+    assert renderer.batches == [[1], [2, 3], [4, 5]]
+    assert validator.overlapped == [True]  # frames 2-3 were scored after frames 4-5 had begun to render
+    assert all(name.startswith("frame-check") for name in validator.threads)
+    assert [f.accepted for f in board.frames] == [True] * 5
+    timings = read_report(tmp_path / "b")["timings"]
+    assert timings["validate_wait"] >= 0 and "validate" in timings
+
+
+def test_a_crash_while_the_next_batch_renders_keeps_the_checked_frames(tmp_path: Path) -> None:
+    started = threading.Event()
+    renderer = SignallingRenderer(2, started, fail_on=4)
+    out = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        engine_with(renderer, GatedValidator(started), threshold=0.7).run(BoardRequest(story=STORY, frames=5), out)
+    assert frame_pngs(out) == ["frame_01.png", "frame_02.png", "frame_03.png"]  # only the batch in flight is lost
+    assert sorted(load_saved_board(out).frames) == [1, 2, 3]
+
+
+def test_a_failing_check_fails_the_board_and_does_not_hang(tmp_path: Path) -> None:
+    class BrokenValidator:
+        name = "broken"
+
+        def score(self, images, *, texts, reference, framings=None):
+            raise ValueError("the face check stopped")
+
+    with pytest.raises(ValueError, match="the face check stopped"):
+        engine_with(RecordingRenderer(2), BrokenValidator()).run(BoardRequest(story=STORY, frames=5), tmp_path / "b")
+    assert frame_pngs(tmp_path / "b") == []
