@@ -24,7 +24,9 @@ Configurations (--dry-run prints them with the values they get):
 Per configuration: build_engine once (the compile configuration compiles and warms up here),
 --warmup untimed boards (they absorb torch.compile's recompiles for the batch shapes the
 warm-up render did not see: frame 1 alone, the last partial batch), then --repeat timed boards
-of --frames frames. Reported: seconds per board (median), seconds per drawn frame, it/s of the
+of --frames frames. Reported: seconds per board (median), and of it the renders and the identity
+checks (CLIP and dlib run on a thread beside the next batch's render, so a board costs the renders
+plus only the check time the render thread waited for), seconds per drawn frame, it/s of the
 denoising loop at the batch size used (timed from each batch's start to its last step, with a
 CUDA sync at every step), peak VRAM of the timed boards (``torch.cuda.max_memory_allocated`` and
 ``max_memory_reserved``,
@@ -156,6 +158,8 @@ class Result:
     first_board_s: float = 0.0
     boards: list[float] = field(default_factory=list)
     render_s: list[float] = field(default_factory=list)
+    check_s: list[float] = field(default_factory=list)  # CLIP + dlib, on the check thread beside the renders
+    waited_s: list[float] = field(default_factory=list)  # of which the render thread waited for
     renders: list[int] = field(default_factory=list)
     steps: int = 0
     denoise_steps: int = 0
@@ -253,6 +257,8 @@ def measure(args: argparse.Namespace, config: Config, story: str, out: Path, tor
         sync()
         result.boards.append(time.perf_counter() - t0)
         result.render_s.append(board.report["timings"]["render"])
+        result.check_s.append(board.report["timings"]["validate"])
+        result.waited_s.append(board.report["timings"]["validate_wait"])
         result.renders.append(sum(len(f["attempts"]) for f in board.report["frames"]))
         if board.report["timings"]["model_loads"]:
             raise RuntimeError(f"a timed board loaded {board.report['timings']['model_loads']} models")
@@ -276,19 +282,21 @@ def free_memory(torch: Any) -> float:
 
 def print_row(r: Result) -> None:
     if r.error:
-        print(f"| {r.config.name} | FAILED: {r.error} |" + " |" * 12, flush=True)
+        print(f"| {r.config.name} | FAILED: {r.error} |" + " |" * 15, flush=True)
         return
     boards = ", ".join(f"{b:.2f}" for b in r.boards)
-    print(f"| {r.config.name} | {r.board_s:.2f} | {boards} | {r.frame_s:.3f} | {r.its:.2f} | {r.steps} | "
+    print(f"| {r.config.name} | {r.board_s:.2f} | {boards} | {statistics.median(r.render_s):.2f} | "
+          f"{statistics.median(r.check_s):.2f} | {statistics.median(r.waited_s):.2f} | {r.frame_s:.3f} | {r.its:.2f} | {r.steps} | "
           f"{statistics.median(r.renders)} | {r.peak_boards_gib:.2f} | {r.reserved_boards_gib:.2f} | {r.peak_build_gib:.2f} | "
           f"{r.build_s:.1f} | {r.first_board_s:.2f} | {r.left_gib:.2f} | {r.attention} |", flush=True)
 
 
 TABLE_HEAD = (
-    "| configuration | s/board (median) | boards s | s/frame | it/s | steps | frames drawn | peak VRAM GiB (boards) "
+    "| configuration | s/board (median) | boards s | render s/board | checks s/board | waited on checks s/board "
+    "| s/frame | it/s | steps | frames drawn | peak VRAM GiB (boards) "
     "| peak reserved GiB (boards) | peak VRAM GiB (build) | build s | first board s | GiB left after free "
     "| UNet attention |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

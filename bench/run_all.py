@@ -169,6 +169,16 @@ BENCHES: tuple[Bench, ...] = (
                 "TARGET_RATIO"),),
     ),
     Bench(
+        "face_checks", (), ("--batch", "2", "--size", "512", "--repeat", "1"),
+        (
+            Figure("render thread's speed while a batch is face-checked (own process)",
+                   rf"RESULT face_checks: render thread at (?P<value>{NUM})% of its speed", "%", ">=", "TARGET_SPEED",
+                   scale=100),
+            Figure("render thread's speed, own process / check on a thread",
+                   rf"RESULT face_checks: .*? on a thread \((?P<value>{NUM})x\)", "x"),
+        ),
+    ),
+    Bench(
         "engine_gpu", ("--configs", "baseline,all-on"), ("--configs", "baseline,all-on", "--repeat", "1"),
         (Figure("baseline / all-on board time (speed-up)",
                 rf"RESULT engine_gpu: all on {NUM} s/board vs baseline {NUM} s/board \((?P<value>{NUM})x\)"

@@ -35,6 +35,8 @@ REQUIRED = [
     ("seed_drift", "one seed, another batch size or thread count: lowest PSNR"),
     ("queue_position", "/status with 100k jobs queued (SQL position)"),
     ("queue_position", "old replay / SQL position at 100k queued"),
+    ("face_checks", "render thread's speed while a batch is face-checked (own process)"),
+    ("face_checks", "render thread's speed, own process / check on a thread"),
 ]
 SCALE_ROWS = [  # bench/scale_out.py, which needs redis-server (skipped without it)
     ("scale_out", "throughput, 2 arq workers / 1"),
@@ -45,7 +47,8 @@ SCALE_ROWS = [  # bench/scale_out.py, which needs redis-server (skipped without 
 HAS_REDIS = shutil.which("redis-server") is not None
 if HAS_REDIS:
     REQUIRED += SCALE_ROWS
-NO_TARGET = {("engine_tiny", "cold start / warm board"),  # the bench states no target: verdict "info"
+NO_TARGET = {("engine_tiny", "cold start / warm board"),
+             ("face_checks", "render thread's speed, own process / check on a thread"),  # the bench states no target: verdict "info"
              ("queue_position", "old replay / SQL position at 100k queued"),
              ("scale_out", "boards per minute, 1 worker"),
              ("scale_out", "orchestration overhead per job, 1 worker (p50)")}
