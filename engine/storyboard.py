@@ -24,12 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Literal, Protocol
 
 from PIL import Image
 
 from engine.errors import Cancelled, CheckpointError, InvalidRequest
 from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
+from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES, SEED_SPACE, Mode, allowed_frames, allowed_modes
 from engine.plan import Planner, PlanResult
 from engine.poses import PoseLibrary, PoseTemplate, pose_image
 from engine.prompts import Prompt, build_prompt
@@ -40,16 +41,13 @@ from engine.validate import Attempt, RetryPolicy, Validator
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["simple", "ref-guided"]
-MODES: tuple[str, ...] = get_args(Mode)
-MAX_FRAMES = 12
 REPORT_FILE = "report.json"
 PLAN_FILE = "plan.json"
 
 
 def frame_seed(board_seed: int, index: int, attempt: int) -> int:
     """Seed of one attempt at one frame: reproducible from the board seed alone."""
-    return (board_seed + index * 7919 + attempt * 104_729) % 2**32
+    return (board_seed + index * 7919 + attempt * 104_729) % SEED_SPACE
 
 
 @dataclass(frozen=True)
@@ -309,12 +307,12 @@ class StoryEngine:
         if not request.story or not request.story.strip():
             raise InvalidRequest("story is empty")
         if request.mode not in MODES:
-            raise InvalidRequest(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
+            raise InvalidRequest(f"mode must be one of {allowed_modes()}, got {request.mode!r}")
         off = self.mode_off(request.mode)
         if off is not None:
             raise InvalidRequest(off.describe())
-        if request.frames is not None and not 1 <= request.frames <= MAX_FRAMES:
-            raise InvalidRequest(f"frames must be within 1..{MAX_FRAMES}, got {request.frames}")
+        if request.frames is not None and not MIN_FRAMES <= request.frames <= MAX_FRAMES:
+            raise InvalidRequest(f"frames must be within {allowed_frames()}, got {request.frames}")
         if request.seed < 0:
             raise InvalidRequest(f"seed must be >= 0, got {request.seed}")
         if request.plan is not None:
@@ -448,8 +446,8 @@ class StoryEngine:
 class _FrameRun:
     """Stages 4 and 5 for one board: render in batches, validate, re-roll what fails.
 
-    A frame is final (and checkpointed) as soon as it passes or runs out of attempts, so a
-    crash loses at most the batch in flight.
+    A frame is final (and checkpointed, by the check thread) as soon as its check passes or it
+    runs out of attempts, so a crash loses at most the batch in flight and the one being checked.
     """
 
     def __init__(
@@ -470,28 +468,29 @@ class _FrameRun:
         self.poses: dict[int, tuple[PoseTemplate, str, Image.Image]] = {}
 
     def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
-        """Each round renders the pending frames in batches; a batch is checked on its own thread
-        while the next one renders (the face check is CPU work the GPU need not wait for)."""
+        """Each round renders the pending frames in batches. A rendered batch is checked, and its
+        passing frames kept, on the check thread while the next batch renders (the face check
+        is CPU work the GPU need not wait for)."""
         reference = self.done[1].image if 1 in self.done else None
         attempts: dict[int, list[Attempt]] = {shot.index: [] for shot, _ in items}
         images: dict[int, list[Image.Image]] = {shot.index: [] for shot, _ in items}
         pending = list(items)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-check") as checker:
             for attempt_no in range(self.engine.policy.max_attempts):
-                round_ = _Round(self, attempt_no, attempts, images)
-                in_check: _Check | None = None
+                round_ = _Round(self, attempt_no, reference, attempts, images)
+                checks: list[Future] = []
                 try:
                     for chunk in _chunks(pending, self.engine.renderer.batch_size):
+                        _raise_a_failed_check(checks)  # no more renders for a board that cannot be checked
                         requests, rendered = self._render(chunk, attempt_no, reference)
-                        if in_check is not None:
-                            round_.settle(in_check)
-                        in_check = self._submit_check(checker, chunk, requests, rendered, reference, attempt_no)
+                        self.progress(ProgressEvent("validating", **self._event(chunk, attempt_no)))
+                        checks.append(checker.submit(round_.check, chunk, requests, rendered))
                 except BaseException:
-                    if in_check is not None:
-                        round_.settle(in_check)  # keep what was drawn: a crash loses only the batch in flight
+                    _let_checks_finish(checks)  # they keep what was drawn: a crash loses only the batch in flight
                     raise
-                if in_check is not None:
-                    round_.settle(in_check)
+                with _timed(self.timings, "validate_wait"):
+                    for check in checks:
+                        check.result()
                 pending = round_.still_failing
                 if not pending:
                     return
@@ -519,21 +518,6 @@ class _FrameRun:
         with _timed(self.timings, "render"):
             rendered = self.engine.renderer.render(requests, on_step=on_step, should_cancel=self.cancelled)
         return requests, rendered
-
-    def _submit_check(
-        self, checker: ThreadPoolExecutor, chunk: list[tuple[Shot, Prompt]], requests: list[FrameRequest],
-        rendered: list[Image.Image], reference: Image.Image | None, attempt_no: int,
-    ) -> _Check:
-        self.progress(ProgressEvent("validating", **self._event(chunk, attempt_no)))
-
-        def check() -> list[dict[str, float]]:
-            with _timed(self.timings, "validate"):
-                return self.engine.validator.score(
-                    rendered, texts=[shot.description for shot, _ in chunk], reference=reference,
-                    framings=[shot.framing for shot, _ in chunk],
-                )
-
-        return _Check(chunk, requests, rendered, checker.submit(check))
 
     def _event(self, chunk: list[tuple[Shot, Prompt]], attempt_no: int) -> dict[str, int]:
         return {"frame": chunk[0][0].index, "last_frame": chunk[-1][0].index, "total": self.total,
@@ -578,38 +562,46 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 @dataclass
-class _Check:
-    """A rendered batch whose scores are being computed on the check thread."""
-
-    chunk: list[tuple[Shot, Prompt]]
-    requests: list[FrameRequest]
-    rendered: list[Image.Image]
-    scores: Future
-
-
-@dataclass
 class _Round:
-    """One attempt at every pending frame: settled batch by batch, in render order."""
+    """One attempt at every pending frame; ``check`` runs on the check thread, one batch at a time."""
 
     run: _FrameRun
     attempt_no: int
+    reference: Image.Image | None
     attempts: dict[int, list[Attempt]]
     images: dict[int, list[Image.Image]]
     still_failing: list[tuple[Shot, Prompt]] = field(default_factory=list)
 
-    def settle(self, check: _Check) -> None:
-        """Wait for the batch's scores; keep each frame that passes or is out of attempts."""
-        with _timed(self.run.timings, "validate_wait"):
-            scores = check.scores.result()
-        policy = self.run.engine.policy
-        last_try = self.attempt_no == policy.max_attempts - 1
-        for (shot, prompt), req, image, score in zip(check.chunk, check.requests, check.rendered, scores, strict=True):
-            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=policy.verdict(score)))
+    def check(self, chunk: list[tuple[Shot, Prompt]], requests: list[FrameRequest], rendered: list[Image.Image]) -> None:
+        """Score a rendered batch; keep (and checkpoint) each frame that passes or is out of attempts."""
+        engine = self.run.engine
+        with _timed(self.run.timings, "validate"):
+            scores = engine.validator.score(
+                rendered, texts=[shot.description for shot, _ in chunk], reference=self.reference,
+                framings=[shot.framing for shot, _ in chunk],
+            )
+        last_try = self.attempt_no == engine.policy.max_attempts - 1
+        for (shot, prompt), req, image, score in zip(chunk, requests, rendered, scores, strict=True):
+            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=engine.policy.verdict(score)))
             self.images[shot.index].append(image)
-            if policy.passes(score) or last_try:
+            if engine.policy.passes(score) or last_try:
                 self.run._finalise(shot, prompt, self.attempts[shot.index], self.images[shot.index])
             else:
                 self.still_failing.append((shot, prompt))
+
+
+def _raise_a_failed_check(checks: list[Future]) -> None:
+    for check in checks:
+        if check.done():
+            check.result()
+
+
+def _let_checks_finish(checks: list[Future]) -> None:
+    """Wait for the checks under way while another error is raised; theirs are logged, not lost."""
+    for check in checks:
+        error = check.exception()
+        if error is not None:
+            log.error("a frame check failed as well", exc_info=error)
 
 
 class ModelInfo(Protocol):
