@@ -27,6 +27,7 @@ from bot.logs import SecretMask, log_uncaught
 from bot.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
+from engine.limits import MODES, allowed_frames, allowed_seeds
 from engine.models import ModelLoadError
 from engine.plan import PlanError
 
@@ -61,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     story = commands.add_parser("story", help="render one storyboard and print its output folder")
     _story_text_args(story)
-    story.add_argument("--mode", choices=["simple", "ref-guided"], help="render mode (default from config)")
-    story.add_argument("--frames", type=int, help="number of frames, 1-12 (default from config)")
-    story.add_argument("--seed", type=int, help="board seed (default: random, recorded in report.json)")
+    story.add_argument("--mode", choices=MODES, help="render mode (default from config)")
+    story.add_argument("--frames", type=int, help=f"number of frames, {allowed_frames()} (default from config)")
+    story.add_argument("--seed", type=int, help=f"board seed, {allowed_seeds()} (default: random, recorded in report.json)")
     story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
     _engine_args(story)
 

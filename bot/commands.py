@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from bot.errors import BadRequest
 from bot.service import StoryOptions
+from engine.limits import allowed_frames, allowed_modes, allowed_seeds
 
 _STORY_OPTIONS = {"--mode": "mode", "--frames": "frames", "--seed": "seed"}
-_ALLOWED = {"--mode": "simple | ref-guided", "--frames": "1..12", "--seed": "0..4294967295"}
+_ALLOWED = {"--mode": allowed_modes(), "--frames": allowed_frames(), "--seed": allowed_seeds()}
 
 
 def parse_story_args(args: str) -> tuple[str, StoryOptions]:
@@ -68,6 +69,6 @@ def parse_regen_args(args: str) -> tuple[int, int | None]:
     frame = None
     if len(parts) == 2:
         if not _plain_number(parts[1], 2):
-            raise BadRequest("err_bad_option", option="frame", allowed="1..12")
+            raise BadRequest("err_bad_option", option="frame", allowed=allowed_frames())
         frame = int(parts[1])
     return parse_job_id(parts[0]), frame

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from annotated_types import Ge, Gt, Le, Lt, MultipleOf
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from engine.limits import MAX_FRAMES, MIN_FRAMES, Mode
 from engine.settings import (
     EngineSettings,
     GridSettings,
@@ -49,8 +50,8 @@ class _Section(BaseModel):
 
 class StorySettings(_Section):
     max_chars: int = Field(default=2000, ge=1, le=20_000)
-    default_frames: int = Field(default=8, ge=1, le=12)
-    default_mode: Literal["simple", "ref-guided"] = "simple"
+    default_frames: int = Field(default=8, ge=MIN_FRAMES, le=MAX_FRAMES)
+    default_mode: Mode = "simple"
     banned_terms: tuple[str, ...] = ()
 
 

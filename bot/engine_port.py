@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.render import ModeOff
-from engine.storyboard import MODES, BoardRequest, ProgressEvent, Storyboard, StoryEngine
+from engine.limits import MODES
+from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine
 
 ProgressSink = Callable[[ProgressEvent], None]  # thread-safe: may be called from any thread
 

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 from typing import Literal
 
+from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES
+
 Lang = Literal["en", "ru", "kk"]
 LANGS: tuple[Lang, ...] = ("en", "ru", "kk")
+
+# /story's options as every help text shows them, from the one declaration of the rules
+_STORY_OPTIONS = f"[--mode {'|'.join(MODES)}] [--frames {MIN_FRAMES}-{MAX_FRAMES}] [--seed N]"
 
 CATALOGUE: dict[str, dict[str, str]] = {
     "help": {
         "en": (
             "I draw a storyboard of Aldar Kose, the beardless trickster, from your story.\n"
-            "  /story <text> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /story <text> " + _STORY_OPTIONS + "\n"
             "  /status [job]   /cancel <job>   /regen <job> [frame]   /mystats   /help\n"
             "Example: /story Aldar Kose tricks a greedy merchant at the bazaar"
         ),
         "ru": (
             "Я рисую раскадровку об Алдаре Косе, безбородом хитреце, по вашей истории.\n"
-            "  /story <текст> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /story <текст> " + _STORY_OPTIONS + "\n"
             "  /status [задача]   /cancel <задача>   /regen <задача> [кадр]   /mystats   /help\n"
             "Пример: /story Алдар Косе обманывает жадного купца на базаре"
         ),
         "kk": (
             "Мен сіздің әңгімеңіз бойынша сақалсыз айлакер Алдар Көсе туралы раскадровка саламын.\n"
-            "  /story <мәтін> [--mode simple|ref-guided] [--frames 1-12] [--seed N]\n"
+            "  /story <мәтін> " + _STORY_OPTIONS + "\n"
             "  /status [тапсырма]   /cancel <тапсырма>   /regen <тапсырма> [кадр]   /mystats   /help\n"
             "Мысал: /story Алдар Көсе базарда сараң саудагерді алдайды"
         ),

@@ -22,14 +22,12 @@ from bot.limits import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
 from bot.storage import DiskSpace, owned_folder, remove_folder
 from bot.store import Job, NewJob, Store, User
+from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES, SEED_SPACE, allowed_frames, allowed_modes, allowed_seeds
 from engine.moderation import TermFilter, strip_bidi
 from engine.render import ModeOff
 
 log = logging.getLogger(__name__)
 
-MODES = ("simple", "ref-guided")
-MAX_FRAMES = 12
-MAX_SEED = 2**32 - 1
 _ALLOWED_CONTROLS = set("\n\r\t")
 OVERVIEW_LINES = 30  # /queue lists this many jobs: the whole queue would overflow a chat message (4096 on Telegram)
 
@@ -156,19 +154,19 @@ class StoryRules:
     @staticmethod
     def check_mode(mode: str) -> str:
         if mode not in MODES:
-            raise BadRequest("err_bad_option", option="--mode", allowed=" | ".join(MODES))
+            raise BadRequest("err_bad_option", option="--mode", allowed=allowed_modes())
         return mode
 
     @staticmethod
     def check_frames(frames: int) -> int:
-        if not 1 <= frames <= MAX_FRAMES:
-            raise BadRequest("err_bad_option", option="--frames", allowed=f"1..{MAX_FRAMES}")
+        if not MIN_FRAMES <= frames <= MAX_FRAMES:
+            raise BadRequest("err_bad_option", option="--frames", allowed=allowed_frames())
         return frames
 
     @staticmethod
     def check_seed(seed: int) -> int:
         if not 0 <= seed <= MAX_SEED:
-            raise BadRequest("err_bad_option", option="--seed", allowed=f"0..{MAX_SEED}")
+            raise BadRequest("err_bad_option", option="--seed", allowed=allowed_seeds())
         return seed
 
 
@@ -258,7 +256,7 @@ class StoryService:
         mode = self.check_mode_available(self.rules.check_mode(options.mode or self.config.story.default_mode))
         frames = self.rules.check_frames(
             options.frames if options.frames is not None else self.config.story.default_frames)
-        seed = self.rules.check_seed(options.seed if options.seed is not None else secrets.randbelow(MAX_SEED))
+        seed = self.rules.check_seed(options.seed if options.seed is not None else secrets.randbelow(SEED_SPACE))
         return StoryOptions(mode=mode, frames=frames, seed=seed)
 
     def check_mode_available(self, mode: str) -> str:
@@ -310,7 +308,7 @@ class StoryService:
         kind = "regen_frame" if frame else "regen_board"
         job = NewJob(
             user_id=user.id, platform=requester.platform, chat_id=requester.chat_id, language=lang,
-            kind=kind, story=parent.story, mode=parent.mode, frames=n_frames, seed=secrets.randbelow(MAX_SEED),
+            kind=kind, story=parent.story, mode=parent.mode, frames=n_frames, seed=secrets.randbelow(SEED_SPACE),
             parent_id=parent.id, redo_frame=frame, renders=self.limits.renders(kind, n_frames),
         )
         return await self._enqueue(requester, job, lang)

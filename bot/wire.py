@@ -31,11 +31,11 @@ from PIL import Image
 from bot.engine_port import ResultTooLarge
 from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.grid import EncodedGrid
+from engine.limits import MAX_FRAMES, MIN_FRAMES, allowed_frames
 from engine.plan import PlanError
 from engine.settings import EngineSettings, GridSettings
 from engine.shots import ShotList
 from engine.storyboard import (
-    MAX_FRAMES,
     REPORT_FILE,
     BoardRequest,
     FrameResult,
@@ -298,8 +298,8 @@ def _check_frames(out_dir: Path, frames: list, bounds: ResultBounds) -> None:
     count = len(frames)
     if bounds.frames is not None and count != bounds.frames:
         raise BadResult(f"the board has {count} frames; the job asked for {bounds.frames}")
-    if not 1 <= count <= MAX_FRAMES:
-        raise BadResult(f"the board has {count} frames; a board has 1..{MAX_FRAMES}")
+    if not MIN_FRAMES <= count <= MAX_FRAMES:
+        raise BadResult(f"the board has {count} frames; a board has {allowed_frames()}")
     indices = [frame["index"] for frame in frames]
     if indices != list(range(1, count + 1)):  # also what makes each frame's file its own
         raise BadResult(f"the board's frames are numbered {indices}, not 1..{count} in order")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from engine.language import detect_language
+from engine.limits import MAX_FRAMES, MIN_FRAMES
 from engine.moderation import TermFilter, strip_bidi
 from engine.plan import PlanError, Planner, PlanResult
 from engine.settings import PlannerSettings, PromptSettings
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 STORY_OPEN, STORY_CLOSE = "<<<STORY", "STORY>>>"
 MAX_DESCRIPTION, MAX_CAPTION, MAX_ACTION, MAX_WORD, MAX_TITLE = 200, 400, 120, 40, 80
 MAX_EXTRAS = 5
-MAX_SHOTS = 12
 # A plan at every limit is under 20k characters (90k if every letter came \u-escaped); a longer
 # reply is not decoded at all.
 MAX_REPLY_CHARS = 100_000
@@ -89,7 +89,7 @@ class LlmPlan(BaseModel):
     title: str = ""
     language: str = ""
     shot_count: int | None = None
-    shots: list[LlmShot] = Field(max_length=MAX_SHOTS)  # the schema's maxItems, checked here too
+    shots: list[LlmShot] = Field(max_length=MAX_FRAMES)  # the schema's maxItems, checked here too
 
 
 def _enum(values: tuple[str, ...]) -> dict:
@@ -133,7 +133,7 @@ PLAN_SCHEMA: dict = {
         "title": _text("a short title in the story's language", MAX_TITLE),
         "language": _enum(("en", "ru", "kk")),
         "shot_count": {"type": "integer"},
-        "shots": {"type": "array", "items": SHOT_SCHEMA, "maxItems": MAX_SHOTS},
+        "shots": {"type": "array", "items": SHOT_SCHEMA, "maxItems": MAX_FRAMES},
     },
 }
 
@@ -341,8 +341,8 @@ class OpenAIPlanner:
     def make_plan(self, story: str, *, shots: int | None = None, seed: int = 0) -> PlanResult:
         if not isinstance(story, str) or not story.strip():
             raise PlanError("story is empty")
-        if shots is not None and not 1 <= shots <= MAX_SHOTS:
-            raise PlanError(f"shots must be between 1 and {MAX_SHOTS}, got {shots}")
+        if shots is not None and not MIN_FRAMES <= shots <= MAX_FRAMES:
+            raise PlanError(f"shots must be between {MIN_FRAMES} and {MAX_FRAMES}, got {shots}")
         low, high = (shots, shots) if shots else (self.settings.min_shots, self.settings.max_shots)
         try:
             plan, repairs = asyncio.run(self._plan(story, low, high, seed))

@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engine.language import detect_language
+from engine.limits import MAX_FRAMES, MIN_FRAMES
 from engine.settings import PlannerSettings
 from engine.shots import Language, Shot, ShotList
 
 logger = logging.getLogger(__name__)
 
-MIN_SHOTS = 1
-MAX_SHOTS = 12
 HERO = "Aldar Kose"
 TITLE_CHARS = 60
 MAX_CHARACTERS = 3
@@ -1012,8 +1011,8 @@ class OfflinePlanner:
         if not re.search(r"\w", story):
             raise PlanError("story has no words")
         is_count = isinstance(shots, int) and not isinstance(shots, bool)
-        if shots is not None and not (is_count and MIN_SHOTS <= shots <= MAX_SHOTS):
-            raise PlanError(f"shots must be between {MIN_SHOTS} and {MAX_SHOTS}, got {shots!r}")
+        if shots is not None and not (is_count and MIN_FRAMES <= shots <= MAX_FRAMES):
+            raise PlanError(f"shots must be between {MIN_FRAMES} and {MAX_FRAMES}, got {shots!r}")
         return story
 
     def _natural_count(self, sentences: int) -> int:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.limits import MAX_FRAMES, MIN_FRAMES
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -17,8 +19,8 @@ class _Section(BaseModel):
 
 class PlannerSettings(_Section):
     backend: Literal["auto", "offline", "openai"] = "auto"
-    min_shots: int = Field(default=6, ge=1, le=12)
-    max_shots: int = Field(default=10, ge=1, le=12)
+    min_shots: int = Field(default=6, ge=MIN_FRAMES, le=MAX_FRAMES)
+    max_shots: int = Field(default=10, ge=MIN_FRAMES, le=MAX_FRAMES)
     # OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, gateways)
     model: str = Field(default="gpt-4o", min_length=1)
     base_url: str = ""  # "" = the SDK's default, or $OPENAI_BASE_URL when set

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from engine.limits import MAX_FRAMES
 from engine.llm_plan import (
-    MAX_SHOTS,
     PLAN_SCHEMA,
     STORY_CLOSE,
     STORY_OPEN,
@@ -176,7 +176,7 @@ INJECTION = (
 
 
 def test_an_injected_story_still_gets_six_to_ten_shots_about_the_story(fake_openai):
-    obedient = json.dumps(plan_json([f"A spaceship lands on planet {i}" for i in range(MAX_SHOTS)]))
+    obedient = json.dumps(plan_json([f"A spaceship lands on planet {i}" for i in range(MAX_FRAMES)]))
     fake_openai.script = [Reply(content=obedient), Reply(content=obedient)]
     result = planner_for(fake_openai).make_plan(INJECTION)
     assert 6 <= len(result.plan.shots) <= 10
@@ -316,7 +316,7 @@ def test_every_array_and_string_of_the_schema_is_bounded():
     nodes = list(_schema_nodes(PLAN_SCHEMA))
     assert all("maxItems" in n for n in nodes if n["type"] == "array")
     assert all("maxLength" in n for n in nodes if n["type"] == "string")
-    assert PLAN_SCHEMA["properties"]["shots"]["maxItems"] == MAX_SHOTS == 12
+    assert PLAN_SCHEMA["properties"]["shots"]["maxItems"] == MAX_FRAMES == 12
     # strict mode rejects maxLength, so the schema sent there keeps only maxItems
     strict = list(_schema_nodes(STRICT_PLAN_SCHEMA))
     assert not any("maxLength" in n for n in strict)
@@ -331,7 +331,7 @@ def test_the_json_object_prompt_carries_the_lengths(fake_openai):
 
 
 def test_more_shots_than_the_schema_allows_are_asked_again(fake_openai):
-    captions = [f"Aldar Kose does thing number {i} at the bazaar." for i in range(1, MAX_SHOTS + 2)]
+    captions = [f"Aldar Kose does thing number {i} at the bazaar." for i in range(1, MAX_FRAMES + 2)]
     fake_openai.script = [Reply(content=json.dumps(plan_json(captions)))]
     result = planner_for(fake_openai).make_plan(STORY)
     assert result.planner == "openai" and len(fake_openai.requests) == 2
