@@ -28,6 +28,7 @@ from bot.errors import StoryError
 from bot.messages import resolve_language, text
 from bot.ports import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService, Submitted
+from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,29 @@ PLATFORM = "discord"
 MAX_CUSTOM_ID = 100
 FRAME_BUTTONS_PER_ROW = 5
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+MAX_STRING_OPTION = 6000  # Discord's longest string option
 BOARD_TEMPLATE = r"board:(?P<action>[rf]):(?P<job>[1-9][0-9]{0,11})(?::(?P<frame>[1-9][0-9]?))?"
+
+
+def _declare_story_options(*, max_chars: int):
+    """/story's option types from the rules the service checks: engine.limits and [story] max_chars.
+    Discord's client then shows the ranges and refuses what lies outside them."""
+
+    def declare(callback):
+        callback.__annotations__.update(
+            text=app_commands.Range[str, 1, min(max_chars, MAX_STRING_OPTION)],
+            frames=app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None,
+            seed=app_commands.Range[int, 0, MAX_SEED] | None,
+        )
+        return app_commands.choices(mode=[app_commands.Choice(name=mode, value=mode) for mode in MODES])(callback)
+
+    return declare
+
+
+def _declare_frame_option(callback):
+    """/regen's frame number: a board has at most MAX_FRAMES frames."""
+    callback.__annotations__["frame"] = app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None
+    return callback
 
 
 def apply_endpoints(settings: DiscordSettings) -> None:
@@ -179,18 +202,16 @@ class DiscordAdapter:
 
     # -- commands ------------------------------------------------------------------------------
     def add_commands(self, tree: app_commands.CommandTree) -> None:
+        """Every command answers through the service, which checks each permission; the option
+        ranges are declared from the same rules the service checks (``_declare_story_options``)."""
         adapter = self
-        moderators_only = app_commands.check(self._is_moderator)
 
         @tree.command(name="story", description="Draw a storyboard of Aldar Kose from your story")
         @app_commands.describe(text="your story", mode="how frames are drawn", frames="number of frames",
                                seed="a seed, to draw the same board again")
-        @app_commands.choices(mode=[app_commands.Choice(name="simple", value="simple"),
-                                    app_commands.Choice(name="ref-guided", value="ref-guided")])
-        async def story(interaction: discord.Interaction, text: app_commands.Range[str, 1, 4000],
-                        mode: app_commands.Choice[str] | None = None,
-                        frames: app_commands.Range[int, 6, 10] | None = None,
-                        seed: app_commands.Range[int, 0, 4294967295] | None = None) -> None:
+        @_declare_story_options(max_chars=self.service.config.story.max_chars)
+        async def story(interaction: discord.Interaction, text: str, mode: app_commands.Choice[str] | None = None,
+                        frames: int | None = None, seed: int | None = None) -> None:
             await adapter.story(interaction, text, StoryOptions(mode=mode.value if mode else None, frames=frames,
                                                                seed=seed))
 
@@ -212,34 +233,25 @@ class DiscordAdapter:
             await interaction.response.send_message(text("help", lang), ephemeral=True)
 
         @tree.command(name="queue", description="Moderators: queued and running jobs")
-        @moderators_only
         async def queue(interaction: discord.Interaction) -> None:
             await adapter.reply(interaction, adapter.service.queue_overview)
 
-        @tree.command(name="regen", description="Moderators: redraw a board, or one frame of it")
-        @moderators_only
+        @tree.command(name="regen", description="Redraw your board, or one frame of it (moderators: any board)")
+        @_declare_frame_option
         async def regen(interaction: discord.Interaction, job: int, frame: int | None = None) -> None:
             await adapter.regenerate(interaction, job, frame)
 
         @tree.command(name="purge", description="Moderators: delete a finished board, its files and records")
-        @moderators_only
         async def purge(interaction: discord.Interaction, job: int) -> None:
             await adapter.reply(interaction, lambda r: adapter.service.purge(r, job))
 
         @tree.command(name="ban", description="Moderators: ban a user from the bot")
-        @moderators_only
         async def ban(interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
             await adapter.reply(interaction, lambda r: adapter.service.ban(r, PLATFORM, str(user.id), reason))
 
         @tree.command(name="unban", description="Moderators: lift a ban")
-        @moderators_only
         async def unban(interaction: discord.Interaction, user: discord.User) -> None:
             await adapter.reply(interaction, lambda r: adapter.service.unban(r, PLATFORM, str(user.id)))
-
-    def _is_moderator(self, interaction: discord.Interaction) -> bool:
-        if self.service.is_moderator(requester_of(interaction)):
-            return True
-        raise app_commands.CheckFailure("err_moderators_only")
 
     async def reply(self, interaction: discord.Interaction, call, *, attr: str | None = None) -> None:
         """Run a service call and answer ephemerally with its text or its StoryError."""
@@ -286,11 +298,8 @@ class DiscordAdapter:
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         lang = resolve_language(str(interaction.locale))
-        if isinstance(error, app_commands.CheckFailure):
-            message = text("err_moderators_only", lang)
-        else:
-            log.error("discord command failed", exc_info=error)
-            message = text("err_internal", lang)
+        log.error("discord command failed", exc_info=error)
+        message = text("err_internal", lang)
         if interaction.response.is_done():
             await interaction.followup.send(message, ephemeral=True)
         else:

@@ -42,6 +42,23 @@ def test_bot_never_imports_adapters_outside_the_composition_root(path):
     assert "adapters" not in imports_of(path)
 
 
+def engine_modules_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "engine"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "engine":
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: p.name)
+def test_adapters_reach_the_engine_only_for_the_rules_they_declare(path):
+    """Adapters talk to bot/; of the engine they read only engine.limits, to declare their options."""
+    assert engine_modules_of(path) <= {"engine.limits"}
+
+
 @pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: p.name)
 def test_adapters_never_import_the_ml_stack(path):
     assert not imports_of(path) & set(HEAVY)

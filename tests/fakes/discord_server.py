@@ -531,6 +531,9 @@ class FakeDiscord:
                     channel_id: int = CHANNEL_ID) -> int:
         """A user runs ``/name`` with these option values; returns the interaction id.
 
+        As Discord's client does, a value outside the synced option's choices, min/max value or
+        min/max length is refused before anything is sent: ``RefusedByClient``, and the bot sees nothing.
+
         Option types come from the synced command when it is known (else str 3, int 4, bool 5,
         float 10). The command id is the synced one (guild commands first), else a fresh snowflake.
         """
@@ -538,6 +541,9 @@ class FakeDiscord:
         declared = {o["name"]: o for o in (command or {}).get("options", [])}
         opts = []
         for key, value in (options or {}).items():
+            problem = _client_refusal(declared.get(key, {}), value)
+            if problem:
+                raise RefusedByClient(f"/{name} {key}: {problem}")
             kind = declared.get(key, {}).get("type") or _option_type(value)
             opts.append({"name": key, "type": kind, "value": value})
         data: dict[str, Any] = {"id": command["id"] if command else str(snowflake_at(increment=next(self._ids))),
@@ -1491,6 +1497,25 @@ def _role(role_id: int, name: str, position: int, permissions: int, *, color: in
             "colors": {"primary_color": color, "secondary_color": None, "tertiary_color": None},
             "hoist": hoist, "managed": managed, "mentionable": False, "icon": None, "unicode_emoji": None,
             "flags": 0}
+
+
+class RefusedByClient(Exception):
+    """Discord's client would not send this command: an option value breaks its declaration."""
+
+
+def _client_refusal(option: dict[str, Any], value: Any) -> str | None:
+    """Why Discord's client refuses ``value`` for ``option``; None when it sends it."""
+    if option.get("choices") and value not in [choice["value"] for choice in option["choices"]]:
+        return f"{value!r} is not one of the choices"
+    if "min_value" in option and value < option["min_value"]:
+        return f"{value} is below {option['min_value']}"
+    if "max_value" in option and value > option["max_value"]:
+        return f"{value} is above {option['max_value']}"
+    if "min_length" in option and len(value) < option["min_length"]:
+        return f"shorter than {option['min_length']} characters"
+    if "max_length" in option and len(value) > option["max_length"]:
+        return f"longer than {option['max_length']} characters"
+    return None
 
 
 def _option_type(value: Any) -> int:
