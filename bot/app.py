@@ -1,7 +1,7 @@
-"""The ONE composition root: config -> store -> engine -> service -> worker -> adapters.
+"""The composition root of the bot: config -> store -> engine -> service -> worker -> adapters.
 
-This module (with ``bot/__main__.py``) is the only place that imports bot, engine and
-adapters together. Everything is built here once, at start-up: models load now, never at
+This module (with ``bot/__main__.py``, which builds the one-shot CLI commands, and
+``bot/render_worker.py``, the GPU worker's process) is where the parts are put together. Everything is built here once, at start-up: models load now, never at
 import and never per job.
 """
 
@@ -90,8 +90,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         service = StoryService(store, config, modes_off=port.modes_off())
         metrics = Metrics()
         metrics.started(engine.models.loads if engine is not None and engine.models else 0)
-        worker = Worker(store=store, engine=engine, port=port, gateway=router, config=config, executor=executor,
-                        metrics=metrics)
+        worker = Worker(store=store, port=port, gateway=router, config=config, metrics=metrics)
         yield App(config, store, engine, port, service, worker, router, executor, metrics)
     finally:
         if port is not None:

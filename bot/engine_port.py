@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.render import ModeOff
 from engine.limits import MODES
+from engine.render import ModeOff
 from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine
 
 ProgressSink = Callable[[ProgressEvent], None]  # thread-safe: may be called from any thread

@@ -3,8 +3,9 @@ into one clear reply in the user's language.
 
     StoryError
     ├── BadRequest      the user's input or permissions: reply and move on
-    ├── RetryLater      a limit was hit: reply, the user may try again later
-    └── EngineFailed    the engine broke on a job: recorded on the job row
+    └── RetryLater      a limit was hit: reply, the user may try again later
+
+A job the engine fails on is not an error here: the worker records it on the job row.
 """
 
 from __future__ import annotations
@@ -29,6 +30,3 @@ class BadRequest(StoryError):
 class RetryLater(StoryError):
     """A quota or limit: nothing is wrong with the input, but not now."""
 
-
-class EngineFailed(StoryError):
-    """The engine raised while drawing a job."""

@@ -22,7 +22,16 @@ from bot.limits import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
 from bot.storage import DiskSpace, owned_folder, remove_folder
 from bot.store import Job, NewJob, Store, User
-from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES, SEED_SPACE, allowed_frames, allowed_modes, allowed_seeds
+from engine.limits import (
+    MAX_FRAMES,
+    MAX_SEED,
+    MIN_FRAMES,
+    MODES,
+    SEED_SPACE,
+    allowed_frames,
+    allowed_modes,
+    allowed_seeds,
+)
 from engine.moderation import TermFilter, strip_bidi
 from engine.render import ModeOff
 
@@ -213,10 +222,6 @@ class StoryService:
     async def outstanding(self, platform: str) -> int:
         """Jobs not yet finished and delivered for ``platform`` (the console waits on this)."""
         return await self.store.outstanding(platform)
-
-    async def language_of(self, requester: Requester) -> Lang:
-        user = await self.store.get_user(requester.platform, requester.user_id)
-        return resolve_language(requester.locale or (user.locale if user else None))
 
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, request: StoryRequest) -> Submitted:

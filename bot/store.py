@@ -33,7 +33,6 @@ from bot.limits import DAY_S, Caps, Refused
 log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "running")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -762,9 +761,6 @@ class Store:
 
     async def delivery_for(self, job_id: int) -> Delivery | None:
         return await self._one(Delivery, "SELECT * FROM deliveries WHERE job_id = ?", (job_id,))
-
-    async def job_by_source(self, platform: str, source_ref: str) -> Job | None:
-        return await self._one(Job, "SELECT * FROM jobs WHERE platform = ? AND source_ref = ?", (platform, source_ref))
 
     async def mark_sending(self, delivery_id: int) -> bool:
         """Take the post, just before it is sent: False when it is already sent or being sent. If the

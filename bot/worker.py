@@ -18,11 +18,10 @@ import secrets
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.config import AppConfig
-from bot.engine_port import Availability, EnginePort, EngineUnavailable, LocalEngine, ResultTooLarge, StopSignals
+from bot.engine_port import Availability, EnginePort, EngineUnavailable, ResultTooLarge, StopSignals
 from bot.logs import job_context
 from bot.messages import text
 from bot.metrics import Metrics
@@ -32,7 +31,7 @@ from bot.store import Delivery, FrameRow, Job, Store
 from bot.wire import BadResult
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import PlanError
-from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine, load_saved_board
+from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, load_saved_board
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +83,13 @@ class Worker:
         store: Store,
         gateway: ChatGateway,
         config: AppConfig,
-        engine: StoryEngine | None = None,
-        executor: ThreadPoolExecutor | None = None,
-        port: EnginePort | None = None,
+        port: EnginePort,
         worker_id: str | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        if port is None:
-            if engine is None or executor is None:
-                raise ValueError("a Worker needs an engine port, or an engine and its executor")
-            port = LocalEngine(engine, executor)
         self.store = store
         self.metrics = metrics or Metrics()
         self._pulse = time.monotonic()
-        self.engine = engine
         self.port = port
         self.gateway = gateway
         self.config = config

@@ -12,7 +12,8 @@ class InvalidRequest(EngineError, ValueError):
 
 
 class Cancelled(EngineError):
-    """The caller asked to stop; raised before a frame or a re-roll starts, never mid-render."""
+    """The caller asked to stop: raised before a batch or a re-roll starts, or by the SDXL renderer
+    within one denoising step (it checks at every step); the frames already kept stay on disk."""
 
 
 class CheckpointError(EngineError):

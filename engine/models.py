@@ -1,4 +1,6 @@
-"""The one place model weights are loaded: the SDXL pipeline (+ VAE, LoRAs, scheduler) and CLIP.
+"""Where the bot's models are loaded: the SDXL pipeline (+ VAE, LoRAs, scheduler), the
+ref-guided parts, CLIP, the face models and the pose detector. (The trainer loads the parts it
+trains, in training precision, itself: engine/train.py.)
 
 ``ModelLoader`` loads each component once per process, at start-up, counts every load (a
 board reports how many it caused: 0 when warm), and records which settings it applied so

@@ -1,4 +1,5 @@
-"""SDXL + character LoRA renderer (simple mode): batched frames, one seed per frame.
+"""SDXL + character LoRA renderer, both modes (ref-guided adds the IP-Adapter reference and the
+ControlNet pose from engine.models): batched frames, one seed per frame.
 
 * One pipeline call renders a batch; classifier-free guidance is batched inside diffusers.
   Each frame has its own CPU generator, so a frame starts from the same noise at any batch

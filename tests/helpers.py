@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bot.engine_port import LocalEngine
 from bot.ports import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.worker import Worker
@@ -79,10 +80,12 @@ class Rig:
         self.config, self.store, self.gateway = config, store, gateway
         self.service = StoryService(store, config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.engine = engine
         self.worker = self.new_worker(engine)
 
     def new_worker(self, engine):
-        return Worker(store=self.store, engine=engine, gateway=self.gateway, config=self.config, executor=self.executor)
+        return Worker(store=self.store, port=LocalEngine(engine, self.executor), gateway=self.gateway,
+                      config=self.config)
 
     async def submit(self, who=ALICE, story=WORKER_STORY, **options):
         return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id

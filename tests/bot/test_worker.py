@@ -167,7 +167,7 @@ async def test_shutdown_returns_the_job_and_a_restart_resumes_its_frames(rig_fac
     await asyncio.wait_for(worker_task, timeout=10)
     assert (await rig.store.get_job(job_id)).status == "queued"
 
-    restarted = rig.new_worker(rig.worker.engine)
+    restarted = rig.new_worker(rig.engine)
     await restarted.run(burst=True)
     job = await rig.store.get_job(job_id)
     assert (job.status, job.attempts) == ("done", 2)

@@ -76,8 +76,8 @@ async def test_out_of_memory_fails_the_job_clearly_and_the_next_job_succeeds(
     rig_factory, make_config, sdxl_engine_section
 ):
     rig = await sdxl_rig(rig_factory, make_config, sdxl_engine_section())
-    pipe = FlakyMemoryPipe(rig.worker.engine.renderer.pipe)
-    rig.worker.engine.renderer.pipe = pipe
+    pipe = FlakyMemoryPipe(rig.engine.renderer.pipe)
+    rig.engine.renderer.pipe = pipe
     first = await rig.submit(frames=3)
     assert await rig.worker.run_once()
     failed = await rig.store.get_job(first)
