@@ -294,7 +294,7 @@ class DiscordAdapter:
         message = await interaction.edit_original_response(content=submitted.text)
         limit = getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT
         ref = StatusRef(interaction.application_id, interaction.token, message.id, time.time(), limit)
-        await self.service.set_status_ref(submitted.job_id, ref.encode())
+        self.service.set_status_ref(submitted.job_id, ref.encode())
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         lang = resolve_language(str(interaction.locale))

@@ -217,7 +217,7 @@ class TelegramAdapter:
 
     async def _acknowledge(self, message, submitted: Submitted) -> None:
         ack = await message.reply_text(submitted.text, reply_parameters=_reply_to(message.message_id))
-        await self.service.set_status_ref(submitted.job_id, f"{ack.chat_id}:{ack.message_id}")
+        self.service.set_status_ref(submitted.job_id, f"{ack.chat_id}:{ack.message_id}")
 
     async def _status(self, update: Update, requester: Requester, lang: str) -> str:
         args = _arguments(update.effective_message.text or "")

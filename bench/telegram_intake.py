@@ -24,8 +24,8 @@ Measured, from the fake's own clock (``time.time()``):
 
 Where the time goes (medians per command, from wrappers installed by this script): the
 ``service.submit`` call (SQLite: user upsert + enqueue + queue position), the ack send (PTB +
-``AIORateLimiter`` + HTTP to the fake), ``service.set_status_ref`` (one more SQLite write), and the
-whole handler. The bot's PTB settings that bound intake are printed: ``concurrent_updates``
+``AIORateLimiter`` + HTTP to the fake), ``service.set_status_ref`` (in memory), and the
+whole handler; and the SQLite write transactions each ``/story`` handler opened (target: 1). The bot's PTB settings that bound intake are printed: ``concurrent_updates``
 (updates handled one after another when 1) and the rate limiter's overall rate.
 
 What-if switches (patch names inside this process only; the project is unchanged, and the
@@ -60,7 +60,9 @@ import bot.app as bot_app  # noqa: E402
 from bot.app import run_bot  # noqa: E402
 from bot.config import AppConfig, Secrets  # noqa: E402
 from bot.service import StoryService  # noqa: E402
+from bot.store import Store  # noqa: E402
 from bot.worker import Worker  # noqa: E402
+from bench import sqlite_writes  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
 
 TARGET_RATE = 200.0
@@ -94,6 +96,7 @@ class Probes:
     submit_end: dict[str, float] = field(default_factory=dict)  # chat id -> time.time() at submit return
     status_ref: list[float] = field(default_factory=list)
     handler: list[float] = field(default_factory=list)
+    writes: list[int] = field(default_factory=list)  # SQLite write transactions per /story handler
     adapters: list = field(default_factory=list)
 
 
@@ -119,18 +122,20 @@ def instrumented(probes: Probes, args: argparse.Namespace):
         return result
 
     @functools.wraps(set_ref)
-    async def timed_set_ref(self, job_id, ref):
+    def timed_set_ref(self, job_id, ref):
         t0 = time.perf_counter()
-        await set_ref(self, job_id, ref)
+        set_ref(self, job_id, ref)
         probes.status_ref.append(time.perf_counter() - t0)
 
     @functools.wraps(story)
     async def timed_story(self, update, requester, lang):
         t0 = time.perf_counter()
-        try:
-            return await story(self, update, requester, lang)
-        finally:
-            probes.handler.append(time.perf_counter() - t0)
+        with sqlite_writes.command() as writes:
+            try:
+                return await story(self, update, requester, lang)
+            finally:
+                probes.handler.append(time.perf_counter() - t0)
+                probes.writes.append(writes[0])
 
     @functools.wraps(init)
     def capturing_init(self, *a, **kw):
@@ -144,7 +149,8 @@ def instrumented(probes: Probes, args: argparse.Namespace):
     if args.no_worker:
         patch(bot_app, "Worker", IdleWorker)
     try:
-        yield
+        with sqlite_writes.counting(Store):
+            yield
     finally:
         for owner, name, value in reversed(saved):
             setattr(owner, name, value)
@@ -332,10 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     send_ms = [x for r in rounds for x in r.send_ms]
     print()
     print("where the time goes, per command (median ms, all rounds):")
-    print(f"  service.submit (SQLite: touch_user + enqueue + queue_position) {med_ms([x for p in probes for x in p.submit]):8.2f}")
+    print(f"  service.submit (SQLite: user read + enqueue + queue_position)  {med_ms([x for p in probes for x in p.submit]):8.2f}")
     print(f"  ack send (submit return -> sendMessage at the fake)            {statistics.median(send_ms) if send_ms else math.nan:8.2f}")
-    print(f"  service.set_status_ref (one more SQLite write)                 {med_ms([x for p in probes for x in p.status_ref]):8.2f}")
+    print(f"  service.set_status_ref (in memory)                             {med_ms([x for p in probes for x in p.status_ref]):8.2f}")
     print(f"  whole /story handler                                           {med_ms([x for p in probes for x in p.handler]):8.2f}")
+    writes = [x for p in probes for x in p.writes]
+    print(f"  SQLite write transactions per /story handler (target 1)        {statistics.median(writes) if writes else math.nan:8.0f}"
+          f" (max {max(writes, default=0)})")
     gaps = [g for r in rounds for g in r.ack_gaps_ms]
     print(f"  gap between consecutive acks                                   {statistics.median(gaps) if gaps else math.nan:8.2f}"
           f" (mean {statistics.fmean(gaps) if gaps else math.nan:.2f})")

@@ -90,7 +90,8 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         service = StoryService(store, config, modes_off=port.modes_off())
         metrics = Metrics()
         metrics.started(engine.models.loads if engine is not None and engine.models else 0)
-        worker = Worker(store=store, port=port, gateway=router, config=config, metrics=metrics)
+        worker = Worker(store=store, port=port, gateway=router, config=config, status_refs=service.status_refs,
+                        metrics=metrics)
         yield App(config, store, engine, port, service, worker, router, executor, metrics)
     finally:
         if port is not None:

@@ -20,8 +20,9 @@ from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
 from bot.limits import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
+from bot.status_refs import StatusRefs
 from bot.storage import DiskSpace, owned_folder, remove_folder
-from bot.store import Job, NewJob, Store, User
+from bot.store import Job, NewJob, Sighting, Store, User
 from engine.limits import (
     MAX_FRAMES,
     MAX_SEED,
@@ -180,8 +181,10 @@ class StoryRules:
 
 
 class StoryService:
-    def __init__(self, store: Store, config: AppConfig, *, modes_off: Mapping[str, ModeOff] | None = None) -> None:
+    def __init__(self, store: Store, config: AppConfig, *, modes_off: Mapping[str, ModeOff] | None = None,
+                 status_refs: StatusRefs | None = None) -> None:
         self.store = store
+        self.status_refs = status_refs or StatusRefs()  # shared with the worker (bot/app.py)
         self.config = config
         self.rules = StoryRules(config.story)
         self._modes_off = dict(modes_off or {})  # render modes this bot's engine cannot draw, and why
@@ -199,9 +202,11 @@ class StoryService:
         return any(f"{requester.platform}:{role}" in self._moderator_roles for role in requester.roles)
 
     async def _user(self, requester: Requester) -> tuple[User, Lang]:
-        user = await self.store.touch_user(
-            requester.platform, requester.user_id, requester.display_name, requester.locale
-        )
+        """Who is asking, read and never written: a command that only looks writes nothing. Someone
+        not seen before is ``User.unseen`` (owns nothing); the user row is written with the first
+        job they queue (``Store.enqueue``), in that job's transaction."""
+        sighting = _sighting(requester)
+        user = await self.store.get_user(requester.platform, requester.user_id) or User.unseen(sighting)
         return user, resolve_language(requester.locale or user.locale)
 
     async def _owned_job(self, requester: Requester, user: User, job_id: int) -> Job:
@@ -233,7 +238,7 @@ class StoryService:
             story = self.rules.check_text(request.text)
         except BadRequest as exc:
             if exc.key == "err_banned_terms":
-                await self.store.count_refusal(user.id)
+                await self.store.count_refusal(_sighting(request.requester))
                 log.info("refused story from %s: banned term", request.requester.key)
             raise
         options = self.check_options(request.options)
@@ -248,13 +253,13 @@ class StoryService:
     async def _enqueue(self, requester: Requester, job: NewJob, lang: Lang) -> Submitted:
         now = self.store.now()
         caps = self.limits.caps_for(moderator=self.is_moderator(requester), now=now)
-        outcome = await self.store.enqueue(job, caps=caps)
+        outcome = await self.store.enqueue(job, caps=caps, sighting=_sighting(requester))
         if isinstance(outcome, Refused):
             log.info("refused a %s from %s: %s cap (%d)", job.kind, requester.key, outcome.cap, outcome.limit)
             raise refusal_error(outcome, now)
         job_id = outcome
         position = await self.queue_position(job_id) or 1
-        log.info("job %d queued (%s, user %d, position %d)", job_id, job.kind, job.user_id, position)
+        log.info("job %d queued (%s, %s, position %d)", job_id, job.kind, requester.key, position)
         return Submitted(job_id=job_id, position=position, lang=lang, paused=self.paused())
 
     def check_options(self, options: StoryOptions) -> StoryOptions:
@@ -354,9 +359,9 @@ class StoryService:
         return text("purged_ok", lang, job=job.id)
 
     # -- what adapters need around a job ---------------------------------------------------
-    async def set_status_ref(self, job_id: int, ref: str) -> None:
-        """Remember where the adapter shows this job's progress (survives restarts)."""
-        await self.store.set_status_ref(job_id, ref)
+    def set_status_ref(self, job_id: int, ref: str) -> None:
+        """Remember where the adapter shows this job's progress; the worker reads it from memory."""
+        self.status_refs.put(job_id, ref)
 
     async def board(self, requester: Requester, job_id: int) -> Board:
         """A finished board's files, for its buttons: the owner, a moderator or someone in the chat
@@ -430,3 +435,7 @@ class StoryService:
         if caps.jobs_per_day is not None:
             room.append(caps.jobs_per_day - await self.store.count_user_jobs_since(user.id, caps.since))
         return Stats(user=user, queued=queued, remaining=max(0, min(room)), lang=lang)
+
+
+def _sighting(requester: Requester) -> Sighting:
+    return Sighting(requester.platform, requester.user_id, requester.display_name, requester.locale)

@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,23 @@ class User:
     def key(self) -> str:
         return f"{self.platform}:{self.platform_user_id}"
 
+    @classmethod
+    def unseen(cls, sighting: Sighting) -> User:
+        """Someone with no row yet: id 0 (SQLite's ids start at 1) owns no job and counts nothing."""
+        return cls(id=0, platform=sighting.platform, platform_user_id=sighting.platform_user_id,
+                   display_name=sighting.display_name, locale=sighting.locale, first_seen=0.0, last_seen=0.0,
+                   jobs_submitted=0, boards_delivered=0, refusals=0, banned=False, ban_reason=None)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """Who sent a command, as the platform names them: written to ``users`` with the job it queues."""
+
+    platform: str
+    platform_user_id: str
+    display_name: str = ""
+    locale: str | None = None
+
 
 @dataclass(frozen=True)
 class Job:
@@ -222,7 +239,7 @@ class Job:
 
 @dataclass(frozen=True)
 class NewJob:
-    user_id: int
+    user_id: int  # 0 when enqueue is given the requester's Sighting: it fills this in
     platform: str
     chat_id: str
     language: str
@@ -374,20 +391,25 @@ class Store:
     # -- users -----------------------------------------------------------------------------
     async def touch_user(self, platform: str, platform_user_id: str, display_name: str, locale: str | None) -> User:
         """Create the user on first sight; refresh name, locale and last_seen after that."""
-        now = self._clock()
         async with self._write():
-            await self._run(
-                """
-                INSERT INTO users (platform, platform_user_id, display_name, locale, first_seen, last_seen)
-                VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (platform, platform_user_id) DO UPDATE SET
-                    display_name = excluded.display_name,
-                    locale = COALESCE(excluded.locale, users.locale),
-                    last_seen = excluded.last_seen
-                """,
-                (platform, platform_user_id, display_name, locale, now, now),
-            )
+            await self._upsert_user(Sighting(platform, platform_user_id, display_name, locale))
         return await self.get_user(platform, platform_user_id)
+
+    async def _upsert_user(self, sighting: Sighting) -> int:
+        """Inside a write transaction: the user's row made or refreshed; returns its id."""
+        now = self._clock()
+        return await self._scalar(
+            """
+            INSERT INTO users (platform, platform_user_id, display_name, locale, first_seen, last_seen)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (platform, platform_user_id) DO UPDATE SET
+                display_name = excluded.display_name,
+                locale = COALESCE(excluded.locale, users.locale),
+                last_seen = excluded.last_seen
+            RETURNING id
+            """,
+            (sighting.platform, sighting.platform_user_id, sighting.display_name, sighting.locale, now, now),
+        )
 
     async def get_user(self, platform: str, platform_user_id: str) -> User | None:
         return await self._one(
@@ -397,8 +419,10 @@ class Store:
     async def user_by_id(self, user_id: int) -> User | None:
         return await self._one(User, "SELECT * FROM users WHERE id = ?", (user_id,))
 
-    async def count_refusal(self, user_id: int) -> None:
+    async def count_refusal(self, user: int | Sighting) -> None:
+        """One more refused story for this user (a Sighting: made first if they are new)."""
         async with self._write():
+            user_id = await self._upsert_user(user) if isinstance(user, Sighting) else user
             await self._run("UPDATE users SET refusals = refusals + 1 WHERE id = ?", (user_id,))
 
     async def set_banned(self, user_id: int, banned: bool, reason: str | None) -> int:
@@ -421,16 +445,20 @@ class Store:
             return len(cancelled)
 
     # -- jobs --------------------------------------------------------------------------------
-    async def enqueue(self, job: NewJob, *, caps: Caps) -> int | Refused:
+    async def enqueue(self, job: NewJob, *, caps: Caps, sighting: Sighting | None = None) -> int | Refused:
         """Write the job as ``queued`` unless a cap says no.
 
         Returns the new job id, or the cap that refused it. Check and insert share one
         IMMEDIATE transaction, so two quick submits cannot both squeeze in. A job whose
         ``source_ref`` is already known (the same chat message, redelivered after a crash) is
-        not written twice: the existing job's id comes back.
+        not written twice: the existing job's id comes back. With ``sighting`` the requester's
+        user row is made or refreshed in that same transaction and owns the job (a /story
+        costs one write transaction); without it, ``job.user_id`` names an existing user.
         """
         now = self._clock()
         async with self._write():
+            if sighting is not None:
+                job = replace(job, user_id=await self._upsert_user(sighting))
             if job.source_ref is not None:
                 existing = await self._scalar("SELECT id FROM jobs WHERE platform = ? AND source_ref = ?",
                                               (job.platform, job.source_ref))
@@ -522,9 +550,15 @@ class Store:
         """Atomically take the next job, round-robin over users, and lease it to ``worker_id``.
 
         Jobs whose worker died (lease expired) come first, then the least recently served
-        user's oldest queued job.
+        user's oldest queued job. An idle poll only reads: the write transaction is opened
+        when there is a job to take.
         """
         now = self._clock()
+        if not await self._scalar(
+                """SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued'
+                                  OR (status = 'running' AND lease_expires_at < ? AND attempts < ?))""",
+                (now, max_attempts)):
+            return None
         async with self._write():
             job = await self._one(
                 Job,
@@ -555,8 +589,13 @@ class Store:
         return job
 
     async def fail_exhausted(self, *, max_attempts: int) -> list[Job]:
-        """Give up on jobs whose lease expired after ``max_attempts`` tries (a job that kills workers)."""
+        """Give up on jobs whose lease expired after ``max_attempts`` tries (a job that kills workers).
+        Read first: the write transaction is opened only when there is one."""
         now = self._clock()
+        if not await self._scalar(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at < ? AND attempts >= ?)",
+                (now, max_attempts)):
+            return []
         async with self._write():
             return await self._all(
                 Job,
@@ -570,15 +609,18 @@ class Store:
                 {"now": now, "max_attempts": max_attempts},
             )
 
-    async def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> Job | None:
-        """Extend the lease; returns the job (for its cancel flag), or None if the lease was lost."""
+    async def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float, *,
+                          status_ref: str | None = None) -> Job | None:
+        """Extend the lease, and record where the job's progress is shown when that is known;
+        returns the job (for its cancel flag), or None if the lease was lost."""
         now = self._clock()
         async with self._write():
             return await self._one(
                 Job,
-                """UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?
+                """UPDATE jobs SET lease_expires_at = ?, status_ref = COALESCE(?, status_ref)
+                   WHERE id = ? AND status = 'running' AND lease_owner = ?
                    RETURNING *""",
-                (now + lease_seconds, job_id, worker_id),
+                (now + lease_seconds, status_ref, job_id, worker_id),
             )
 
     async def release(self, job_id: int, worker_id: str) -> bool:
@@ -598,10 +640,6 @@ class Store:
                     + (SELECT COUNT(*) FROM deliveries WHERE platform = :p AND status = 'pending')""",
             {"p": platform},
         )
-
-    async def set_status_ref(self, job_id: int, ref: str) -> None:
-        async with self._write():
-            await self._run("UPDATE jobs SET status_ref = ? WHERE id = ?", (ref, job_id))
 
     async def clear_status_ref(self, job_id: int) -> None:
         """After a job's last message: its status message (and any interaction token) is not needed."""
@@ -796,7 +834,8 @@ class Store:
                 # a Discord interaction token is a credential for 15 minutes: not kept past its use
                 await self._run("UPDATE jobs SET status_ref = NULL WHERE id = ?", (job_id,))
 
-    async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> None:
+    async def record_delivery_error(self, delivery_id: int, error: str, *, give_up_after: int) -> bool:
+        """Count a failed post; True when that was the last try (the delivery is marked failed)."""
         async with self._write():
             await self._run(
                 """UPDATE deliveries SET attempts = attempts + 1, last_error = ?, sending_since = NULL,
@@ -804,9 +843,11 @@ class Store:
                    WHERE id = ? AND status = 'pending'""",
                 (error[:2000], give_up_after, delivery_id),
             )
-            await self._run(  # given up: nothing will edit the status message again
+            gave_up = await self._run(  # given up: nothing will edit the status message again
                 """UPDATE jobs SET status_ref = NULL
-                   WHERE id = (SELECT job_id FROM deliveries WHERE id = ? AND status = 'failed')""", (delivery_id,))
+                   WHERE id = (SELECT job_id FROM deliveries WHERE id = ? AND status = 'failed') RETURNING id""",
+                (delivery_id,))
+        return bool(gave_up)
 
 
 def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:

@@ -26,6 +26,7 @@ from bot.logs import job_context
 from bot.messages import text
 from bot.metrics import Metrics
 from bot.ports import BoardDelivery, ChatGateway, JobUpdate
+from bot.status_refs import StatusRefs
 from bot.storage import DiskSpace, Retention, job_folder
 from bot.store import Delivery, FrameRow, Job, Store
 from bot.wire import BadResult
@@ -84,6 +85,7 @@ class Worker:
         gateway: ChatGateway,
         config: AppConfig,
         port: EnginePort,
+        status_refs: StatusRefs | None = None,
         worker_id: str | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -95,7 +97,7 @@ class Worker:
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._shutdown = threading.Event()
-        self._refs: dict[int, str] = {}
+        self.status_refs = status_refs or StatusRefs()  # the service's: the adapters put them there
         self._last_delivery_retry = time.monotonic()
         self.disk = DiskSpace.of(config.storage)
         self._disk_low: str | None = None  # why no job is claimed now, while the disk is short
@@ -246,7 +248,6 @@ class Worker:
             events.put_nowait(None)
             await notifier  # every progress note goes out before the outcome
         await self._conclude(job, board, error, cancelled_by_user=stop.cancel.is_set())
-        self._refs.pop(job.id, None)
 
     async def _conclude(
         self, job: Job, board: Storyboard | None, error: Exception | None, *, cancelled_by_user: bool
@@ -329,6 +330,7 @@ class Worker:
         key = "job_cancelled" if status == "cancelled" else "job_failed"
         await self._notify(job, status, text(key, job.language, job=job.id, error=shown))
         await self.store.clear_status_ref(job.id)  # its last message is out
+        self.status_refs.forget(job.id)
 
     async def _fail_exhausted(self) -> None:
         for job in await self.store.fail_exhausted(max_attempts=self.config.queue.max_attempts):
@@ -336,6 +338,7 @@ class Worker:
             self.metrics.job_ended(job.platform, "failed", job.error_type or "GaveUp")
             await self._notify(job, "failed", text("job_failed", job.language, job=job.id, error=job.error_type))
             await self.store.clear_status_ref(job.id)
+            self.status_refs.forget(job.id)
 
     # -- progress and leases ---------------------------------------------------------------------
     async def _forward_progress(self, job: Job, events: asyncio.Queue[ProgressEvent | None]) -> None:
@@ -346,8 +349,7 @@ class Worker:
             await self._notify(job, event.stage, message, frame=event.frame, total=event.total)
 
     async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:
-        # per-step events are many: they use what is known, the lookups happen on the others
-        ref = self._refs.get(job.id) if stage == "step" else await self._status_ref(job)
+        ref = self.status_refs.get(job.id) or job.status_ref  # in memory, or from before a restart
         update = JobUpdate(
             job_id=job.id, platform=job.platform, chat_id=job.chat_id, lang=job.language,
             stage=stage, text=message, frame=frame, total=total, status_ref=ref,
@@ -357,23 +359,14 @@ class Worker:
         except Exception:  # a chat that cannot take a progress note must not fail the job
             log.warning("job %d: progress note not sent", job.id, exc_info=True)
 
-    async def _status_ref(self, job: Job) -> str | None:
-        """The adapter stores the status message after acknowledging; read it until it is there."""
-        ref = self._refs.get(job.id) or job.status_ref
-        if ref is None:
-            fresh = await self.store.get_job(job.id)
-            ref = fresh.status_ref if fresh else None
-        if ref is not None:
-            self._refs[job.id] = ref
-        return ref
-
     async def _heartbeat(self, job: Job, stop: StopSignals) -> None:
         """Renew the lease and pick up /cancel, often enough for both."""
         queue = self.config.queue
         interval = min(queue.lease_seconds / 3, queue.cancel_poll_s)
         while True:
             await asyncio.sleep(interval)
-            current = await self.store.renew_lease(job.id, self.worker_id, self.config.queue.lease_seconds)
+            current = await self.store.renew_lease(job.id, self.worker_id, self.config.queue.lease_seconds,
+                                                   status_ref=self.status_refs.get(job.id))
             self._pulse = time.monotonic()
             if current is None:
                 log.warning("job %d: lease lost; stopping at the next frame", job.id)
@@ -438,12 +431,15 @@ class Worker:
             await self.gateway.deliver(await self._board_delivery(delivery))
         except Exception as exc:
             log.error("job %d: delivery failed", delivery.job_id, exc_info=exc)
-            await self.store.record_delivery_error(
+            gave_up = await self.store.record_delivery_error(
                 delivery.id, f"{type(exc).__name__}: {exc}", give_up_after=self.config.queue.delivery_attempts
             )
+            if gave_up:
+                self.status_refs.forget(delivery.job_id)
             return
         self.metrics.delivered(time.perf_counter() - started)
         await self.store.mark_delivered(delivery.id)
+        self.status_refs.forget(delivery.job_id)
 
     async def _board_delivery(self, delivery: Delivery) -> BoardDelivery:
         job = await self.store.get_job(delivery.job_id)
@@ -454,5 +450,5 @@ class Worker:
             title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
             grid_path=Path(job.grid_path), report_path=Path(job.report_path),
             frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
-            owner_id=owner.platform_user_id if owner else "", status_ref=job.status_ref,
+            owner_id=owner.platform_user_id if owner else "", status_ref=self.status_refs.get(job.id) or job.status_ref,
         )

@@ -85,7 +85,7 @@ class Rig:
 
     def new_worker(self, engine):
         return Worker(store=self.store, port=LocalEngine(engine, self.executor), gateway=self.gateway,
-                      config=self.config)
+                      config=self.config, status_refs=self.service.status_refs)
 
     async def submit(self, who=ALICE, story=WORKER_STORY, **options):
         return (await self.service.submit(StoryRequest(who, story, StoryOptions(**options)))).job_id

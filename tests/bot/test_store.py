@@ -221,7 +221,8 @@ async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
         assert (job.story, job.status, job.status_ref) == ("Aldar Kose rides", "queued", None)
         assert await store.queue_position(1) == 1  # v4 counted the job already waiting
         assert await store.enqueue(new_job(1), caps=caps(1)) == Refused("queued_per_user", 1)
-        await store.set_status_ref(1, "42:7")
+        assert (await store.claim("w", lease_seconds=30, max_running_per_user=1, max_attempts=3)).id == 1
+        await store.renew_lease(1, "w", 30, status_ref="42:7")
         assert (await store.get_job(1)).status_ref == "42:7"
     finally:
         await store.close()
