@@ -16,5 +16,9 @@ class Cancelled(EngineError):
     within one denoising step (it checks at every step); the frames already kept stay on disk."""
 
 
+class TrainError(EngineError):
+    """A training run cannot start or cannot go on; the message says why and what to change."""
+
+
 class CheckpointError(EngineError):
     """A saved board or checkpoint on disk is missing or unreadable."""

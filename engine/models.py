@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from engine.errors import EngineError
+from engine.images import describe_suffixes, pictures_in
 from engine.poses import PoseLibrary
 from engine.settings import RenderSettings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHARACTER_ADAPTER = "character"
 DRAFT_ADAPTER = "draft"
 
@@ -478,9 +478,9 @@ def _read_reference_images(folder_value: str) -> list[Image.Image]:
     folder = Path(folder_value).expanduser()
     if not folder.is_dir():
         raise ModelLoadError(f"engine.reference_images: folder not found: {folder_value}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = pictures_in(folder)
     if not files:
-        raise ModelLoadError(f"engine.reference_images: no {'/'.join(IMAGE_SUFFIXES)} pictures in {folder}")
+        raise ModelLoadError(f"engine.reference_images: no {describe_suffixes()} pictures in {folder}")
     images, bad = [], []
     for path in files:
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engine.models import IMAGE_SUFFIXES as PICTURE_SUFFIXES
+from engine.images import describe_suffixes, pictures_in
 from engine.poses import TEMPLATES, NoPoseFound, PoseLibrary, PoseTemplate, pose_key, template_from_keypoints
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ def pose_pictures(folder_value: str) -> dict[str, Path]:
     if not folder_value or not folder.is_dir():
         raise PoseImagesError(f"engine.pose_images: folder not found: {folder_value or '(not set)'}; "
                               "pose_source = 'detect' needs a folder with a picture per pose")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
+    files = pictures_in(folder)
     if not files:
-        raise PoseImagesError(f"engine.pose_images: no {'/'.join(PICTURE_SUFFIXES)} pictures in {folder}")
+        raise PoseImagesError(f"engine.pose_images: no {describe_suffixes()} pictures in {folder}")
     pictures: dict[str, Path] = {}
     unknown: list[str] = []
     for path in files:

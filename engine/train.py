@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineError
+from engine.errors import TrainError
 from engine.models import ModelLoadError, local_or_hub
 from engine.settings import TrainSettings
 from engine.train_data import Example, load_dataset
+from engine.train_prior import class_examples_for
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ RESUME_FILE = "optimizer.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-class TrainError(EngineError):
-    """Training cannot start or go on; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -408,8 +405,6 @@ def train_lora(job: TrainJob, *, show_progress: bool = True, on_step: ProgressHo
                             crop=s.crop)
     class_examples: list[Example] = []
     if job.class_prompt and job.class_images is not None:
-        from engine.train_prior import class_examples_for
-
         class_examples = class_examples_for(job, examples)
     job.out.mkdir(parents=True, exist_ok=True)
     # 2. models and adapters

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from engine.images import describe_suffixes, pictures_in
+
 log = logging.getLogger(__name__)
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIN_PICTURES = 3
 
 
@@ -65,7 +66,7 @@ def prepare(picture: Image.Image, resolution: int, crop: str) -> tuple[Image.Ima
 def picture_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"training pictures: folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+    return pictures_in(folder)
 
 
 def load_dataset(folder: Path, *, trigger: str, template: str, resolution: int, crop: str = "center") -> list[Example]:
@@ -89,6 +90,6 @@ def load_dataset(folder: Path, *, trigger: str, template: str, resolution: int, 
     if len(examples) < MIN_PICTURES:
         found = ", ".join(p.name for p in files) or "none"
         raise DatasetError(f"training pictures in {folder}: need at least {MIN_PICTURES} pictures "
-                           f"({'/'.join(PICTURE_SUFFIXES)}), found {len(examples)}: {found}")
+                           f"({describe_suffixes()}), found {len(examples)}: {found}")
     log.info("dataset: %d pictures from %s at %dpx (%s)", len(examples), folder, resolution, crop)
     return examples

@@ -12,26 +12,32 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PIL import Image
 
+from engine.errors import TrainError
 from engine.models import ModelLoader
-from engine.settings import RenderSettings
+from engine.settings import RenderSettings, TrainSettings
 from engine.train_data import Example, picture_files, prepare
-
-if TYPE_CHECKING:
-    from engine.train import TrainJob
 
 log = logging.getLogger(__name__)
 
 PROMPT_FILE = "class_prompt.txt"
 
 
-def class_examples_for(job: TrainJob, instances: list[Example]) -> list[Example]:
-    """The class pictures as training examples, captioned with the class prompt; generated if missing."""
-    from engine.train import TrainError
+class PriorJob(Protocol):
+    """What prior preservation reads of a training run (engine.train.TrainJob has it)."""
 
+    settings: TrainSettings
+    base_model: str
+    device: str
+    class_prompt: str
+    class_images: Path | None
+
+
+def class_examples_for(job: PriorJob, instances: list[Example]) -> list[Example]:
+    """The class pictures as training examples, captioned with the class prompt; generated if missing."""
     assert job.class_images is not None
     s = job.settings
     folder = job.class_images
@@ -57,7 +63,7 @@ def class_examples_for(job: TrainJob, instances: list[Example]) -> list[Example]
     return examples
 
 
-def generate_class_images(job: TrainJob, folder: Path, *, first_index: int, count: int) -> None:
+def generate_class_images(job: PriorJob, folder: Path, *, first_index: int, count: int) -> None:
     """Draw ``count`` class pictures with the base model (no LoRA), each saved as it is made."""
     import torch
 

@@ -86,3 +86,51 @@ def test_the_planner_and_preview_paths_import_no_ml_stack():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every project module -> the project modules it imports anywhere in its source: at the top,
+    inside functions, and under ``TYPE_CHECKING`` alike (a cycle hidden in a function is a cycle)."""
+    def name(path: Path) -> str:
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name(path): path for package in ("engine", "bot", "adapters") for path in sources(package)}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[module] = (targets & modules.keys()) - {module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One path per import cycle found by a depth-first walk (empty when the graph has none)."""
+    found, state = [], {}  # state: 1 = on the current path, 2 = done
+
+    def walk(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                walk(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+    return found
+
+
+def test_no_import_cycle_anywhere_counting_imports_inside_functions():
+    assert cycles(module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

@@ -107,7 +107,7 @@ def test_pictures_are_named_after_poses(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ([], "no .png/.jpg/.jpeg/.webp pictures"),
+        ([], "no .png/.jpg/.jpeg/.webp/.bmp pictures"),
         (["dancing.png", "riding.png"], "dancing.png in .* name no pose; name each picture after one of: standing"),
         (["riding.png", "Riding.jpg"], "two pictures for 'riding'"),
     ],
