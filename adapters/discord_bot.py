@@ -12,6 +12,7 @@ they work after a restart. Permissions are checked by the service, never in the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import re
@@ -23,6 +24,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.edit_throttle import EditThrottle
 from bot.config import DiscordSettings
 from bot.errors import StoryError
 from bot.messages import resolve_language, text
@@ -181,7 +183,7 @@ class DiscordAdapter:
         self._token = token
         self.client = StoryClient(self)
         self._task: asyncio.Task | None = None
-        self._last_edit: dict[int, float] = {}
+        self.edits = EditThrottle(settings.edit_interval_s)  # per job: one interaction token each
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -196,6 +198,7 @@ class DiscordAdapter:
         log.info("discord: connected as %s", self.client.user)
 
     async def stop(self) -> None:
+        await self.edits.drain()
         await self.client.close()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
@@ -313,16 +316,14 @@ class DiscordAdapter:
         ref = self._fresh(StatusRef.decode(update.status_ref))
         if ref is None or update.stage == "validating":  # a check takes no time worth showing
             return
-        final = update.stage in ("failed", "cancelled", "waiting")  # shown at once, never throttled away
-        if final:
-            self._last_edit.pop(update.job_id, None)
-        now = time.monotonic()
-        if not final and now - self._last_edit.get(update.job_id, float("-inf")) < self.settings.edit_interval_s:
-            return  # throttled; the next event or the result brings it up to date
-        if not final:
-            self._last_edit[update.job_id] = now
+        self._show(update.job_id, ref, update.text)
+
+    def _show(self, job_id: int, ref: StatusRef, content: str) -> None:
+        self.edits.submit(str(job_id), ref.message_id, functools.partial(self._edit_status, ref, content))
+
+    async def _edit_status(self, ref: StatusRef, content: str) -> None:
         webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
-        await webhook.edit_message(ref.message_id, content=update.text)
+        await webhook.edit_message(ref.message_id, content=content)
 
     async def deliver(self, delivery: BoardDelivery) -> None:
         ref = self._fresh(StatusRef.decode(delivery.status_ref))
@@ -334,10 +335,9 @@ class DiscordAdapter:
         embed.set_image(url=f"attachment://{delivery.grid_path.name}")
         file = discord.File(io.BytesIO(grid), filename=delivery.grid_path.name)
         view = board_view(delivery.job_id, len(delivery.frame_paths), delivery.lang)
-        self._last_edit.pop(delivery.job_id, None)
         if ref is not None:
+            self._show(delivery.job_id, ref, done)  # after any progress edit still waiting, never before
             webhook = discord.Webhook.partial(ref.application_id, ref.token, client=self.client)
-            await webhook.edit_message(ref.message_id, content=done)
             await webhook.send(file=file, embed=embed, view=view, wait=True)
             return
         channel = self.client.get_partial_messageable(int(delivery.chat_id))

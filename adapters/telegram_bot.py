@@ -13,9 +13,9 @@ in the button.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from telegram.ext import (
     ContextTypes,
 )
 
+from adapters.edit_throttle import EditThrottle
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
 from bot.errors import BadRequest, StoryError
@@ -106,43 +107,6 @@ def read_files(paths: tuple[Path, ...]) -> list[bytes]:
     return [path.read_bytes() for path in paths]
 
 
-class EditThrottle:
-    """At most one edit per chat every ``interval`` seconds; newer text for a message replaces
-    older text still waiting, so the last state always gets through."""
-
-    def __init__(self, edit: Callable[[str, int, str], Awaitable[None]], interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._edit, self._interval, self._clock = edit, interval, clock
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, dict[int, str]] = {}
-        self._flushers: dict[str, asyncio.Task] = {}
-
-    def submit(self, chat_id: str, message_id: int, new_text: str) -> None:
-        self._pending.setdefault(chat_id, {})[message_id] = new_text
-        if chat_id not in self._flushers:
-            task = asyncio.create_task(self._flush(chat_id), name=f"telegram-edits-{chat_id}")
-            task.add_done_callback(lambda t, chat=chat_id: self._flush_done(chat, t))
-            self._flushers[chat_id] = task
-
-    async def drain(self) -> None:
-        while self._flushers:
-            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
-
-    async def _flush(self, chat_id: str) -> None:
-        while self._pending.get(chat_id):
-            wait = self._last.get(chat_id, float("-inf")) + self._interval - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            message_id, new_text = self._pending[chat_id].popitem()
-            self._last[chat_id] = self._clock()
-            await self._edit(chat_id, message_id, new_text)
-
-    def _flush_done(self, chat_id: str, task: asyncio.Task) -> None:
-        self._flushers.pop(chat_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("status edits for chat %s failed", chat_id, exc_info=task.exception())
-
-
 class TelegramAdapter:
     platform = PLATFORM
 
@@ -166,7 +130,7 @@ class TelegramAdapter:
             .concurrent_updates(settings.concurrent_updates)
             .build()
         )
-        self.edits = EditThrottle(self._edit_status, settings.edit_interval_s)
+        self.edits = EditThrottle(settings.edit_interval_s)  # per chat: what Telegram rate-limits
         self._add_handlers()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -296,7 +260,7 @@ class TelegramAdapter:
     async def notify(self, update: JobUpdate) -> None:
         ref = _parse_ref(update.status_ref)
         if ref is not None:
-            self.edits.submit(ref[0], ref[1], update.text)
+            self._show(ref, update.text)
         elif update.stage in ("failed", "cancelled", "waiting"):  # worth a message of its own
             await self.app.bot.send_message(int(update.chat_id), update.text)
 
@@ -313,7 +277,11 @@ class TelegramAdapter:
             reply_parameters=_reply_to(ref[1]) if ref else None,
         )
         if ref is not None:
-            self.edits.submit(ref[0], ref[1], delivery.text)
+            self._show(ref, delivery.text)
+
+    def _show(self, ref: tuple[str, int], new_text: str) -> None:
+        chat_id, message_id = ref
+        self.edits.submit(chat_id, message_id, functools.partial(self._edit_status, chat_id, message_id, new_text))
 
     async def _edit_status(self, chat_id: str, message_id: int, new_text: str) -> None:
         try:

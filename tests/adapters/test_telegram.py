@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from adapters.telegram_bot import Button, EditThrottle, _media_groups
+from adapters.telegram_bot import Button, _media_groups
 from bot.app import run_bot
 from bot.config import AppConfig, Secrets
 from bot.errors import BadRequest
@@ -289,23 +289,6 @@ async def test_a_moderator_purges_a_board_and_its_files(fake, tg_config):
     assert fake.messages(MOD)[0].text == "🗑 Job #1 is deleted: its board, frames and records."
     assert await db_rows(config, "SELECT COUNT(*) FROM jobs") == [(0,)]
     assert not Path(folder).parent.exists()
-
-
-async def test_status_edits_are_throttled_per_chat():
-    edits: list[tuple[float, str]] = []
-    loop = asyncio.get_running_loop()
-
-    async def edit(chat, message, text):
-        edits.append((loop.time(), text))
-
-    throttle = EditThrottle(edit, interval=0.2, clock=loop.time)
-    for i in range(10):
-        throttle.submit("42", 7, f"step {i}")
-        await asyncio.sleep(0.01)
-    await throttle.drain()
-    assert [t for _, t in edits][0] == "step 0" and edits[-1][1] == "step 9"
-    assert len(edits) <= 3
-    assert all(b - a >= 0.19 for (a, _), (b, _) in zip(edits, edits[1:]))
 
 
 def test_button_data_is_small_and_strict():
