@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,3 +141,20 @@ def draw_character(path: Path, index: int, size: tuple[int, int] = (80, 64)) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
+
+
+@contextlib.asynccontextmanager
+async def bot_running(config, *, ready=None):
+    """``run_bot`` in a task for the block, stopped and awaited after it; ``ready`` (a coroutine
+    function) is awaited first, e.g. until a fake platform sees the bot connected."""
+    from bot.app import run_bot
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_bot(config, stop=stop))
+    try:
+        if ready is not None:
+            await ready()
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

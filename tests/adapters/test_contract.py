@@ -9,7 +9,6 @@ same jobs must land in SQLite: the rules live in engine.limits and bot.service, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 
 import pytest
@@ -20,6 +19,7 @@ from bot.messages import text
 from engine.limits import MAX_FRAMES, MIN_FRAMES, allowed_frames
 from tests.fakes.discord_server import GUILD_ID, MOD_ROLE_ID, FakeDiscord, RefusedByClient
 from tests.fakes.telegram_server import FakeTelegram
+from tests.helpers import bot_running as running
 from tests.helpers import db_rows
 
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar and rides away"
@@ -87,17 +87,6 @@ async def console_conversation(make_config) -> tuple[list[str], list[tuple]]:
 
 # -- Telegram --------------------------------------------------------------------------------
 TELEGRAM_IDS = {"alice": 1001, "bob": 1002, "mod": 1003}
-
-
-@contextlib.asynccontextmanager
-async def running(config: AppConfig):
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(config, stop=stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def telegram_conversation(make_config) -> tuple[list[str], list[tuple]]:

@@ -4,7 +4,6 @@ inside the real composition root (``run_bot``) with the real service, queue, wor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -13,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from adapters.discord_bot import BOARD_TEMPLATE, StatusRef
-from bot.app import run_bot
 from bot.config import AppConfig, Secrets
 from tests.fakes.discord_server import CHANNEL_ID, GUILD_ID, MOD_ROLE_ID, FakeDiscord
-from tests.helpers import count_panels, db_rows
+from tests.helpers import bot_running, count_panels, db_rows
 
 TOKEN = "MTMwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEx.fake-bot-token-for-tests"
 ALICE, BOB, MOD = 5001, 5002, 5003
@@ -52,16 +50,9 @@ def errors(caplog):
     return lambda: [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@contextlib.asynccontextmanager
-async def running(config: AppConfig, fake: FakeDiscord):
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(config, stop=stop))
-    await fake.wait_for(lambda f: f.commands(GUILD_ID) and f.connected, timeout=15)
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+def running(config: AppConfig, fake: FakeDiscord):
+    """The bot, once its commands are synced to the fake guild and its gateway is connected."""
+    return bot_running(config, ready=lambda: fake.wait_for(lambda f: f.commands(GUILD_ID) and f.connected, timeout=15))
 
 
 def boards(fake):

@@ -3,8 +3,6 @@ inside the real composition root (``run_bot``) with the real service, queue, wor
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 from pathlib import Path
@@ -13,10 +11,10 @@ import pytest
 from PIL import Image
 
 from adapters.telegram_bot import Button, _media_groups
-from bot.app import run_bot
 from bot.config import AppConfig, Secrets
 from bot.errors import BadRequest
 from tests.fakes.telegram_server import FakeTelegram
+from tests.helpers import bot_running as running
 from tests.helpers import count_panels, db_rows
 
 ALICE, BOB, MOD = 1001, 1002, 1003
@@ -42,17 +40,6 @@ def tg_config(make_config, fake):
         return config.model_copy(update={"secrets": Secrets(telegram_token="123:TEST")})
 
     return _make
-
-
-@contextlib.asynccontextmanager
-async def running(config: AppConfig):
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(config, stop=stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 def story(fake, text, *, user=ALICE, chat=None, **kw):
