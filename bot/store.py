@@ -279,6 +279,14 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """A stored result: its delivery, queued in the same transaction, and who gets mentioned."""
+
+    delivery: Delivery
+    owner_id: str  # the owner's platform user id
+
+
+@dataclass(frozen=True)
 class QueuedEntry:
     """A queued job as the round-robin order sees it."""
 
@@ -706,8 +714,8 @@ class Store:
         return job
 
     async def finish(self, job_id: int, worker_id: str, *, title: str, grid_path: str, report_path: str,
-                     frames: list[FrameRow]) -> bool:
-        """Store the result and queue its delivery, in one transaction. False if the lease was lost."""
+                     frames: list[FrameRow]) -> Finished | None:
+        """Store the result and queue its delivery, in one transaction. None if the lease was lost."""
         now = self._clock()
         async with self._write():
             job = await self._one(
@@ -718,17 +726,20 @@ class Store:
                 (now, title, grid_path, report_path, job_id, worker_id),
             )
             if job is None:
-                return False
+                return None
             await self._conn.executemany(
                 """INSERT OR REPLACE INTO frames (job_id, idx, path, seed, prompt, attempts, identity, accepted)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(job_id, f.idx, f.path, f.seed, f.prompt, f.attempts, f.identity, int(f.accepted)) for f in frames],
             )
-            await self._run(
-                "INSERT INTO deliveries (job_id, platform, chat_id, created_at) VALUES (?, ?, ?, ?)",
+            delivery = await self._one(
+                Delivery,
+                """INSERT INTO deliveries (job_id, platform, chat_id, created_at) VALUES (?, ?, ?, ?)
+                   RETURNING id, job_id, platform, chat_id, status, attempts, sending_since, interrupted""",
                 (job_id, job.platform, job.chat_id, now),
             )
-        return True
+            owner = await self._scalar("SELECT platform_user_id FROM users WHERE id = ?", (job.user_id,))
+        return Finished(delivery, owner or "")
 
     async def fail(self, job_id: int, worker_id: str, *, status: str, error_type: str, error_message: str) -> bool:
         """End a running job as ``failed`` or ``cancelled`` with its error recorded on the row."""

@@ -300,18 +300,20 @@ class Worker:
             )
             for f in board.frames
         ]
-        stored = await self.store.finish(
+        finished = await self.store.finish(
             job.id, self.worker_id, title=board.plan.title, grid_path=str(board.grid_path),
             report_path=str(board.report_path), frames=rows,
         )
-        if not stored:
+        if finished is None:
             log.warning("job %d: lease lost before finishing; another worker owns it now", job.id)
             return
         log.info("job %d done: %s", job.id, board.grid_path)
         self.metrics.board_done(board.report)
         self.metrics.job_ended(job.platform, "done")
-        delivery = await self.store.delivery_for(job.id)
-        await self._deliver(delivery)
+        # the result is in memory: the post is made from it, with nothing read back from SQLite
+        await self._deliver(finished.delivery, self._board_delivery_of(
+            finished.delivery, job, title=board.plan.title, grid_path=board.grid_path, report_path=board.report_path,
+            frame_paths=tuple(board.out_dir / f.file_name for f in board.frames), owner_id=finished.owner_id))
 
     async def _end(
         self,
@@ -421,14 +423,15 @@ class Worker:
                 log.info("job %d: delivering a result left undelivered", delivery.job_id)
             await self._deliver(delivery)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, prepared: BoardDelivery | None = None) -> None:
+        """Post a result: ``prepared`` when the job has just finished here, else read from the store."""
         # The mark is the claim: a job finishing and an idle retry may both reach one delivery.
         if not await self.store.mark_sending(delivery.id):
             log.debug("job %d: its result is already posted or being posted", delivery.job_id)
             return
         started = time.perf_counter()
         try:  # a failure anywhere clears the mark, so the idle retry posts it later
-            await self.gateway.deliver(await self._board_delivery(delivery))
+            await self.gateway.deliver(prepared or await self._stored_board_delivery(delivery))
         except Exception as exc:
             log.error("job %d: delivery failed", delivery.job_id, exc_info=exc)
             gave_up = await self.store.record_delivery_error(
@@ -441,14 +444,20 @@ class Worker:
         await self.store.mark_delivered(delivery.id)
         self.status_refs.forget(delivery.job_id)
 
-    async def _board_delivery(self, delivery: Delivery) -> BoardDelivery:
+    async def _stored_board_delivery(self, delivery: Delivery) -> BoardDelivery:
+        """A result left undelivered (a failed post, a restart): everything read back from the store."""
         job = await self.store.get_job(delivery.job_id)
         frames = await self.store.frames(job.id)
         owner = await self.store.user_by_id(job.user_id)
+        return self._board_delivery_of(
+            delivery, job, title=job.title or "", grid_path=Path(job.grid_path), report_path=Path(job.report_path),
+            frame_paths=tuple(Path(f.path) for f in frames), owner_id=owner.platform_user_id if owner else "")
+
+    def _board_delivery_of(self, delivery: Delivery, job: Job, *, title: str, grid_path: Path, report_path: Path,
+                           frame_paths: tuple[Path, ...], owner_id: str) -> BoardDelivery:
         return BoardDelivery(
             job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
-            title=job.title or "", text=text("done", job.language, job=job.id, title=job.title, frames=len(frames)),
-            grid_path=Path(job.grid_path), report_path=Path(job.report_path),
-            frame_paths=tuple(Path(f.path) for f in frames), mode=job.mode, seed=job.seed,
-            owner_id=owner.platform_user_id if owner else "", status_ref=self.status_refs.get(job.id) or job.status_ref,
+            title=title, text=text("done", job.language, job=job.id, title=title, frames=len(frame_paths)),
+            grid_path=grid_path, report_path=report_path, frame_paths=frame_paths, mode=job.mode, seed=job.seed,
+            owner_id=owner_id, status_ref=self.status_refs.get(job.id) or job.status_ref,
         )

@@ -106,3 +106,25 @@ async def test_the_status_message_reaches_the_worker_in_memory_and_the_job_row_w
     assert await db_rows(rig.config, f"SELECT status_ref FROM jobs WHERE id = {job_id}") == [(None,)]  # delivered
     assert rig.service.status_refs.get(job_id) is None
     await rig.store.close()
+
+
+async def test_a_finished_board_is_posted_from_memory_and_a_retried_one_from_the_store(rig_factory, monkeypatch):
+    rig = await rig_factory(gateway=RecordingGateway(fail_deliveries=1))
+    await rig.submit(frames=2)
+    reads: list[str] = []
+    for name in ("frames", "user_by_id", "delivery_for"):
+        original = getattr(Store, name)
+
+        async def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return await _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Store, name, spy)
+    await rig.worker.run(burst=True)  # the first post fails: the chat is down
+    assert reads == [] and rig.gateway.deliveries == []
+    await rig.worker.deliver_pending()  # the retry has only the store to go by
+    [posted] = rig.gateway.deliveries
+    assert [p.name for p in posted.frame_paths] == ["frame_01.png", "frame_02.png"]
+    assert posted.owner_id == ALICE.user_id and posted.text.startswith("✅ Job #1 is done")
+    assert sorted(set(reads)) == ["frames", "user_by_id"]
+    await rig.store.close()
