@@ -23,7 +23,7 @@ from pathlib import Path
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, JobResult, deserialize_result
+from arq.jobs import DeserializationError, Job, JobResult, JobStatus, deserialize_result
 from arq.utils import timestamp_ms
 from redis.exceptions import RedisError, WatchError
 
@@ -155,15 +155,14 @@ class ArqEngine:
                                stop: StopSignals) -> Storyboard:
         request_size = len(wire.dumps(payload))
         abort_sent = False
+        job = Job(arq_id, self.redis, _queue_name=self.settings.queue_name)
         while True:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.strlen(result_key_prefix + arq_id)
-                pipe.exists(in_progress_key_prefix + arq_id)
-                pipe.zscore(self.settings.queue_name, arq_id)
-                result_size, running, queued = await pipe.execute()
-            if result_size:
+            status = await job.status()
+            if status is JobStatus.complete:
+                # arq has no public way to size a result before reading it all: its key is measured
+                result_size = await self.redis.strlen(result_key_prefix + arq_id)
                 return await self._take_result(arq_id, result_size, request_size, out_dir, bounds)
-            if not running and queued is None:
+            if status is JobStatus.not_found:
                 # gone without a result: Redis restarted without persistence, or the job expired
                 log.warning("render %s vanished from Redis; enqueueing it again", arq_id)
                 await self._enqueue(arq_id, payload)
@@ -192,7 +191,8 @@ class ArqEngine:
 
     async def _pop_result(self, arq_id: str) -> bytes | None:
         """Read the result and delete it in one transaction. Gone from Redis before anything decodes
-        it: a result that crashes the bot is not decoded again by the job's next claim."""
+        it: a result that crashes the bot is not decoded again by the job's next claim. (arq's
+        ``Job.result`` reads and decodes, and keeps the key: it cannot give that guarantee.)"""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(result_key_prefix + arq_id)
             pipe.delete(result_key_prefix + arq_id)
@@ -200,7 +200,12 @@ class ArqEngine:
         return raw
 
     async def _abort(self, arq_id: str) -> bool:
-        """Ask arq to abort; True when the job had not started and is now gone from the queue."""
+        """Ask arq to abort; True when the job had not started and is now gone from the queue.
+
+        Not arq's ``Job.abort``: that waits for a worker to take the job and report the abort,
+        for ever when no worker is live, while a /cancel of a job nobody has started must end at
+        once. So the abort is flagged arq's way (its abort set, which a worker running the job
+        obeys) and a job still waiting is taken off arq's queue in one WATCH transaction."""
         await self.redis.zadd(abort_jobs_ss, {arq_id: timestamp_ms()})
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(in_progress_key_prefix + arq_id)

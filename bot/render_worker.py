@@ -49,7 +49,8 @@ def worker_name() -> str:
 
 class _RedisTolerantWorker(Worker):
     """arq's worker, except that a Redis outage between polls is waited out instead of ending the
-    process (arq 0.28 lets the exception out of its poll loop)."""
+    process (arq 0.28 lets the exception out of its poll loop). arq has no public hook there, so
+    this overrides its private ``_poll_iteration``; tests/scale's outage test guards the override."""
 
     _outage_since: float | None = None
 
@@ -138,7 +139,9 @@ class RenderWorker:
             return wire.encode_failure(exc)
 
     async def _keep_lease(self, redis: ArqRedis, job_id: str) -> None:
-        """Shorten arq's in-progress key to the lease and renew it while this worker lives."""
+        """Shorten arq's in-progress key to the lease and renew it while this worker lives. (arq keeps
+        that key for the whole job timeout and has no API to renew it: a dead worker's job would
+        wait out the timeout before anyone could take it again.)"""
         lease_ms = int(self.settings.worker_lease_s * 1000)
         while True:
             try:
