@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,9 @@ class RenderWorker:
             loop.call_soon_threadsafe(progress.put_nowait, event)
 
         def draw() -> dict:
-            board_request = wire.decode_request(request, folder)
+            board_request = replace(wire.decode_request(request, folder),
+                                    report_extra={"worker": {"name": self.name, "try": job_try}})
             board = self.engine.run(board_request, folder, on_progress=on_progress, should_cancel=cancel.is_set)
-            wire.record_worker(board, {"name": self.name, "try": job_try})
             return wire.encode_board(board, max_bytes=int(self.settings.max_result_mb * 2**20))
 
         context = contextvars.copy_context()  # the engine thread's log lines carry the job too

@@ -43,7 +43,6 @@ from engine.storyboard import (
     Storyboard,
     plan_from_report,
     write_bytes,
-    write_json,
 )
 
 WIRE_VERSION = 1
@@ -202,12 +201,6 @@ def encode_board(board: Storyboard, *, max_bytes: int) -> dict:
         raise ResultTooLarge(f"the board's files are {size_text(total)}, over the limit of {size_text(max_bytes)} "
                              "([arq] max_result_mb)")
     return {"v": WIRE_VERSION, "ok": True, "files": files}
-
-
-def record_worker(board: Storyboard, worker: dict) -> None:
-    """Add which worker drew the board (and on which try) to its report.json."""
-    board.report["worker"] = worker
-    write_json(board.report_path, board.report)
 
 
 def size_text(size: int) -> str:

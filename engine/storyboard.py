@@ -58,6 +58,9 @@ class BoardRequest:
     seed: int = 0
     plan: ShotList | None = None  # reuse a plan (regenerating a frame, resuming)
     keep: Mapping[int, FrameResult] = field(default_factory=dict)  # frames reused as they are
+    # what the caller wants report.json to say besides (e.g. which GPU worker drew it), written
+    # with the rest in the report's one write
+    report_extra: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,8 @@ class StoryEngine:
         timings["total"] = time.perf_counter() - started
         report["timings"] = {name: round(seconds, 4) for name, seconds in timings.items()}
         report["timings"]["model_loads"] = (self.models.loads if self.models else 0) - loads_before
+        for key, value in request.report_extra.items():
+            report.setdefault(key, value)  # never in place of what the engine itself records
         write_json(out_dir / REPORT_FILE, report)
         _remove_checkpoints(out_dir)  # report.json now holds everything they did
         progress(ProgressEvent("done", total=len(frames)))

@@ -687,3 +687,11 @@ def test_a_failing_check_fails_the_board_and_does_not_hang(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="the face check stopped"):
         engine_with(RecordingRenderer(2), BrokenValidator()).run(BoardRequest(story=STORY, frames=5), tmp_path / "b")
     assert frame_pngs(tmp_path / "b") == []
+
+
+def test_what_the_caller_adds_to_the_report_is_written_with_it_never_in_place_of_its_own(tmp_path: Path) -> None:
+    request = BoardRequest(story=STORY, frames=1, seed=4, report_extra={"worker": {"name": "gpu-a", "try": 1}, "seed": 99})
+    default_engine().run(request, tmp_path / "b")
+    report = read_report(tmp_path / "b")
+    assert report["worker"] == {"name": "gpu-a", "try": 1}
+    assert report["seed"] == 4
