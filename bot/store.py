@@ -467,12 +467,10 @@ class Store:
         async with self._write():
             if sighting is not None:
                 job = replace(job, user_id=await self._upsert_user(sighting))
-            if job.source_ref is not None:
-                existing = await self._scalar("SELECT id FROM jobs WHERE platform = ? AND source_ref = ?",
-                                              (job.platform, job.source_ref))
-                if existing is not None:
-                    return existing
-            refused = await self._over_cap(job, caps)
+            figures = await self._cap_figures(job, caps)  # one statement: the write lock is held briefly
+            if figures.existing is not None:
+                return figures.existing
+            refused = _first_cap_broken(job, caps, figures)
             if refused is not None:
                 return refused
             job_id = await self._scalar(
@@ -492,37 +490,30 @@ class Store:
             )
         return job_id
 
-    async def _over_cap(self, job: NewJob, caps: Caps) -> Refused | None:
-        """The first cap this job would break. No count walks the whole queue: a long queue costs
-        no more than a short one."""
-        if await self.count_queued() >= caps.queued_total:
-            return Refused("queued_total", caps.queued_total)
-        if caps.queued_per_user is not None and await self._scalar(
-                "SELECT COALESCE((SELECT queued FROM users WHERE id = ?), 0)", (job.user_id,)) >= caps.queued_per_user:
-            return Refused("queued_per_user", caps.queued_per_user)
-        if caps.queued_per_chat is not None and await self._count_up_to(
-                "SELECT 1 FROM jobs WHERE platform = ? AND chat_id = ? AND status = 'queued'",
-                (job.platform, job.chat_id), caps.queued_per_chat) >= caps.queued_per_chat:
-            return Refused("queued_per_chat", caps.queued_per_chat)
-        return await self._over_daily_cap(job, caps)
-
-    async def _count_up_to(self, select: str, params: tuple, cap: int) -> int:
-        return await self._scalar(f"SELECT COUNT(*) FROM ({select} LIMIT {int(cap)})", params)
-
-    async def _over_daily_cap(self, job: NewJob, caps: Caps) -> Refused | None:
-        if caps.jobs_per_day is not None:
-            rows = await self._run(
-                """SELECT created_at FROM jobs WHERE user_id = ? AND created_at > ?
-                   ORDER BY created_at DESC LIMIT 1 OFFSET ?""", (job.user_id, caps.since, caps.jobs_per_day - 1))
-            if rows:  # the cap-th newest job in the window: a slot frees when it leaves the window
-                return Refused("jobs_per_day", caps.jobs_per_day, retry_at=rows[0][0] + DAY_S)
-        if caps.regen_renders_per_day is not None and job.kind != "story":
-            used = await self._scalar(
-                """SELECT COALESCE(SUM(renders), 0) FROM jobs
-                   WHERE user_id = ? AND created_at > ? AND kind <> 'story'""", (job.user_id, caps.since))
-            if used + job.renders > caps.regen_renders_per_day:
-                return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
-        return None
+    async def _cap_figures(self, job: NewJob, caps: Caps) -> _CapFigures:
+        """Everything the caps are judged on, read in one statement. No count walks the whole queue:
+        the per-chat count stops at its cap, the daily one reads the cap-th newest job only."""
+        rows = await self._run(
+            """
+            SELECT
+              (SELECT id FROM jobs WHERE platform = :platform AND source_ref = :source_ref),
+              (SELECT COALESCE(SUM(users), 0) FROM queue_depths),
+              COALESCE((SELECT queued FROM users WHERE id = :user), 0),
+              CASE WHEN :chat_cap IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM (
+                  SELECT 1 FROM jobs WHERE platform = :platform AND chat_id = :chat AND status = 'queued'
+                  LIMIT :chat_cap)) END,
+              CASE WHEN :day_cap IS NULL THEN NULL ELSE (
+                  SELECT created_at FROM jobs WHERE user_id = :user AND created_at > :since
+                  ORDER BY created_at DESC LIMIT 1 OFFSET :day_cap - 1) END,
+              CASE WHEN :regen_cap IS NULL OR :kind = 'story' THEN 0 ELSE (
+                  SELECT COALESCE(SUM(renders), 0) FROM jobs
+                  WHERE user_id = :user AND created_at > :since AND kind <> 'story') END
+            """,
+            {"platform": job.platform, "source_ref": job.source_ref, "user": job.user_id, "chat": job.chat_id,
+             "chat_cap": caps.queued_per_chat, "day_cap": caps.jobs_per_day, "since": caps.since,
+             "regen_cap": caps.regen_renders_per_day, "kind": job.kind},
+        )
+        return _CapFigures(*rows[0])
 
     async def get_job(self, job_id: int) -> Job | None:
         return await self._one(Job, "SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -859,6 +850,33 @@ class Store:
                    WHERE id = (SELECT job_id FROM deliveries WHERE id = ? AND status = 'failed') RETURNING id""",
                 (delivery_id,))
         return bool(gave_up)
+
+
+@dataclass(frozen=True)
+class _CapFigures:
+    existing: int | None  # a job already made from the same chat message
+    queued_total: int
+    queued_by_user: int
+    queued_in_chat: int  # counted up to the per-chat cap
+    cap_th_newest_today: float | None  # when the user's cap-th newest job in the rolling day was made
+    regen_renders_today: int
+
+
+def _first_cap_broken(job: NewJob, caps: Caps, figures: _CapFigures) -> Refused | None:
+    """The first cap this job would break, in the order the replies are ranked."""
+    if figures.queued_total >= caps.queued_total:
+        return Refused("queued_total", caps.queued_total)
+    if caps.queued_per_user is not None and figures.queued_by_user >= caps.queued_per_user:
+        return Refused("queued_per_user", caps.queued_per_user)
+    if caps.queued_per_chat is not None and figures.queued_in_chat >= caps.queued_per_chat:
+        return Refused("queued_per_chat", caps.queued_per_chat)
+    if caps.jobs_per_day is not None and figures.cap_th_newest_today is not None:
+        # a slot frees when that job leaves the rolling day
+        return Refused("jobs_per_day", caps.jobs_per_day, retry_at=figures.cap_th_newest_today + DAY_S)
+    used = figures.regen_renders_today
+    if caps.regen_renders_per_day is not None and job.kind != "story" and used + job.renders > caps.regen_renders_per_day:
+        return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
+    return None
 
 
 def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:
