@@ -53,8 +53,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.backends import build_engine  # noqa: E402  (imports no torch/diffusers)
+from engine.board_files import Storyboard  # noqa: E402
 from engine.settings import EngineSettings, RenderSettings, ValidateSettings  # noqa: E402
-from engine.storyboard import BoardRequest, Storyboard, StoryEngine  # noqa: E402
+from engine.storyboard import BoardRequest, StoryEngine  # noqa: E402
 
 TARGET_LOADS = 0
 DEFAULT_STORY = REPO.parent / "shared" / "stories" / "en_merchant.txt"

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from engine.board_files import Storyboard
 from engine.limits import MODES
 from engine.render import ModeOff
-from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, StoryEngine
+from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine
 
 ProgressSink = Callable[[ProgressEvent], None]  # thread-safe: may be called from any thread
 

@@ -30,10 +30,11 @@ from redis.exceptions import RedisError, WatchError
 from bot import wire
 from bot.config import ArqSettings, redacted_url
 from bot.engine_port import Availability, EngineUnavailable, ProgressSink, ResultTooLarge, StopSignals
+from engine.board_files import Storyboard
 from engine.errors import Cancelled
 from engine.render import ModeOff
 from engine.settings import EngineSettings
-from engine.storyboard import BoardRequest, Storyboard
+from engine.storyboard import BoardRequest
 
 log = logging.getLogger(__name__)
 

@@ -29,21 +29,14 @@ import msgpack
 from PIL import Image
 
 from bot.engine_port import ResultTooLarge
+from engine.board_files import REPORT_FILE, FrameResult, Storyboard, frames_from_report, plan_from_report, write_bytes
 from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.grid import EncodedGrid
 from engine.limits import MAX_FRAMES, MIN_FRAMES, allowed_frames
 from engine.plan import PlanError
 from engine.settings import EngineSettings, GridSettings
 from engine.shots import ShotList
-from engine.storyboard import (
-    REPORT_FILE,
-    BoardRequest,
-    FrameResult,
-    ProgressEvent,
-    Storyboard,
-    plan_from_report,
-    write_bytes,
-)
+from engine.storyboard import BoardRequest, ProgressEvent
 
 WIRE_VERSION = 1
 RENDER_FUNCTION = "render_board"
@@ -276,8 +269,8 @@ def load_board(out_dir: Path, bounds: ResultBounds) -> Storyboard:
             raise BadResult(f"report.json names a file {name!r} outside the board's folder")
     _check_frames(out_dir, report["frames"], bounds)
     grid = _load_grid(out_dir, grid_info, bounds.grid)
-    frames = tuple(FrameResult.from_json(frame, out_dir) for frame in report["frames"])
-    return Storyboard(plan=plan_from_report(report), frames=frames, grid=grid, report=report, out_dir=out_dir)
+    return Storyboard(plan=plan_from_report(report), frames=frames_from_report(report, out_dir), grid=grid,
+                      report=report, out_dir=out_dir)
 
 
 def _read_report(path: Path) -> dict:

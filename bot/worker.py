@@ -30,9 +30,10 @@ from bot.status_refs import StatusRefs
 from bot.storage import DiskSpace, Retention, job_folder
 from bot.store import Delivery, FrameRow, Job, Store
 from bot.wire import BadResult
+from engine.board_files import Storyboard, load_saved_board
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import PlanError
-from engine.storyboard import BoardRequest, ProgressEvent, Storyboard, load_saved_board
+from engine.storyboard import BoardRequest, ProgressEvent
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ Everything it produces lands in one output folder: ``frame_01.png`` …, ``grid.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,17 @@ from typing import Literal, Protocol
 
 from PIL import Image
 
-from engine.errors import Cancelled, CheckpointError, InvalidRequest
+from engine.board_files import (
+    PLAN_FILE,
+    REPORT_FILE,
+    FrameResult,
+    Storyboard,
+    remove_checkpoints,
+    write_bytes,
+    write_checkpoint,
+    write_json,
+)
+from engine.errors import Cancelled, InvalidRequest
 from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
 from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES, SEED_SPACE, Mode, allowed_frames, allowed_modes
 from engine.plan import Planner, PlanResult
@@ -41,8 +50,6 @@ from engine.validate import Attempt, RetryPolicy, Validator
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
-PLAN_FILE = "plan.json"
 
 
 def frame_seed(board_seed: int, index: int, attempt: int) -> int:
@@ -75,148 +82,6 @@ class ProgressEvent:
     last_frame: int | None = None
     step: int | None = None
     steps: int | None = None
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    index: int
-    shot: Shot
-    prompt: Prompt
-    attempts: tuple[Attempt, ...]
-    chosen: int  # index into attempts of the attempt kept
-    accepted: bool  # the kept attempt passed validation
-    image: Image.Image = field(repr=False, compare=False)
-    reused: bool = False
-    pose_template: str | None = None  # ref-guided frames: the OpenPose template that steered them
-    pose_source: str | None = None  # "template", or "detected: <picture>" with pose_source = "detect"
-
-    @property
-    def seed(self) -> int:
-        return self.attempts[self.chosen].seed
-
-    @property
-    def file_name(self) -> str:
-        return f"frame_{self.index:02d}.png"
-
-    @property
-    def pose_file_name(self) -> str:
-        return f"pose_{self.index:02d}.png"
-
-    def to_json(self) -> dict:
-        return {
-            "index": self.index,
-            "shot": self.shot.model_dump(mode="json"),
-            "prompt": self.prompt.positive,
-            "prompt_2": self.prompt.positive_2,
-            "negative_prompt": self.prompt.negative,
-            "seed": self.seed,
-            "attempts": [a.to_json() for a in self.attempts],
-            "chosen_attempt": self.chosen,
-            "accepted": self.accepted,
-            "file": self.file_name,
-            "reused": self.reused,
-            "pose_template": self.pose_template,
-            "pose_file": self.pose_file_name if self.pose_template else None,
-            "pose_source": self.pose_source,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, folder: Path) -> FrameResult:
-        path = folder / data["file"]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except OSError as exc:
-            raise CheckpointError(f"frame image {path} is missing or unreadable: {exc}") from exc
-        return cls(
-            index=data["index"],
-            shot=Shot.model_validate(data["shot"]),
-            prompt=Prompt(
-                positive=data["prompt"], negative=data["negative_prompt"], positive_2=data.get("prompt_2", "")
-            ),
-            attempts=tuple(
-                Attempt(seed=a["seed"], scores=dict(a["scores"]), verdict=a.get("verdict", "unchecked"))
-                for a in data["attempts"]
-            ),
-            chosen=data.get("chosen_attempt", 0),
-            accepted=data["accepted"],
-            image=image,
-            pose_template=data.get("pose_template"),
-            pose_source=data.get("pose_source"),
-        )
-
-
-@dataclass(frozen=True)
-class Storyboard:
-    plan: ShotList
-    frames: tuple[FrameResult, ...]
-    grid: EncodedGrid
-    report: dict
-    out_dir: Path
-
-    @property
-    def grid_path(self) -> Path:
-        return self.out_dir / f"grid.{self.grid.extension}"
-
-    @property
-    def report_path(self) -> Path:
-        return self.out_dir / REPORT_FILE
-
-
-@dataclass(frozen=True)
-class SavedBoard:
-    """What a folder holds from an earlier run: a plan and the frames finished so far."""
-
-    plan: ShotList | None
-    frames: dict[int, FrameResult]
-
-
-def plan_from_report(report: dict) -> ShotList:
-    """Rebuild the exact plan a report.json was made from."""
-    shots = [Shot.model_validate(frame["shot"]) for frame in report["frames"]]
-    return ShotList(title=report["title"], language=report["language"], shots=tuple(shots))
-
-
-def load_saved_board(folder: Path) -> SavedBoard:
-    """Read a finished board (report.json) or the checkpoints of an unfinished one."""
-    report_path = folder / REPORT_FILE
-    if report_path.exists():
-        report = _read_json(report_path)
-        frames = {f["index"]: FrameResult.from_json(f, folder) for f in report["frames"]}
-        return SavedBoard(plan=plan_from_report(report), frames=frames)
-    plan_path = folder / PLAN_FILE
-    plan = ShotList.model_validate(_read_json(plan_path)) if plan_path.exists() else None
-    frames: dict[int, FrameResult] = {}
-    for meta_path in sorted(folder.glob("frame_*.json")):
-        frame = FrameResult.from_json(_read_json(meta_path), folder)
-        frames[frame.index] = frame
-    return SavedBoard(plan=plan, frames=frames)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is missing or unreadable: {exc}") from exc
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a crash never leaves half a file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _remove_checkpoints(folder: Path) -> None:
-    for path in [folder / PLAN_FILE, *folder.glob("frame_*.json")]:
-        path.unlink(missing_ok=True)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write atomically, like ``write_json``."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -302,7 +167,7 @@ class StoryEngine:
         for key, value in request.report_extra.items():
             report.setdefault(key, value)  # never in place of what the engine itself records
         write_json(out_dir / REPORT_FILE, report)
-        _remove_checkpoints(out_dir)  # report.json now holds everything they did
+        remove_checkpoints(out_dir)  # report.json now holds everything they did
         progress(ProgressEvent("done", total=len(frames)))
         log.info("board done: %d frames in %.2fs -> %s", len(frames), timings["total"], out_dir)
         return Storyboard(plan=plan, frames=tuple(frames), grid=grid, report=report, out_dir=out_dir)
@@ -376,11 +241,6 @@ class StoryEngine:
         if todo:
             run.render_group(todo)
         return [done[shot.index] for shot in plan.shots]
-
-    @staticmethod
-    def _checkpoint(frame: FrameResult, out_dir: Path) -> None:
-        frame.image.save(out_dir / frame.file_name)
-        write_json(out_dir / f"frame_{frame.index:02d}.json", frame.to_json())
 
     # -- 6. grid -------------------------------------------------------------------------
     def _compose(self, plan: ShotList, frames: list[FrameResult], out_dir: Path) -> EncodedGrid:
@@ -558,7 +418,7 @@ class _FrameRun:
             log.info("frame %d: %d attempt(s), kept #%d (%s)", shot.index, len(attempts), chosen + 1,
                      attempts[chosen].verdict)
         with _timed(self.timings, "checkpoint"):
-            StoryEngine._checkpoint(frame, self.out_dir)
+            write_checkpoint(frame, self.out_dir)
         self.done[shot.index] = frame
 
 

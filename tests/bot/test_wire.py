@@ -21,8 +21,9 @@ from bot import wire
 from bot.engine_port import ResultTooLarge
 from bot.wire import BadResult, RemoteCancelled, RemoteError, ResultBounds, WireError
 from engine.backends import build_engine
+from engine.board_files import REPORT_FILE, Storyboard, load_saved_board
 from engine.errors import InvalidRequest
-from engine.storyboard import REPORT_FILE, BoardRequest, ProgressEvent, Storyboard, load_saved_board
+from engine.storyboard import BoardRequest, ProgressEvent
 
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar. He rides away across the steppe at sunset."
 LIMIT = 64 * 2**20

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from bot.service import StoryRequest, StoryOptions
+from bot.service import StoryOptions, StoryRequest
 from bot.store import Store
 from tests.helpers import ALICE, RecordingGateway, db_rows
 

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from engine.backends import build_engine
+from engine.board_files import FrameResult, Storyboard, load_saved_board, plan_from_report
 from engine.errors import Cancelled, InvalidRequest
 from engine.plan import OfflinePlanner
 from engine.preview import PreviewRenderer
@@ -23,16 +24,7 @@ from engine.prompts import build_prompt
 from engine.render import FrameRequest
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.shots import ShotList
-from engine.storyboard import (
-    BoardRequest,
-    FrameResult,
-    ProgressEvent,
-    Storyboard,
-    StoryEngine,
-    frame_seed,
-    load_saved_board,
-    plan_from_report,
-)
+from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine, frame_seed
 from engine.validate import Attempt, NullValidator
 
 SIZE = 128

@@ -23,7 +23,8 @@ from bot.config import load_config
 from bot.messages import text
 from bot.service import StoryOptions, StoryRequest
 from engine.backends import build_engine
-from engine.storyboard import REPORT_FILE, BoardRequest
+from engine.board_files import REPORT_FILE
+from engine.storyboard import BoardRequest
 from tests.helpers import ALICE, WORKER_STORY
 from tests.scale.conftest import running_bot
 from tests.scale_harness import scale_config, wait_until
