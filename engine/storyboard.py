@@ -16,6 +16,7 @@ Everything it produces lands in one output folder: ``frame_01.png`` …, ``grid.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import time
@@ -349,7 +350,9 @@ class _FrameRun:
                         _raise_a_failed_check(checks)  # no more renders for a board that cannot be checked
                         requests, rendered = self._render(chunk, attempt_no, reference)
                         self.progress(ProgressEvent("validating", **self._event(chunk, attempt_no)))
-                        checks.append(checker.submit(round_.check, chunk, requests, rendered))
+                        # in this thread's context: the check's log lines name the job too
+                        context = contextvars.copy_context()
+                        checks.append(checker.submit(context.run, round_.check, chunk, requests, rendered))
                 except BaseException:
                     _let_checks_finish(checks)  # they keep what was drawn: a crash loses only the batch in flight
                     raise

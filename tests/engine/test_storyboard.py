@@ -8,6 +8,7 @@ validator that returns identity scores from a list and fails loudly when it runs
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from pathlib import Path
@@ -687,3 +688,23 @@ def test_what_the_caller_adds_to_the_report_is_written_with_it_never_in_place_of
     report = read_report(tmp_path / "b")
     assert report["worker"] == {"name": "gpu-a", "try": 1}
     assert report["seed"] == 4
+
+
+def test_checks_run_in_the_callers_context_so_their_log_lines_name_the_job(tmp_path: Path) -> None:
+    job = contextvars.ContextVar("job", default=None)
+    seen: list[str | None] = []
+
+    class RecordingValidator:
+        name = "recording"
+
+        def score(self, images, *, texts, reference, framings=None):
+            seen.append(job.get())
+            return [{"identity": 0.9} for _ in images]
+
+    def run() -> None:
+        job.set("job-7")  # what bot.logs.job_context sets for the engine thread
+        engine_with(RecordingRenderer(2), RecordingValidator(), threshold=0.7).run(
+            BoardRequest(story=STORY, frames=3), tmp_path / "b")
+
+    contextvars.copy_context().run(run)
+    assert seen == ["job-7", "job-7"]  # frame 1 alone, then frames 2-3
