@@ -86,7 +86,7 @@ class Worker:
         gateway: ChatGateway,
         config: AppConfig,
         port: EnginePort,
-        status_refs: StatusRefs | None = None,
+        status_refs: StatusRefs,
         worker_id: str | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -98,7 +98,7 @@ class Worker:
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._shutdown = threading.Event()
-        self.status_refs = status_refs or StatusRefs()  # the service's: the adapters put them there
+        self.status_refs = status_refs  # the service's: the adapters put them there
         self._last_delivery_retry = time.monotonic()
         self.disk = DiskSpace.of(config.storage)
         self._disk_low: str | None = None  # why no job is claimed now, while the disk is short
@@ -332,16 +332,14 @@ class Worker:
         shown = message if isinstance(exc, _USER_FACING_ERRORS) else error_type
         key = "job_cancelled" if status == "cancelled" else "job_failed"
         await self._notify(job, status, text(key, job.language, job=job.id, error=shown))
-        await self.store.clear_status_ref(job.id)  # its last message is out
-        self.status_refs.forget(job.id)
+        await self._forget_status(job.id)  # its last message is out
 
     async def _fail_exhausted(self) -> None:
         for job in await self.store.fail_exhausted(max_attempts=self.config.queue.max_attempts):
             log.error("job %d: giving up after %d attempts", job.id, job.attempts)
             self.metrics.job_ended(job.platform, "failed", job.error_type or "GaveUp")
             await self._notify(job, "failed", text("job_failed", job.language, job=job.id, error=job.error_type))
-            await self.store.clear_status_ref(job.id)
-            self.status_refs.forget(job.id)
+            await self._forget_status(job.id)
 
     # -- progress and leases ---------------------------------------------------------------------
     async def _forward_progress(self, job: Job, events: asyncio.Queue[ProgressEvent | None]) -> None:
@@ -352,7 +350,7 @@ class Worker:
             await self._notify(job, event.stage, message, frame=event.frame, total=event.total)
 
     async def _notify(self, job: Job, stage: str, message: str, *, frame: int | None = None, total: int | None = None) -> None:
-        ref = self.status_refs.get(job.id) or job.status_ref  # in memory, or from before a restart
+        ref = self._status_ref(job)
         update = JobUpdate(
             job_id=job.id, platform=job.platform, chat_id=job.chat_id, lang=job.language,
             stage=stage, text=message, frame=frame, total=total, status_ref=ref,
@@ -361,6 +359,14 @@ class Worker:
             await self.gateway.notify(update)
         except Exception:  # a chat that cannot take a progress note must not fail the job
             log.warning("job %d: progress note not sent", job.id, exc_info=True)
+
+    def _status_ref(self, job: Job) -> str | None:
+        """Where the job's progress is shown: in memory, or on the row from before a restart."""
+        return self.status_refs.get(job.id) or job.status_ref
+
+    async def _forget_status(self, job_id: int) -> None:
+        await self.store.clear_status_ref(job_id)
+        self.status_refs.forget(job_id)
 
     async def _heartbeat(self, job: Job, stop: StopSignals) -> None:
         """Renew the lease and pick up /cancel, often enough for both."""
@@ -460,5 +466,5 @@ class Worker:
             job_id=job.id, platform=delivery.platform, chat_id=delivery.chat_id, lang=job.language,
             title=title, text=text("done", job.language, job=job.id, title=title, frames=len(frame_paths)),
             grid_path=grid_path, report_path=report_path, frame_paths=frame_paths, mode=job.mode, seed=job.seed,
-            owner_id=owner_id, status_ref=self.status_refs.get(job.id) or job.status_ref,
+            owner_id=owner_id, status_ref=self._status_ref(job),
         )

@@ -1,7 +1,7 @@
 """dlib's face checks in a child process, so they run beside the render thread instead of stopping it.
 
 dlib's CNN face detector holds the GIL for its whole call: about 1 s a frame on one core, and
-a Python thread next to it makes no progress at all meanwhile (``bench/face_gil.py`` measures
+a Python thread next to it makes no progress at all meanwhile (``bench/face_checks.py`` measures
 it). On a thread of its own it would still stop the engine thread from launching the next
 batch's CUDA kernels. A child process has its own interpreter, so the check of one batch and
 the rendering of the next really overlap.
@@ -10,7 +10,7 @@ It also keeps a dlib crash out of the bot (dlib has corrupted its heap on odd in
 that met it fails with ``FaceProcessDied`` and the next call starts a fresh child.
 
 The child is started with ``spawn``: forking a process that holds a CUDA context and threads
-is unsafe. ``FaceProcess`` offers the ``FaceIdentity`` methods the validator calls.
+is unsafe. ``FaceProcess`` offers what the validator calls: ``faces_in`` and ``distance``.
 """
 
 from __future__ import annotations
@@ -63,12 +63,6 @@ class FaceProcess:
         self._pool: ProcessPoolExecutor | None = None
         # Loads the models in the child now, so a missing model fails at start-up, not mid-board.
         self.models_dir: Path = self._call("models_dir")
-
-    def find_face(self, image: Image.Image) -> FaceBox | None:
-        return self._call("find_face", image)
-
-    def embed(self, image: Image.Image, box: FaceBox) -> np.ndarray:
-        return self._call("embed", image, box)
 
     def faces_in(self, images: Sequence[Image.Image]) -> list[tuple[FaceBox | None, np.ndarray | None]]:
         return self._call("faces_in", list(images))

@@ -52,7 +52,6 @@ from engine.validate import Attempt, RetryPolicy, Validator
 log = logging.getLogger(__name__)
 
 
-
 def frame_seed(board_seed: int, index: int, attempt: int) -> int:
     """Seed of one attempt at one frame: reproducible from the board seed alone."""
     return (board_seed + index * 7919 + attempt * 104_729) % SEED_SPACE

@@ -50,9 +50,10 @@ class NullValidator:
 class ClipScorer:
     """CLIP embeddings on the model's device, batched; the model is loaded once by engine.models.
 
-    With ``faces`` (engine.faces.FaceIdentity), identity is CLIP on the face crop when a face is
-    found (the whole frame otherwise, recorded as ``face_found`` 0), plus the face-embedding
-    distance to the reference face when both faces are found. A close-up is expected to show a
+    With ``faces`` (``FaceIdentity``, or ``FaceProcess`` running it in a child process),
+    identity is CLIP on the face crop when a face is found (the whole frame otherwise, recorded
+    as ``face_found`` 0), plus the face-embedding distance to the reference face when both
+    faces are found. A close-up is expected to show a
     face (``face_expected`` 1): finding none there is a failure, never a pass on its own.
     """
 
