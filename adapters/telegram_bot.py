@@ -38,7 +38,7 @@ from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
 from bot.errors import BadRequest, StoryError
 from bot.messages import resolve_language, text
-from bot.ports import BoardDelivery, JobUpdate
+from bot.chat_port import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryRequest, StoryService, Submitted
 
 log = logging.getLogger(__name__)

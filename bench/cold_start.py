@@ -10,7 +10,7 @@ It prints:
 2. the 10 slowest imports of one ``python -X importtime -m bot plan TEXT`` run, by cumulative
    time (with each module's own "self" time);
 3. whether heavy modules (torch, diffusers, transformers, ...) end up in ``sys.modules``
-   (a) after ``import bot.__main__, engine.plan`` and (b) after running ``bot.__main__.main(["plan", TEXT])``
+   (a) after ``import bot.__main__, engine.planning.offline.planner`` and (b) after running ``bot.__main__.main(["plan", TEXT])``
    in a fresh interpreter. torch and diffusers must be absent.
 
 Subprocesses write only to pipes; the working directory for them is the repo root (so
@@ -44,7 +44,7 @@ _CHECK = r"""
 import json, sys
 mode, text, heavy = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 if mode == "import":
-    import bot.__main__, engine.plan  # noqa: F401
+    import bot.__main__, engine.planning.offline.planner  # noqa: F401
 else:
     import contextlib, io
     from bot.__main__ import main
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cumulative / 1000:>13.1f} {self_us / 1000:>8.1f}  {name}")
 
     print()
-    print("in sys.modules? (a) after `import bot.__main__, engine.plan`; (b) after main(['plan', TEXT])")
+    print("in sys.modules? (a) after `import bot.__main__, engine.planning.offline.planner`; (b) after main(['plan', TEXT])")
     print(f"{'module':<14} {'installed':>9} {'(a) import':>10} {'(b) plan':>9}")
     for name in HEAVY:
         flag = "  <- must be False" if name in MUST_BE_ABSENT else ""

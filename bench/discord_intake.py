@@ -69,7 +69,7 @@ import tests.fakes.discord_server as discord_server  # noqa: E402
 from bot.app import run_bot  # noqa: E402
 from bot.config import AppConfig, Secrets  # noqa: E402
 from bot.service import StoryService  # noqa: E402
-from bot.worker import Worker  # noqa: E402
+from bot.jobs.runner import Worker  # noqa: E402
 from tests.fakes.discord_server import APP_ID, CHANNEL_ID, GUILD_ID, FakeDiscord  # noqa: E402
 
 TARGET_P99_MS = 200.0

@@ -219,7 +219,7 @@ def attention_processors(pipe: Any) -> str:
 
 def measure(args: argparse.Namespace, config: Config, story: str, out: Path, torch: Any) -> Result:
     """Build one configuration, warm it up, time --repeat boards; everything it built is garbage on return."""
-    from engine.backends import build_engine
+    from engine.build import build_engine
     from engine.storyboard import BoardRequest
 
     cuda = torch.cuda.is_available()

@@ -52,7 +52,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.backends import build_engine  # noqa: E402  (imports no torch/diffusers)
+from engine.build import build_engine  # noqa: E402  (imports no torch/diffusers)
 from engine.board_files import Storyboard  # noqa: E402
 from engine.settings import EngineSettings, RenderSettings, ValidateSettings  # noqa: E402
 from engine.storyboard import BoardRequest, StoryEngine  # noqa: E402

@@ -3,7 +3,7 @@
 The engine checks a rendered batch on a thread while the next batch renders (engine/storyboard.py).
 The render thread is Python launching GPU kernels, so what matters is how much Python it can run
 while a check is under way. dlib's CNN face detector holds the GIL for its whole call, so a check
-on a thread of this process would stall it; engine.face_process runs dlib in a child process.
+on a thread of this process would stall it; engine.identity.face_process runs dlib in a child process.
 
 Set-up: a batch of --batch frames at --size px, half of them a face (scikit-image's astronaut,
 found by the fast HOG detector) and half without one (its coffee cup: HOG finds nothing and the
@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from engine.face_process import FaceProcess  # noqa: E402
-from engine.faces import FaceIdentity  # noqa: E402
+from engine.identity.face_process import FaceProcess  # noqa: E402
+from engine.identity.faces import FaceIdentity  # noqa: E402
 
 TARGET_SPEED = 0.8  # with the check in a process, the render thread keeps at least 80% of its speed
 

@@ -3,7 +3,7 @@
 Builds full-size SDXL, an OpenPose ControlNet and an IP-Adapter from the published configs in
 bench/sdxl_configs/ with random weights (bench/random_sdxl.py; speed and memory do not depend
 on the weights' values), saves them, and loads them the way the bot does, through
-``engine.backends.build_engine``, in both modes. Real weights replace the random ones with
+``engine.build.build_engine``, in both modes. Real weights replace the random ones with
 --base-model / --controlnet / --ip-adapter. On a machine without CUDA it runs the same rows on
 the tiny test models at 64 px in seconds (``--tiny`` forces that anywhere), so CI proves it
 works; rows that need CUDA say so.
@@ -181,8 +181,8 @@ def row_vram(probe: Probe, engine: Any) -> None:
 
 
 def _frame_requests(engine: Any, probe: Probe, count: int) -> list[Any]:
-    from engine.prompts import build_prompt
-    from engine.render import FrameRequest
+    from engine.rendering.prompts import build_prompt
+    from engine.rendering.base import FrameRequest
     from engine.settings import PromptSettings
 
     shots = engine.planner.plan(STORY, shots=count).shots
@@ -222,7 +222,7 @@ def row_compile(probe: Probe, weights: Weights, out: Path) -> None:
     if not probe.cuda:
         probe.result(f"compile: {NEEDS_CUDA}")
         return
-    from engine.backends import build_engine
+    from engine.build import build_engine
 
     probe.torch._logging.set_logs(recompiles=True)
     started = time.perf_counter()
@@ -254,7 +254,7 @@ def fits(probe: Probe, name: str, boards: float) -> bool:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from engine.backends import build_engine
+    from engine.build import build_engine
 
     cuda = torch.cuda.is_available() and not args.tiny
     probe = Probe(args, torch, cuda)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.app import open_app  # noqa: E402
 from bot.config import AppConfig, QueueSettings, StorageSettings  # noqa: E402
-from bot.ports import BoardDelivery, JobUpdate  # noqa: E402
+from bot.chat_port import BoardDelivery, JobUpdate  # noqa: E402
 from bot.service import Requester, StoryOptions, StoryRequest  # noqa: E402
 from engine.settings import RenderSettings  # noqa: E402
 from engine.storyboard import BoardRequest  # noqa: E402

@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from bot.app import open_app, run_story  # noqa: E402
 from bot.config import AppConfig, StorageSettings  # noqa: E402
-from bot.ports import BoardDelivery, JobUpdate  # noqa: E402
+from bot.chat_port import BoardDelivery, JobUpdate  # noqa: E402
 from bot.service import Requester, StoryOptions, StoryRequest  # noqa: E402
-from engine.backends import build_engine  # noqa: E402
+from engine.build import build_engine  # noqa: E402
 from engine.settings import EngineSettings  # noqa: E402
 from engine.storyboard import BoardRequest  # noqa: E402
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.config import AppConfig, StorageSettings  # noqa: E402
 from bot.service import Requester, StoryService  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.store.store import Store  # noqa: E402
 from tests.round_robin import round_robin_order  # noqa: E402
 
 TARGET_MS = 5.0

@@ -50,7 +50,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.backends import build_engine  # noqa: E402  (imports no torch/diffusers)
+from engine.build import build_engine  # noqa: E402  (imports no torch/diffusers)
 from engine.settings import EngineSettings, RenderSettings  # noqa: E402
 from engine.storyboard import BoardRequest, StoryEngine  # noqa: E402
 

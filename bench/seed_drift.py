@@ -7,7 +7,7 @@ with or without AVX-512) can be checked against the bounds the tests assert
 (tests/reproducibility.py: at most TARGET_MAX_LEVELS levels per channel, PSNR >= TARGET_MIN_PSNR_DB).
 
 Set-up: the tiny random-weight SDXL and UNet LoRA of ``tests.tiny_models``, loaded through
-``engine.backends.build_engine`` as the bot loads them (no identity check, so every frame keeps its
+``engine.build.build_engine`` as the bot loads them (no identity check, so every frame keeps its
 first attempt). The same --frames board (seed 5) is drawn four times: batch_size 4 and 1, each at
 1 and 2 torch threads. Each board is compared frame by frame with the first (batch 4, 2 threads).
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.backends import build_engine  # noqa: E402
+from engine.build import build_engine  # noqa: E402
 from engine.settings import EngineSettings, RenderSettings  # noqa: E402
 from engine.storyboard import BoardRequest  # noqa: E402
 from tests.reproducibility import psnr  # noqa: E402

@@ -60,8 +60,8 @@ import bot.app as bot_app  # noqa: E402
 from bot.app import run_bot  # noqa: E402
 from bot.config import AppConfig, Secrets  # noqa: E402
 from bot.service import StoryService  # noqa: E402
-from bot.store import Store  # noqa: E402
-from bot.worker import Worker  # noqa: E402
+from bot.store.store import Store  # noqa: E402
+from bot.jobs.runner import Worker  # noqa: E402
 from bench import sqlite_writes  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
 

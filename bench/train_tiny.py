@@ -4,7 +4,7 @@ Target: caching makes repeated epochs at least 2x faster (``train.cache_latents`
 
 Set-up: ``tests.tiny_models`` writes a tiny random SDXL pipeline to a temporary folder, and
 ``--pictures`` synthetic character pictures are drawn with Pillow. Both runs train through
-``engine.train.train_lora`` exactly as ``python -m bot train-lora`` does, same seed and
+``engine.training.train.train_lora`` exactly as ``python -m bot train-lora`` does, same seed and
 settings, differing only in ``cache_latents``. The rate counts the steps after the first
 epoch (every picture has been seen, so the cached run encodes nothing more); model loading
 and checkpoint writing are outside the timed span.
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.settings import TrainSettings  # noqa: E402
-from engine.train import TrainJob, train_lora  # noqa: E402
+from engine.training.train import TrainJob, train_lora  # noqa: E402
 
 TARGET_RATIO = 2.0
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 from bot.config import CONFIG_ENV, SECRET_ENV, AppConfig, ConfigError, load_config, with_overrides
 from bot.errors import StoryError
-from bot.logs import SecretMask, log_uncaught
-from bot.logs import configure_logging as setup_logging
+from bot.ops.logs import SecretMask, log_uncaught
+from bot.ops.logs import configure_logging as setup_logging
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
 from engine.limits import MODES, allowed_frames, allowed_seeds
 from engine.models import ModelLoadError
-from engine.plan import PlanError
+from engine.planning.base import PlanError
 
 log = logging.getLogger("bot")
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig, cli: CliOutput) -> int:
     from bot.service import StoryRules
-    from engine.backends import build_planner
+    from engine.build import build_planner
 
     if args.planner:
         config = with_overrides(config, "planner", {"backend": args.planner})
@@ -276,7 +276,7 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int
 
 
 def _cmd_worker(config: AppConfig, cli: CliOutput, name: str | None, *, check: bool = False) -> int:
-    from bot.render_worker import RenderWorker, check_health
+    from bot.render.arq_worker import RenderWorker, check_health
 
     if check:
         healthy, detail = asyncio.run(check_health(config, name))
@@ -288,8 +288,8 @@ def _cmd_worker(config: AppConfig, cli: CliOutput, name: str | None, *, check: b
 
 def _cmd_train_lora(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:
     from engine.errors import EngineError
-    from engine.train import TrainJob, train_lora
-    from engine.train_data import DatasetError
+    from engine.training.data import DatasetError
+    from engine.training.train import TrainJob, train_lora
 
     try:
         settings = with_overrides(config, "train", train_overrides(args)).train
@@ -313,8 +313,8 @@ def _cmd_train_lora(args: argparse.Namespace, config: AppConfig, cli: CliOutput)
 def _cmd_pick_checkpoint(args: argparse.Namespace, config: AppConfig, config_path: Path | None,
                          cli: CliOutput) -> int:
     from engine.errors import EngineError
-    from engine.pick import pick_checkpoint, table
-    from engine.train_data import DatasetError
+    from engine.training.data import DatasetError
+    from engine.training.pick import pick_checkpoint, table
 
     clip_model = args.clip_model or config.engine.clip_model
     if not clip_model:

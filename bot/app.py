@@ -1,7 +1,7 @@
 """The composition root of the bot: config -> store -> engine -> service -> worker -> adapters.
 
 This module (with ``bot/__main__.py``, which builds the one-shot CLI commands, and
-``bot/render_worker.py``, the GPU worker's process) is where the parts are put together. Everything is built here once, at start-up: models load now, never at
+``bot/render/arq_worker.py``, the GPU worker's process) is where the parts are put together. Everything is built here once, at start-up: models load now, never at
 import and never per job.
 """
 
@@ -23,16 +23,16 @@ from adapters.console import ConsoleAdapter, OneShotGateway
 from adapters.discord_bot import DiscordAdapter
 from adapters.telegram_bot import TelegramAdapter
 from bot.config import AppConfig
-from bot.engine_port import EnginePort, LocalEngine
+from bot.render.port import EnginePort, LocalEngine
 from bot.errors import StoryError
-from bot.health import HealthServer
-from bot.metrics import Metrics
-from bot.ports import BoardDelivery, ChatGateway, JobUpdate
+from bot.ops.health import HealthServer
+from bot.ops.metrics import Metrics
+from bot.chat_port import BoardDelivery, ChatGateway, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
-from bot.storage import DiskSpace
-from bot.store import Store
-from bot.worker import Worker, supervise
-from engine.backends import build_engine
+from bot.ops.storage import DiskSpace
+from bot.store.store import Store
+from bot.jobs.runner import Worker, supervise
+from engine.build import build_engine
 from engine.moderation import TermFilter
 from engine.storyboard import StoryEngine
 
@@ -106,7 +106,7 @@ async def _build_port(config: AppConfig, executor: ThreadPoolExecutor) -> tuple[
     The engine is built on its own thread, the one that renders: a compiled UNet's warm-up records
     its CUDA graphs there (they are per thread), and the event loop is not held while models load."""
     if config.engine.backend == "arq":
-        from bot.remote import ArqEngine
+        from bot.render.arq_client import ArqEngine
 
         return None, ArqEngine(config.arq, config.redis_url(), config.engine_settings())
     build = functools.partial(build_engine, config.engine_settings(), openai_api_key=config.secrets.openai_key(),

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
-from bot.limits import Limits, Refused, refusal_error
+from bot.quotas import Limits, Refused, refusal_error
 from bot.messages import Lang, resolve_language, text
-from bot.status_refs import StatusRefs
-from bot.storage import DiskSpace, owned_folder, remove_folder
-from bot.store import Job, NewJob, Sighting, Store, User
+from bot.jobs.status_refs import StatusRefs
+from bot.ops.storage import DiskSpace, owned_folder, remove_folder
+from bot.store.store import Job, NewJob, Sighting, Store, User
 from engine.limits import (
     MAX_FRAMES,
     MAX_SEED,
@@ -34,7 +34,7 @@ from engine.limits import (
     allowed_seeds,
 )
 from engine.moderation import TermFilter, strip_bidi
-from engine.render import ModeOff
+from engine.rendering.base import ModeOff
 
 log = logging.getLogger(__name__)
 

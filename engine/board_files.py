@@ -5,7 +5,7 @@ A finished board's folder holds ``frame_NN.png`` (and ``pose_NN.png`` in ref-gui
 ``grid.<ext>`` and ``report.json``; an unfinished one holds checkpoints: ``plan.json`` and one
 ``frame_NN.json`` per frame kept so far. Every file is written atomically (a ``.tmp`` renamed).
 ``load_saved_board`` reads either kind; a GPU worker's result goes through ``frames_from_report``
-too, after bot/wire.py has checked it against what the job asked for.
+too, after bot/render/wire.py has checked it against what the job asked for.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import CheckpointError
-from engine.grid import EncodedGrid
-from engine.prompts import Prompt
+from engine.rendering.grid import EncodedGrid
+from engine.rendering.prompts import Prompt
 from engine.shots import Shot, ShotList
-from engine.validate import Attempt
+from engine.identity.validate import Attempt
 
 REPORT_FILE = "report.json"
 PLAN_FILE = "plan.json"

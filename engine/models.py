@@ -1,6 +1,6 @@
 """Where the bot's models are loaded: the SDXL pipeline (+ VAE, LoRAs, scheduler), the
 ref-guided parts, CLIP, the face models and the pose detector. (The trainer loads the parts it
-trains, in training precision, itself: engine/train.py.)
+trains, in training precision, itself: engine/training/train.py.)
 
 ``ModelLoader`` loads each component once per process, at start-up, counts every load (a
 board reports how many it caused: 0 when warm), and records which settings it applied so
@@ -26,7 +26,7 @@ from PIL import Image
 
 from engine.errors import EngineError
 from engine.images import describe_suffixes, pictures_in
-from engine.poses import PoseLibrary
+from engine.rendering.poses import PoseLibrary
 from engine.settings import RenderSettings
 
 log = logging.getLogger(__name__)
@@ -340,11 +340,11 @@ class ModelLoader:
         return self._clip
 
     def faces(self) -> Any:
-        """dlib's face detector and encoder (engine.faces), loaded once in their own process
-        (engine.face_process: the checks then run beside the render thread, not in its way)."""
+        """dlib's face detector and encoder (engine.identity.faces), loaded once in their own process
+        (engine.identity.face_process: the checks then run beside the render thread, not in its way)."""
         if self._faces is None:
-            from engine.face_process import FaceProcess
-            from engine.faces import FaceModelError
+            from engine.identity.face_process import FaceProcess
+            from engine.identity.faces import FaceModelError
 
             try:
                 self._faces = FaceProcess()
@@ -365,7 +365,7 @@ class ModelLoader:
         s = self.settings
         if s.pose_source == "templates":
             return PoseLibrary()
-        from engine.pose_detect import PoseImagesError, build_pose_library, pose_pictures
+        from engine.rendering.pose_detect import PoseImagesError, build_pose_library, pose_pictures
 
         try:
             pictures = pose_pictures(s.pose_images)
@@ -377,7 +377,7 @@ class ModelLoader:
 
     def pose_detector(self) -> Any:
         """controlnet_aux's OpenPose body detector from engine.pose_detector (not cached: used at start-up)."""
-        from engine.pose_detect import load_body_detector
+        from engine.rendering.pose_detect import load_body_detector
 
         runtime = self.runtime or resolve_runtime(self.settings)
         self.runtime = runtime

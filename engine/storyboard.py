@@ -39,15 +39,15 @@ from engine.board_files import (
     write_json,
 )
 from engine.errors import Cancelled, InvalidRequest
-from engine.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
+from engine.identity.validate import Attempt, RetryPolicy, Validator
 from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES, SEED_SPACE, Mode, allowed_frames, allowed_modes
-from engine.plan import Planner, PlanResult
-from engine.poses import PoseLibrary, PoseTemplate, pose_image
-from engine.prompts import Prompt, build_prompt
-from engine.render import FrameRequest, ModeOff, Renderer
+from engine.planning.base import Planner, PlanResult
+from engine.rendering.base import FrameRequest, ModeOff, Renderer
+from engine.rendering.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
+from engine.rendering.poses import PoseLibrary, PoseTemplate, pose_image
+from engine.rendering.prompts import Prompt, build_prompt
 from engine.settings import EngineSettings
 from engine.shots import Shot, ShotList
-from engine.validate import Attempt, RetryPolicy, Validator
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bot.config import AppConfig  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.store.store import Store  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bot.engine_port import LocalEngine
-from bot.ports import BoardDelivery, JobUpdate
+from bot.render.port import LocalEngine
+from bot.chat_port import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
-from bot.worker import Worker
-from engine.grid import PAPER
+from bot.jobs.runner import Worker
+from engine.rendering.grid import PAPER
 
 
 def _long_runs(flags: list[bool]) -> list[tuple[int, int]]:
@@ -95,7 +95,7 @@ class Rig:
 
 async def db_rows(config, sql: str) -> list[tuple]:
     """Rows of a query on the bot's database, read through the real store."""
-    from bot.store import Store
+    from bot.store.store import Store
 
     store = await Store.open(config.storage.database)
     try:

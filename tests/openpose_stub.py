@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from engine.poses import COLOURS, PoseTemplate, place
+from engine.rendering.poses import COLOURS, PoseTemplate, place
 
 STRIDE = 8
 # controlnet_aux's body.py: the limbs it pairs joints along (1-based) and their PAF channels (+19).

@@ -81,7 +81,7 @@ def test_no_print_in_library_code():
 
 def test_the_planner_and_preview_paths_import_no_ml_stack():
     code = (
-        "import sys, bot.__main__, bot.app, engine.plan, engine.render, engine.backends; "
+        "import sys, bot.__main__, bot.app, engine.planning.offline.planner, engine.rendering.base, engine.build; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

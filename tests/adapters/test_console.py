@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import run_bot
-from engine.grid import auto_columns
+from engine.rendering.grid import auto_columns
 from tests.helpers import count_panels, db_rows
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.store import Store
-from engine.backends import build_engine
+from bot.store.store import Store
+from engine.build import build_engine
 from tests.helpers import RecordingGateway, Rig
 
 

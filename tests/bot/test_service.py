@@ -14,8 +14,8 @@ import pytest
 from bot.errors import BadRequest, RetryLater
 from bot.messages import CATALOGUE, LANGS, resolve_language, text
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
-from bot.store import Store
-from engine.render import ModeOff
+from bot.store.store import Store
+from engine.rendering.base import ModeOff
 
 ALICE = Requester(platform="console", user_id="alice", chat_id="c1", display_name="Alice")
 BOB = Requester(platform="console", user_id="bob", chat_id="c2", display_name="Bob")
@@ -202,7 +202,7 @@ def test_resolve_language(locale, lang):
 
 async def test_a_redelivered_chat_message_is_one_job_not_two(make_config):
     from bot.service import StoryOptions, StoryRequest, StoryService
-    from bot.store import Store
+    from bot.store.store import Store
     from tests.helpers import ALICE, WORKER_STORY, db_rows
 
     config = make_config()

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.backends import build_engine
+from engine.build import build_engine
 from engine.board_files import FrameResult, Storyboard, load_saved_board, plan_from_report
 from engine.errors import Cancelled, InvalidRequest
-from engine.plan import OfflinePlanner
-from engine.preview import PreviewRenderer
-from engine.prompts import build_prompt
-from engine.render import FrameRequest
+from engine.planning.offline.planner import OfflinePlanner
+from engine.rendering.preview import PreviewRenderer
+from engine.rendering.prompts import build_prompt
+from engine.rendering.base import FrameRequest
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.shots import ShotList
 from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine, frame_seed
-from engine.validate import Attempt, NullValidator
+from engine.identity.validate import Attempt, NullValidator
 
 SIZE = 128
 TRIGGER = "aldar_kose_man"
@@ -702,7 +702,7 @@ def test_checks_run_in_the_callers_context_so_their_log_lines_name_the_job(tmp_p
             return [{"identity": 0.9} for _ in images]
 
     def run() -> None:
-        job.set("job-7")  # what bot.logs.job_context sets for the engine thread
+        job.set("job-7")  # what bot.ops.logs.job_context sets for the engine thread
         engine_with(RecordingRenderer(2), RecordingValidator(), threshold=0.7).run(
             BoardRequest(story=STORY, frames=3), tmp_path / "b")
 

@@ -24,7 +24,7 @@ from adapters.console import ConsoleAdapter
 from bot.commands import parse_story_args
 from bot.messages import CATALOGUE, LANGS, text
 from bot.service import StoryService
-from bot.store import Store
+from bot.store.store import Store
 from engine.moderation import strip_bidi
 from tests.helpers import ALICE, BOB, WORKER_STORY, db_rows
 

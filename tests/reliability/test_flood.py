@@ -19,8 +19,8 @@ import psutil
 from adapters.console import ConsoleAdapter
 from bot.messages import text
 from tests.round_robin import round_robin_order
-from bot.store import Store
-from engine.backends import build_engine
+from bot.store.store import Store
+from engine.build import build_engine
 from tests.helpers import WORKER_STORY, RecordingGateway, Rig, db_rows
 
 FLOOD = 1000

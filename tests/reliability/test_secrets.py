@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import MASK, configure_logging, log_uncaught
+from bot.ops.logs import MASK, configure_logging, log_uncaught
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.telegram_server import FakeTelegram

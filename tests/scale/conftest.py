@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import App, open_app
 from bot.config import load_config
-from bot.remote import live_workers
+from bot.render.arq_client import live_workers
 from tests.helpers import RecordingGateway
 from tests.scale_harness import REDIS_SERVER, RedisServer, WorkerProcess, wait_until
 

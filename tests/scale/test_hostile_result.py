@@ -18,11 +18,11 @@ from arq.jobs import serialize_result
 from arq.utils import timestamp_ms
 from PIL import Image
 
-from bot import wire
+from bot.render import wire
 from bot.config import load_config
 from bot.messages import text
 from bot.service import StoryOptions, StoryRequest
-from engine.backends import build_engine
+from engine.build import build_engine
 from engine.board_files import REPORT_FILE
 from engine.storyboard import BoardRequest
 from tests.helpers import ALICE, WORKER_STORY

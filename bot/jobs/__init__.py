@@ -1,0 +1,1 @@
+"""Jobs in hand: the claim loop, progress reports and the delivery outbox."""

@@ -1,0 +1,1 @@
+"""The offline planner and its word tables: no network, no model."""

@@ -1,0 +1,1 @@
+"""Training: the character LoRA trainer, its data and prior, and the checkpoint picker."""

@@ -1,0 +1,53 @@
+"""Face-level identity in the validator: CLIP on the face crop plus the face-embedding distance,
+with real offline face models (dlib) on real photos that ship with scikit-image, and the tiny CLIP."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image, ImageOps
+
+from engine.identity.faces import FaceIdentity
+from engine.models import ModelLoader
+from engine.settings import RenderSettings
+from engine.identity.validate import ClipScorer, RetryPolicy
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_clip_dir):
+    loader = ModelLoader(RenderSettings(clip_model=str(tiny_clip_dir)))
+    model, processor = loader.clip()
+    return ClipScorer(model, processor, faces=FaceIdentity())
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    from skimage import data
+
+    return {"astronaut": Image.fromarray(data.astronaut()), "camera": Image.fromarray(data.camera()).convert("RGB"),
+            "coffee": Image.fromarray(data.coffee())}
+
+
+def test_same_face_matches_and_another_person_does_not(scorer, photos):
+    reference = photos["astronaut"]
+    same, other = ImageOps.mirror(reference), photos["camera"]
+    scores = scorer.score([same, other], texts=["a woman", "a man"], reference=reference,
+                          framings=["close-up", "close-up"])
+    assert scores[0]["face_found"] == scores[1]["face_found"] == 1.0
+    assert scores[0]["face_distance"] <= 0.6 < scores[1]["face_distance"]
+    assert {"identity", "clip_t", "face_expected"} <= set(scores[0])
+
+
+def test_no_face_is_recorded_not_a_crash(scorer, photos):
+    [score] = scorer.score([photos["coffee"]], texts=["a cup"], reference=photos["astronaut"], framings=["close-up"])
+    assert (score["face_found"], score["face_expected"]) == (0.0, 1.0)
+    assert "face_distance" not in score and "identity" in score  # CLIP on the whole frame instead
+
+
+def test_the_accept_rule_rerolls_a_good_clip_score_with_the_wrong_face():
+    policy = RetryPolicy(threshold=0.70, max_retries=2, copy_ceiling=0.95, face_threshold=0.6)
+    good_clip = {"identity": 0.9, "face_found": 1.0, "face_expected": 1.0}
+    assert policy.verdict({**good_clip, "face_distance": 0.82}) == "wrong_face"
+    assert policy.verdict({**good_clip, "face_distance": 0.3}) == "pass"
+    assert policy.verdict({"identity": 0.9, "face_found": 0.0, "face_expected": 1.0}) == "no_face"  # close-up
+    assert policy.verdict({"identity": 0.9, "face_found": 0.0, "face_expected": 0.0}) == "pass"  # wide shot
+    assert policy.verdict({"identity": 0.5, "face_distance": 0.1}) == "low_identity"
