@@ -1,8 +1,8 @@
 """The composition root of the bot: config -> store -> engine -> service -> worker -> adapters.
 
 This module (with ``bot/__main__.py``, which builds the one-shot CLI commands, and
-``bot/render/arq_worker.py``, the GPU worker's process) is where the parts are put together. Everything is built here once, at start-up: models load now, never at
-import and never per job.
+``bot/render/arq_worker.py``, the GPU worker's process) is where the parts are put together.
+Everything is built here once, at start-up: models load now, never at import and never per job.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from typing import TextIO
 from adapters.console import ConsoleAdapter, OneShotGateway
 from adapters.discord_bot import DiscordAdapter
 from adapters.telegram_bot import TelegramAdapter
+from bot.chat_port import BoardDelivery, ChatGateway, JobUpdate
 from bot.config import AppConfig
-from bot.render.port import EnginePort, LocalEngine
 from bot.errors import StoryError
+from bot.jobs.runner import Worker, supervise
 from bot.ops.health import HealthServer
 from bot.ops.metrics import Metrics
-from bot.chat_port import BoardDelivery, ChatGateway, JobUpdate
-from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.ops.storage import DiskSpace
+from bot.render.port import EnginePort, LocalEngine
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.store.store import Store
-from bot.jobs.runner import Worker, supervise
 from engine.build import build_engine
 from engine.moderation import TermFilter
 from engine.storyboard import StoryEngine

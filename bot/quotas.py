@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bot.config import QueueSettings
 from bot.errors import RetryLater
+from bot.store.records import NewJob
 
 DAY_S = 86_400.0
 
@@ -86,3 +87,33 @@ def _hours_minutes(seconds: float) -> tuple[int, int]:
     """The wait a user reads; a partial minute counts as a whole one, so it is never "0 min"."""
     minutes = max(1, int(-(-seconds // 60)))
     return divmod(minutes, 60)
+
+
+@dataclass(frozen=True)
+class CapFigures:
+    """What the caps are measured against, read by ``Store.enqueue`` in the insert's own transaction."""
+
+    existing: int | None  # a job already made from the same chat message
+    queued_total: int
+    queued_by_user: int
+    queued_in_chat: int  # counted up to the per-chat cap
+    cap_th_newest_today: float | None  # when the user's cap-th newest job in the rolling day was made
+    regen_renders_today: int
+
+
+def first_cap_broken(job: NewJob, caps: Caps, figures: CapFigures) -> Refused | None:
+    """The first cap this job would break, in the order the replies are ranked."""
+    if figures.queued_total >= caps.queued_total:
+        return Refused("queued_total", caps.queued_total)
+    if caps.queued_per_user is not None and figures.queued_by_user >= caps.queued_per_user:
+        return Refused("queued_per_user", caps.queued_per_user)
+    if caps.queued_per_chat is not None and figures.queued_in_chat >= caps.queued_per_chat:
+        return Refused("queued_per_chat", caps.queued_per_chat)
+    if caps.jobs_per_day is not None and figures.cap_th_newest_today is not None:
+        # a slot frees when that job leaves the rolling day
+        return Refused("jobs_per_day", caps.jobs_per_day, retry_at=figures.cap_th_newest_today + DAY_S)
+    used = figures.regen_renders_today
+    over = caps.regen_renders_per_day is not None and used + job.renders > caps.regen_renders_per_day
+    if job.kind != "story" and over:
+        return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
+    return None

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
-from bot.quotas import Limits, Refused, refusal_error
-from bot.messages import Lang, resolve_language, text
 from bot.jobs.status_refs import StatusRefs
+from bot.messages import Lang, resolve_language, text
 from bot.ops.storage import DiskSpace, owned_folder, remove_folder
-from bot.store.store import Job, NewJob, Sighting, Store, User
+from bot.quotas import Limits, Refused, refusal_error
+from bot.store.records import Job, NewJob, Sighting, User
+from bot.store.store import Store
 from engine.limits import (
     MAX_FRAMES,
     MAX_SEED,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bot.render.port import LocalEngine
 from bot.chat_port import BoardDelivery, JobUpdate
-from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.jobs.runner import Worker
+from bot.render.port import LocalEngine
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from engine.rendering.grid import PAPER
 
 

@@ -12,7 +12,7 @@ import heapq
 from collections import defaultdict, deque
 from collections.abc import Iterable
 
-from bot.store.store import QueuedEntry
+from bot.store.records import QueuedEntry
 
 
 def round_robin_order(entries: Iterable[QueuedEntry]) -> list[int]:

@@ -18,7 +18,8 @@ from bot.config import QueueSettings
 from bot.jobs.progress import Progress
 from bot.messages import text
 from bot.ops.metrics import Metrics
-from bot.store.store import Delivery, Job, Store
+from bot.store.records import Delivery, Job
+from bot.store.store import Store
 from engine.board_files import Storyboard
 
 log = logging.getLogger(__name__)

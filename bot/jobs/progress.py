@@ -15,7 +15,8 @@ from bot.chat_port import ChatGateway, JobUpdate
 from bot.jobs.status_refs import StatusRefs
 from bot.messages import text
 from bot.render.port import Availability
-from bot.store.store import Job, Store
+from bot.store.records import Job
+from bot.store.store import Store
 from engine.storyboard import ProgressEvent
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bot.store.store import Job
+from bot.store.records import Job
 from engine.board_files import load_saved_board
 from engine.storyboard import BoardRequest
 

@@ -31,7 +31,8 @@ from bot.ops.metrics import Metrics
 from bot.ops.storage import DiskSpace, Retention, job_folder
 from bot.render.port import Availability, EnginePort, EngineUnavailable, ResultTooLarge, StopSignals
 from bot.render.wire import BadResult
-from bot.store.store import FrameRow, Job, Store
+from bot.store.records import FrameRow, Job
+from bot.store.store import Store
 from engine.board_files import Storyboard
 from engine.errors import Cancelled, InvalidRequest
 from engine.planning.base import PlanError

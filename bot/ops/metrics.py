@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bot.store.store import JOB_STATUSES
+from bot.store.schema import JOB_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bot.config import StorageSettings
 from bot.quotas import DAY_S
-from bot.store.store import Job, Store
+from bot.store.records import Job
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,285 +22,17 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bot.quotas import DAY_S, Caps, Refused
+from bot.quotas import CapFigures, Caps, Refused, first_cap_broken
+from bot.store.records import Delivery, Finished, FrameRow, Job, NewJob, QueuedEntry, Sighting, User, row_to
+from bot.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
 
 log = logging.getLogger(__name__)
-
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: initial schema
-    """
-    CREATE TABLE users (
-        id               INTEGER PRIMARY KEY,
-        platform         TEXT NOT NULL,
-        platform_user_id TEXT NOT NULL,
-        display_name     TEXT NOT NULL DEFAULT '',
-        locale           TEXT,
-        first_seen       REAL NOT NULL,
-        last_seen        REAL NOT NULL,
-        last_claimed_at  REAL,
-        jobs_submitted   INTEGER NOT NULL DEFAULT 0,
-        boards_delivered INTEGER NOT NULL DEFAULT 0,
-        refusals         INTEGER NOT NULL DEFAULT 0,
-        banned           INTEGER NOT NULL DEFAULT 0,
-        ban_reason       TEXT,
-        UNIQUE (platform, platform_user_id)
-    );
-    CREATE TABLE jobs (
-        id               INTEGER PRIMARY KEY,
-        user_id          INTEGER NOT NULL REFERENCES users(id),
-        platform         TEXT NOT NULL,
-        chat_id          TEXT NOT NULL,
-        language         TEXT NOT NULL DEFAULT 'en',
-        kind             TEXT NOT NULL CHECK (kind IN ('story', 'regen_board', 'regen_frame')),
-        parent_id        INTEGER REFERENCES jobs(id),
-        redo_frame       INTEGER,
-        story            TEXT NOT NULL,
-        mode             TEXT NOT NULL,
-        frames           INTEGER,
-        seed             INTEGER NOT NULL,
-        out_dir          TEXT,
-        status           TEXT NOT NULL DEFAULT 'queued'
-                         CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        attempts         INTEGER NOT NULL DEFAULT 0,
-        lease_owner      TEXT,
-        lease_expires_at REAL,
-        created_at       REAL NOT NULL,
-        started_at       REAL,
-        finished_at      REAL,
-        title            TEXT,
-        grid_path        TEXT,
-        report_path      TEXT,
-        error_type       TEXT,
-        error_message    TEXT
-    );
-    CREATE INDEX jobs_status ON jobs(status, id);
-    CREATE INDEX jobs_user_status ON jobs(user_id, status);
-    CREATE TABLE frames (
-        job_id    INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx       INTEGER NOT NULL,
-        path      TEXT NOT NULL,
-        seed      INTEGER NOT NULL,
-        prompt    TEXT NOT NULL,
-        attempts  INTEGER NOT NULL,
-        identity  REAL,
-        accepted  INTEGER NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE TABLE deliveries (
-        id         INTEGER PRIMARY KEY,
-        job_id     INTEGER NOT NULL UNIQUE REFERENCES jobs(id),
-        platform   TEXT NOT NULL,
-        chat_id    TEXT NOT NULL,
-        status     TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
-        attempts   INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        created_at REAL NOT NULL,
-        sent_at    REAL
-    );
-    """,
-    # 2: where a job's progress is shown (an adapter's own reference, e.g. "chat_id:message_id")
-    """
-    ALTER TABLE jobs ADD COLUMN status_ref TEXT;
-    """,
-    # 3: the chat message a job came from (a platform redelivers after a crash: one job, not two),
-    #    and deliveries interrupted mid-send (the post may have gone out: counted, said, re-sent)
-    """
-    ALTER TABLE jobs ADD COLUMN source_ref TEXT;
-    CREATE UNIQUE INDEX jobs_source_ref ON jobs (platform, source_ref) WHERE source_ref IS NOT NULL;
-    ALTER TABLE deliveries ADD COLUMN sending_since REAL;
-    ALTER TABLE deliveries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 4: cost caps and queue positions in SQL. Triggers keep each user's queued count and oldest
-    #    queued job on the users row, whatever changes a job's status, and queue_depths[d] = how
-    #    many users have at least d jobs waiting; so a queue position is a few counts, not a replay
-    #    of the whole queue. A user's count moves by one per job row changed (row triggers), which
-    #    is why the depth trigger only ever needs to add the row for the new depth.
-    """
-    ALTER TABLE jobs ADD COLUMN renders INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE users ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE users ADD COLUMN first_queued INTEGER;
-    CREATE INDEX jobs_user_queued ON jobs (user_id, id) WHERE status = 'queued';
-    CREATE INDEX jobs_chat_queued ON jobs (platform, chat_id) WHERE status = 'queued';
-    CREATE INDEX jobs_user_created ON jobs (user_id, created_at);
-    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-    CREATE INDEX users_in_queue ON users (last_claimed_at, first_queued, queued) WHERE queued > 0;
-    CREATE TRIGGER jobs_queued_insert AFTER INSERT ON jobs WHEN NEW.status = 'queued' BEGIN
-        UPDATE users SET queued = queued + 1, first_queued = COALESCE(MIN(first_queued, NEW.id), NEW.id)
-        WHERE id = NEW.user_id;
-    END;
-    CREATE TRIGGER jobs_queued_update AFTER UPDATE OF status ON jobs
-    WHEN (OLD.status = 'queued') <> (NEW.status = 'queued') BEGIN
-        UPDATE users SET
-            queued = (SELECT COUNT(*) FROM jobs WHERE user_id = NEW.user_id AND status = 'queued'),
-            first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = NEW.user_id AND status = 'queued')
-        WHERE id = NEW.user_id;
-    END;
-    CREATE TRIGGER jobs_queued_delete AFTER DELETE ON jobs WHEN OLD.status = 'queued' BEGIN
-        UPDATE users SET
-            queued = (SELECT COUNT(*) FROM jobs WHERE user_id = OLD.user_id AND status = 'queued'),
-            first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = OLD.user_id AND status = 'queued')
-        WHERE id = OLD.user_id;
-    END;
-    UPDATE users SET
-        queued = (SELECT COUNT(*) FROM jobs WHERE user_id = users.id AND status = 'queued'),
-        first_queued = (SELECT MIN(id) FROM jobs WHERE user_id = users.id AND status = 'queued');
-    CREATE TABLE queue_depths (depth INTEGER PRIMARY KEY, users INTEGER NOT NULL DEFAULT 0);
-    WITH RECURSIVE d(depth) AS (SELECT 1 UNION ALL SELECT depth + 1 FROM d
-                                WHERE depth < (SELECT MAX(queued) FROM users))
-    INSERT INTO queue_depths (depth, users)
-        SELECT depth, (SELECT COUNT(*) FROM users WHERE queued >= depth) FROM d WHERE EXISTS (SELECT 1 FROM users WHERE queued > 0);
-    CREATE TRIGGER users_queue_depths AFTER UPDATE OF queued ON users WHEN NEW.queued <> OLD.queued BEGIN
-        INSERT OR IGNORE INTO queue_depths (depth) SELECT NEW.queued WHERE NEW.queued > 0;
-        UPDATE queue_depths SET users = users + 1 WHERE depth > OLD.queued AND depth <= NEW.queued;
-        UPDATE queue_depths SET users = users - 1 WHERE depth > NEW.queued AND depth <= OLD.queued;
-    END;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    platform: str
-    platform_user_id: str
-    display_name: str
-    locale: str | None
-    first_seen: float
-    last_seen: float
-    jobs_submitted: int
-    boards_delivered: int
-    refusals: int
-    banned: bool
-    ban_reason: str | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.platform}:{self.platform_user_id}"
-
-    @classmethod
-    def unseen(cls, sighting: Sighting) -> User:
-        """Someone with no row yet: id 0 (SQLite's ids start at 1) owns no job and counts nothing."""
-        return cls(id=0, platform=sighting.platform, platform_user_id=sighting.platform_user_id,
-                   display_name=sighting.display_name, locale=sighting.locale, first_seen=0.0, last_seen=0.0,
-                   jobs_submitted=0, boards_delivered=0, refusals=0, banned=False, ban_reason=None)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """Who sent a command, as the platform names them: written to ``users`` with the job it queues."""
-
-    platform: str
-    platform_user_id: str
-    display_name: str = ""
-    locale: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    user_id: int
-    platform: str
-    chat_id: str
-    language: str
-    kind: str
-    parent_id: int | None
-    redo_frame: int | None
-    story: str
-    mode: str
-    frames: int | None
-    seed: int
-    out_dir: str | None
-    status: str
-    cancel_requested: bool
-    attempts: int
-    lease_owner: str | None
-    lease_expires_at: float | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    title: str | None
-    grid_path: str | None
-    report_path: str | None
-    error_type: str | None
-    error_message: str | None
-    status_ref: str | None = None
-    source_ref: str | None = None
-
-
-@dataclass(frozen=True)
-class NewJob:
-    user_id: int  # 0 when enqueue is given the requester's Sighting: it fills this in
-    platform: str
-    chat_id: str
-    language: str
-    kind: str
-    story: str
-    mode: str
-    frames: int | None
-    seed: int
-    parent_id: int | None = None
-    redo_frame: int | None = None
-    out_dir: str | None = None
-    source_ref: str | None = None  # the platform's id of the message that asked for it
-    renders: int = 0  # the most SDXL renders it may cost (bot.quotas), for the daily caps
-
-
-@dataclass(frozen=True)
-class FrameRow:
-    idx: int
-    path: str
-    seed: int
-    prompt: str
-    attempts: int
-    identity: float | None
-    accepted: bool
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    job_id: int
-    platform: str
-    chat_id: str
-    status: str
-    attempts: int
-    sending_since: float | None = None
-    interrupted: int = 0
-
-
-@dataclass(frozen=True)
-class Finished:
-    """A stored result: its delivery, queued in the same transaction, and who gets mentioned."""
-
-    delivery: Delivery
-    owner_id: str  # the owner's platform user id
-
-
-@dataclass(frozen=True)
-class QueuedEntry:
-    """A queued job as the round-robin order sees it."""
-
-    job_id: int
-    user_id: int
-    user_last_claimed_at: float | None
-
-
-def _row_to(cls: type, row: aiosqlite.Row) -> Any:
-    data = dict(row)
-    for name in ("banned", "cancel_requested", "accepted"):
-        if name in data:
-            data[name] = bool(data[name])
-    return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 class Store:
@@ -347,7 +79,7 @@ class Store:
                 raise RuntimeError(f"database schema v{version} is newer than this code (v{SCHEMA_VERSION})")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 log.info("migrating database to schema v%d", number)
-                for statement in _split_sql(script):
+                for statement in split_sql(script):
                     await self._run(statement)
                 await self._run(f"PRAGMA user_version={number}")
 
@@ -391,10 +123,10 @@ class Store:
 
     async def _one(self, cls: type, sql: str, params: Iterable[Any] = ()) -> Any:
         rows = await self._run(sql, params)
-        return _row_to(cls, rows[0]) if rows else None
+        return row_to(cls, rows[0]) if rows else None
 
     async def _all(self, cls: type, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        return [_row_to(cls, row) for row in await self._run(sql, params)]
+        return [row_to(cls, row) for row in await self._run(sql, params)]
 
     # -- users -----------------------------------------------------------------------------
     async def touch_user(self, platform: str, platform_user_id: str, display_name: str, locale: str | None) -> User:
@@ -470,7 +202,7 @@ class Store:
             figures = await self._cap_figures(job, caps)  # one statement: the write lock is held briefly
             if figures.existing is not None:
                 return figures.existing
-            refused = _first_cap_broken(job, caps, figures)
+            refused = first_cap_broken(job, caps, figures)
             if refused is not None:
                 return refused
             job_id = await self._scalar(
@@ -490,7 +222,7 @@ class Store:
             )
         return job_id
 
-    async def _cap_figures(self, job: NewJob, caps: Caps) -> _CapFigures:
+    async def _cap_figures(self, job: NewJob, caps: Caps) -> CapFigures:
         """Everything the caps are judged on, read in one statement. No count walks the whole queue:
         the per-chat count stops at its cap, the daily one reads the cap-th newest job only."""
         rows = await self._run(
@@ -513,7 +245,7 @@ class Store:
              "chat_cap": caps.queued_per_chat, "day_cap": caps.jobs_per_day, "since": caps.since,
              "regen_cap": caps.regen_renders_per_day, "kind": job.kind},
         )
-        return _CapFigures(*rows[0])
+        return CapFigures(*rows[0])
 
     async def get_job(self, job_id: int) -> Job | None:
         return await self._one(Job, "SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -852,48 +584,6 @@ class Store:
         return bool(gave_up)
 
 
-@dataclass(frozen=True)
-class _CapFigures:
-    existing: int | None  # a job already made from the same chat message
-    queued_total: int
-    queued_by_user: int
-    queued_in_chat: int  # counted up to the per-chat cap
-    cap_th_newest_today: float | None  # when the user's cap-th newest job in the rolling day was made
-    regen_renders_today: int
-
-
-def _first_cap_broken(job: NewJob, caps: Caps, figures: _CapFigures) -> Refused | None:
-    """The first cap this job would break, in the order the replies are ranked."""
-    if figures.queued_total >= caps.queued_total:
-        return Refused("queued_total", caps.queued_total)
-    if caps.queued_per_user is not None and figures.queued_by_user >= caps.queued_per_user:
-        return Refused("queued_per_user", caps.queued_per_user)
-    if caps.queued_per_chat is not None and figures.queued_in_chat >= caps.queued_per_chat:
-        return Refused("queued_per_chat", caps.queued_per_chat)
-    if caps.jobs_per_day is not None and figures.cap_th_newest_today is not None:
-        # a slot frees when that job leaves the rolling day
-        return Refused("jobs_per_day", caps.jobs_per_day, retry_at=figures.cap_th_newest_today + DAY_S)
-    used = figures.regen_renders_today
-    if caps.regen_renders_per_day is not None and job.kind != "story" and used + job.renders > caps.regen_renders_per_day:
-        return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
-    return None
-
-
 def _params(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:
     """Named parameters stay a mapping; positional ones become a tuple."""
     return params if isinstance(params, Mapping) else tuple(params)
-
-
-def _split_sql(script: str) -> list[str]:
-    """The statements of a migration; a trigger's body holds ";" of its own, so split where SQLite
-    says a statement is complete."""
-    statements, current = [], ""
-    for piece in script.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if current.strip(" \n;"):
-                statements.append(current.strip())
-            current = ""
-    if current.strip(" \n;"):
-        raise ValueError(f"incomplete SQL statement in a migration: {current.strip()[:80]}")
-    return statements

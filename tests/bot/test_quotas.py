@@ -11,7 +11,8 @@ import pytest
 from bot.errors import BadRequest, RetryLater
 from bot.messages import text
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
-from bot.store.store import FrameRow, Store
+from bot.store.records import FrameRow
+from bot.store.store import Store
 
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar."
 MOD = Requester(platform="telegram", user_id="1", chat_id="group")  # a moderator in the config below

@@ -18,10 +18,10 @@ import psutil
 
 from adapters.console import ConsoleAdapter
 from bot.messages import text
-from tests.round_robin import round_robin_order
 from bot.store.store import Store
 from engine.build import build_engine
 from tests.helpers import WORKER_STORY, RecordingGateway, Rig, db_rows
+from tests.round_robin import round_robin_order
 
 FLOOD = 1000
 OTHERS = 5

@@ -13,9 +13,10 @@ import pytest
 from bot.app import _start_health, open_app
 from bot.errors import BadRequest
 from bot.messages import text
-from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.ops.storage import Retention
-from bot.store.store import FrameRow, Store
+from bot.service import Requester, StoryOptions, StoryRequest, StoryService
+from bot.store.records import FrameRow
+from bot.store.store import Store
 from tests.bot.ops.test_observability import scrape
 
 DAY = 86_400.0

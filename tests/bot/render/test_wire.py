@@ -20,8 +20,8 @@ from PIL import Image, ImageFile
 from bot.render import wire
 from bot.render.port import ResultTooLarge
 from bot.render.wire import BadResult, RemoteCancelled, RemoteError, ResultBounds, WireError
-from engine.build import build_engine
 from engine.board_files import REPORT_FILE, Storyboard, load_saved_board
+from engine.build import build_engine
 from engine.errors import InvalidRequest
 from engine.storyboard import BoardRequest, ProgressEvent
 

@@ -7,9 +7,11 @@ import sqlite3
 
 import pytest
 
-from tests.round_robin import round_robin_order
 from bot.quotas import Caps, Refused
-from bot.store.store import SCHEMA_VERSION, FrameRow, NewJob, Store
+from bot.store.records import FrameRow, NewJob
+from bot.store.schema import SCHEMA_VERSION
+from bot.store.store import Store
+from tests.round_robin import round_robin_order
 
 
 class Clock:
@@ -204,11 +206,11 @@ async def test_writes_cancelled_at_any_point_leave_no_transaction_open(store):
 
 
 async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
-    from bot.store.store import MIGRATIONS, _split_sql
+    from bot.store.schema import MIGRATIONS, split_sql
 
     path = tmp_path / "v1.sqlite3"
     with sqlite3.connect(path) as conn:
-        for statement in _split_sql(MIGRATIONS[0]):
+        for statement in split_sql(MIGRATIONS[0]):
             conn.execute(statement)
         conn.execute("PRAGMA user_version=1")
         conn.execute("INSERT INTO users (platform, platform_user_id, first_seen, last_seen) VALUES ('t', 'u', 1, 1)")
