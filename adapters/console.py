@@ -15,10 +15,10 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from bot.chat_port import BoardDelivery, JobUpdate
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.errors import BadRequest, StoryError
 from bot.messages import text
-from bot.chat_port import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryRequest, StoryService
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ import yarl
 from discord import app_commands
 
 from adapters.edit_throttle import EditThrottle
+from bot.chat_port import BoardDelivery, JobUpdate
 from bot.config import DiscordSettings
 from bot.errors import StoryError
 from bot.messages import resolve_language, text
-from bot.chat_port import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService, Submitted
 from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES
 

@@ -34,11 +34,12 @@ from telegram.ext import (
 )
 
 from adapters.edit_throttle import EditThrottle
+from adapters.telegram_polling import ConfirmAfterHandling
+from bot.chat_port import BoardDelivery, JobUpdate
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
 from bot.errors import BadRequest, StoryError
 from bot.messages import resolve_language, text
-from bot.chat_port import BoardDelivery, JobUpdate
 from bot.service import Requester, StoryRequest, StoryService, Submitted
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,12 @@ class TelegramAdapter:
                 )
             )
             .concurrent_updates(settings.concurrent_updates)
+            .updater(None)  # adapters/telegram_polling.py polls: it confirms an update only once handled
             .build()
         )
         self.edits = EditThrottle(settings.edit_interval_s)  # per chat: what Telegram rate-limits
+        self.polling = ConfirmAfterHandling(self.app, timeout_s=int(settings.poll_timeout_s),
+                                            allowed_updates=["message", "callback_query"])
         self._add_handlers()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -141,15 +145,12 @@ class TelegramAdapter:
             raise InvalidToken(f"{exc.message} Check TELEGRAM_TOKEN, and TELEGRAM_BASE_URL or [telegram] base_url if "
                                "set: a wrong URL answers 404, which reads the same.") from exc
         await self.app.start()
-        await self.app.updater.start_polling(
-            timeout=int(self.settings.poll_timeout_s), allowed_updates=["message", "callback_query"]
-        )
+        await self.polling.start()
         log.info("telegram: polling as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
+        await self.polling.stop()  # the batch in hand is handled and confirmed first
         await self.edits.drain()
-        if self.app.updater.running:
-            await self.app.updater.stop()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()

@@ -5,13 +5,15 @@ A finished board's folder holds ``frame_NN.png`` (and ``pose_NN.png`` in ref-gui
 ``grid.<ext>`` and ``report.json``; an unfinished one holds checkpoints: ``plan.json`` and one
 ``frame_NN.json`` per frame kept so far. Every file is written atomically (a ``.tmp`` renamed).
 ``load_saved_board`` reads either kind; a GPU worker's result goes through ``frames_from_report``
-too, after bot/render/wire.py has checked it against what the job asked for.
+too, after bot/render/wire.py has checked it against what the job asked for. The bot only stores
+and posts those files, so their pixels are read only if something asks for a frame's ``image``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image
@@ -34,10 +36,17 @@ class FrameResult:
     attempts: tuple[Attempt, ...]
     chosen: int  # index into attempts of the attempt kept
     accepted: bool  # the kept attempt passed validation
-    image: Image.Image = field(repr=False, compare=False)
+    picture: Image.Image | Path = field(repr=False, compare=False)  # the pixels, or the file that holds them
     reused: bool = False
     pose_template: str | None = None  # ref-guided frames: the OpenPose template that steered them
     pose_source: str | None = None  # "template", or "detected: <picture>" with pose_source = "detect"
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The frame's pixels, read from its file the first time they are needed."""
+        if isinstance(self.picture, Image.Image):
+            return self.picture
+        return _read_rgb(self.picture)
 
     @property
     def seed(self) -> int:
@@ -70,13 +79,10 @@ class FrameResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict, folder: Path) -> FrameResult:
+    def from_json(cls, data: dict, folder: Path, *, read_pixels: bool = True) -> FrameResult:
+        """A frame from its record. ``read_pixels``: decode the picture now (a resumed board redraws
+        its grid from them, and a bad checkpoint must fail here); else on first use of ``image``."""
         path = folder / data["file"]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except OSError as exc:
-            raise CheckpointError(f"frame image {path} is missing or unreadable: {exc}") from exc
         return cls(
             index=data["index"],
             shot=Shot.model_validate(data["shot"]),
@@ -89,7 +95,7 @@ class FrameResult:
             ),
             chosen=data.get("chosen_attempt", 0),
             accepted=data["accepted"],
-            image=image,
+            picture=_read_rgb(path) if read_pixels else path,
             pose_template=data.get("pose_template"),
             pose_source=data.get("pose_source"),
         )
@@ -126,9 +132,17 @@ def plan_from_report(report: dict) -> ShotList:
     return ShotList(title=report["title"], language=report["language"], shots=tuple(shots))
 
 
-def frames_from_report(report: dict, folder: Path) -> tuple[FrameResult, ...]:
+def frames_from_report(report: dict, folder: Path, *, read_pixels: bool = True) -> tuple[FrameResult, ...]:
     """A finished board's frames, as report.json records them, with their pictures from ``folder``."""
-    return tuple(FrameResult.from_json(frame, folder) for frame in report["frames"])
+    return tuple(FrameResult.from_json(frame, folder, read_pixels=read_pixels) for frame in report["frames"])
+
+
+def _read_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except OSError as exc:
+        raise CheckpointError(f"frame image {path} is missing or unreadable: {exc}") from exc
 
 
 def load_saved_board(folder: Path) -> SavedBoard:

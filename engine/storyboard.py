@@ -410,7 +410,7 @@ class _FrameRun:
             attempts=tuple(attempts),
             chosen=chosen,
             accepted=policy.passes(attempts[chosen].scores),
-            image=images[chosen],
+            picture=images[chosen],
             pose_template=pose[0].name if pose else None,
             pose_source=pose[1] if pose else None,
         )

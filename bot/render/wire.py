@@ -261,7 +261,7 @@ def remote_failure(error_type: str, message: str) -> Exception:
 
 def load_board(out_dir: Path, bounds: ResultBounds) -> Storyboard:
     """A finished board from its folder: report.json, its frames and its grid. Every count, index,
-    file and picture size is checked against ``bounds`` before any frame's pixels are decoded."""
+    file and picture size is checked against ``bounds`` from the pictures' headers; no pixel is decoded."""
     report = _read_report(out_dir / REPORT_FILE)
     grid_info = report["grid"]
     for name in [grid_info["file"], *(frame["file"] for frame in report["frames"])]:
@@ -269,8 +269,8 @@ def load_board(out_dir: Path, bounds: ResultBounds) -> Storyboard:
             raise BadResult(f"report.json names a file {name!r} outside the board's folder")
     _check_frames(out_dir, report["frames"], bounds)
     grid = _load_grid(out_dir, grid_info, bounds.grid)
-    return Storyboard(plan=plan_from_report(report), frames=frames_from_report(report, out_dir), grid=grid,
-                      report=report, out_dir=out_dir)
+    frames = frames_from_report(report, out_dir, read_pixels=False)  # the bot stores and posts files, never pixels
+    return Storyboard(plan=plan_from_report(report), frames=frames, grid=grid, report=report, out_dir=out_dir)
 
 
 def _read_report(path: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,28 @@ async def test_a_restart_posts_the_result_once_and_old_buttons_still_work(fake, 
     assert [p.caption.splitlines()[1].split(" · ")[0] for p in photos(fake, ALICE)] == ["Job #1", "Job #2", "Job #3"]
     assert await db_rows(config, "SELECT job_id, status FROM deliveries ORDER BY job_id") == [
         (1, "sent"), (2, "sent"), (3, "sent")]
+
+
+async def test_telegram_is_told_an_update_is_handled_only_once_its_story_is_a_job(fake, tg_config):
+    """Telegram never hands out a confirmed update again, and a crash can land at any moment: so
+    every /story Telegram has been told is handled must already be a row in SQLite by then."""
+    config = tg_config()
+    sources = {}  # update id -> the source_ref its job is recognised by
+    for n in range(12):
+        message = story(fake, f"/story Aldar Kose meets traveller {n} on the steppe road --frames 1", user=2000 + n)
+        sources[fake.pending_updates[-1]["update_id"]] = f"{message['chat']['id']}:{message['message_id']}"
+    confirmed_without_a_job: list[str] = []
+
+    def on_confirm(offset: int) -> None:  # runs as the confirming getUpdates arrives
+        with sqlite3.connect(f"file:{config.storage.database}?mode=ro", uri=True) as db:
+            jobs = {source for (source,) in db.execute("SELECT source_ref FROM jobs")}
+        confirmed_without_a_job.extend(s for update, s in sources.items() if update < offset and s not in jobs)
+
+    fake.on_confirm = on_confirm
+    async with running(config):
+        await fake.wait_for(lambda f: not f.pending_updates)
+    assert confirmed_without_a_job == []
+    assert len(await db_rows(config, "SELECT id FROM jobs")) == 12
 
 
 async def test_a_429_on_send_photo_is_retried_and_the_photo_arrives(fake, tg_config, monkeypatch):

@@ -567,7 +567,7 @@ def _a_frame() -> FrameResult:
     shot = _a_plan().shots[0]
     prompt = build_prompt(shot, PromptSettings())
     return FrameResult(index=1, shot=shot, prompt=prompt, attempts=(Attempt(seed=1),), chosen=0,
-                       accepted=True, image=Image.new("RGB", (SIZE, SIZE)))
+                       accepted=True, picture=Image.new("RGB", (SIZE, SIZE)))
 
 
 @pytest.mark.parametrize(

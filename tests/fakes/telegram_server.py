@@ -32,7 +32,8 @@ What it does, like the real server:
   ``offset`` (updates below it are confirmed and forgotten; a negative offset keeps the last
   ``-offset``), ``limit`` and ``allowed_updates``. A second concurrent ``getUpdates`` ends the
   first with 409 "Conflict: terminated by other getUpdates request", as when two bot instances
-  poll one token; ``conflicts`` counts them.
+  poll one token; ``conflicts`` counts them. ``on_confirm(offset)``, when set, is called the moment
+  a ``getUpdates`` confirms updates, before they are forgotten (what a crash would leave behind).
 
 Injection (call from the test's event loop): ``send_message`` and ``press_button`` queue
 updates; ``fail_next`` scripts errors (429 with ``retry_after`` by default); ``block`` makes a
@@ -205,6 +206,7 @@ class FakeTelegram:
         self._users: dict[int, dict[str, Any]] = {}
         self._changed = asyncio.Event()
         self._poll_generation = 0
+        self.on_confirm: Callable[[int], None] | None = None
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._methods: dict[str, Callable[[dict, dict[str, _Part]], Any]] = {
@@ -478,6 +480,8 @@ class FakeTelegram:
         timeout = max(0.0, min(float(params.get("timeout") or 0), self.max_poll_s))
         allowed = params.get("allowed_updates") or None
         if offset > 0:
+            if self.on_confirm is not None and any(u["update_id"] < offset for u in self._updates):
+                self.on_confirm(offset)
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         elif offset < 0:
             self._updates = self._updates[offset:]

@@ -130,6 +130,17 @@ def test_a_finished_board_is_rebuilt_identically_on_the_bot_host(board, bounds, 
     assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in board.out_dir.iterdir())
 
 
+def test_the_bot_host_stores_a_board_without_decoding_a_frame(board, bounds, tmp_path, monkeypatch):
+    """The bot only stores and posts the files: their pixels are read only if something asks."""
+    decoded = []
+    monkeypatch.setattr(Image.Image, "convert", lambda image, *a, **kw: decoded.append(image) or image)
+
+    got = wire.decode_result(through_redis(wire.encode_board(board, max_bytes=LIMIT)), tmp_path / "bot-host", bounds)
+
+    assert decoded == [] and len(got.frames) == 3
+    assert [f.image.size for f in got.frames] == [f.image.size for f in board.frames] and len(decoded) == 3
+
+
 def test_a_rebuilt_board_loads_again_from_its_folder(board, bounds, tmp_path):
     other = tmp_path / "bot-host"
     wire.decode_result(wire.encode_board(board, max_bytes=LIMIT), other, bounds)
