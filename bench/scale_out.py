@@ -10,7 +10,7 @@ previous round's workers are not counted) and ``[queue] max_queued_per_user`` hi
 board. Per round:
 
 1. start N ``python -m bot --config CFG worker --name gpu-K`` processes; wait until N are live
-   (``bot.render.arq_client.live_workers``); not timed;
+   (``bot.render.arq_link.live_workers``); not timed;
 2. open the bot in this process (``bot.app.open_app``) and submit --boards boards of --frames frames
    through ``app.service.submit``, round-robin over --users users: ``[queue] max_running_per_user``
    stays at its default 1, so one user alone could never keep more than one worker busy;
@@ -53,9 +53,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bot.app import open_app  # noqa: E402
-from bot.config import ENV_PREFIX, load_config  # noqa: E402
 from bot.chat_port import BoardDelivery, JobUpdate  # noqa: E402
-from bot.render.arq_client import live_workers  # noqa: E402
+from bot.config import ENV_PREFIX, load_config  # noqa: E402
+from bot.render.arq_link import live_workers  # noqa: E402
 from bot.service import Requester, StoryOptions, StoryRequest  # noqa: E402
 from tests.scale_harness import REDIS_SERVER, RedisServer, WorkerProcess, scale_config, wait_until  # noqa: E402
 

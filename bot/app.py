@@ -29,7 +29,8 @@ from bot.jobs.runner import Worker, supervise
 from bot.ops.health import HealthServer
 from bot.ops.metrics import Metrics
 from bot.ops.storage import DiskSpace
-from bot.render.port import EnginePort, LocalEngine
+from bot.render.local import LocalEngine
+from bot.render.port import EnginePort
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from bot.store.store import Store
 from engine.build import build_engine

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from bot.config import QueueSettings
 from bot.errors import RetryLater
-from bot.store.records import NewJob
 
 DAY_S = 86_400.0
 
@@ -101,8 +100,9 @@ class CapFigures:
     regen_renders_today: int
 
 
-def first_cap_broken(job: NewJob, caps: Caps, figures: CapFigures) -> Refused | None:
-    """The first cap this job would break, in the order the replies are ranked."""
+def first_cap_broken(kind: str, renders: int, caps: Caps, figures: CapFigures) -> Refused | None:
+    """The first cap a job of ``kind``, costing at most ``renders``, would break, in the order the
+    replies are ranked."""
     if figures.queued_total >= caps.queued_total:
         return Refused("queued_total", caps.queued_total)
     if caps.queued_per_user is not None and figures.queued_by_user >= caps.queued_per_user:
@@ -113,7 +113,7 @@ def first_cap_broken(job: NewJob, caps: Caps, figures: CapFigures) -> Refused | 
         # a slot frees when that job leaves the rolling day
         return Refused("jobs_per_day", caps.jobs_per_day, retry_at=figures.cap_th_newest_today + DAY_S)
     used = figures.regen_renders_today
-    over = caps.regen_renders_per_day is not None and used + job.renders > caps.regen_renders_per_day
-    if job.kind != "story" and over:
-        return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=job.renders)
+    over = caps.regen_renders_per_day is not None and used + renders > caps.regen_renders_per_day
+    if kind != "story" and over:
+        return Refused("regen_renders_per_day", caps.regen_renders_per_day, used=used, cost=renders)
     return None

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from bot.chat_port import BoardDelivery, JobUpdate
 from bot.jobs.runner import Worker
-from bot.render.port import LocalEngine
+from bot.render.local import LocalEngine
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from engine.rendering.grid import PAPER
 

@@ -134,3 +134,48 @@ def test_no_import_cycle_anywhere_counting_imports_inside_functions():
 def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# Which rooms each room may import (besides its own modules). A room is a package under engine/
+# or bot/ (engine.planning, bot.store, ...) or a module at the top of one. Lower rooms never
+# import higher ones: the map a newcomer reads in README's layout section.
+ENGINE_BASE = {"engine.errors", "engine.limits", "engine.settings", "engine.shots", "engine.images"}
+ALLOWED_ROOMS = {
+    "engine.planning": ENGINE_BASE | {"engine.moderation"},
+    "engine.rendering": ENGINE_BASE,
+    "engine.identity": ENGINE_BASE,
+    "engine.models": ENGINE_BASE | {"engine.rendering", "engine.identity"},
+    "engine.training": ENGINE_BASE | {"engine.models", "engine.rendering", "engine.identity"},
+    "engine.board_files": ENGINE_BASE | {"engine.rendering", "engine.identity"},
+    "engine.storyboard": ENGINE_BASE | {"engine.board_files", "engine.planning", "engine.rendering",
+                                        "engine.identity"},
+    "bot.store": {"bot.quotas"},
+    "bot.quotas": {"bot.config", "bot.errors"},
+    "bot.ops": {"bot.config", "bot.quotas", "bot.store"},
+    "bot.render": {"bot.config", "bot.ops"},
+    "bot.jobs": {"bot.chat_port", "bot.config", "bot.messages", "bot.ops", "bot.render", "bot.store"},
+    "bot.service": {"bot.config", "bot.errors", "bot.jobs", "bot.messages", "bot.ops", "bot.quotas", "bot.store"},
+}
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("engine", "bot") and len(parts) > 1 else parts[0]
+
+
+def room_imports() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for module, targets in module_graph().items():
+        room = room_of(module)
+        found.setdefault(room, set()).update(room_of(t) for t in targets if room_of(t) != room)
+    return found
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED_ROOMS))
+def test_each_room_imports_only_the_rooms_below_it(room):
+    imported = room_imports()[room]
+    assert {r for r in imported if r.split(".")[0] == room.split(".")[0]} <= ALLOWED_ROOMS[room]
+
+
+def test_the_room_map_names_rooms_that_exist():
+    assert set(ALLOWED_ROOMS) <= set(room_imports())

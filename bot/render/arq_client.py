@@ -21,14 +21,14 @@ import logging
 import time
 from pathlib import Path
 
-from arq.connections import ArqRedis, RedisSettings
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import DeserializationError, Job, JobResult, JobStatus, deserialize_result
 from arq.utils import timestamp_ms
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
-from bot.render import wire
 from bot.config import ArqSettings, redacted_url
+from bot.render import wire
+from bot.render.arq_link import REDIS_DOWN, connect, live_workers, progress_channel
 from bot.render.port import Availability, EngineUnavailable, ProgressSink, ResultTooLarge, StopSignals
 from engine.board_files import Storyboard
 from engine.errors import Cancelled
@@ -39,38 +39,6 @@ from engine.storyboard import BoardRequest
 log = logging.getLogger(__name__)
 
 _AVAILABILITY_TTL_S = 1.0  # the live-worker count is read from Redis at most this often
-REDIS_DOWN = (RedisError, OSError)  # connection refused/reset and timeouts included
-
-
-def connect(settings: ArqSettings, url: str) -> ArqRedis:
-    """A Redis client for arq with msgpack envelopes and bounded timeouts. Connects lazily: it
-    never blocks or fails here, and reconnects by itself once Redis is back."""
-    parsed = RedisSettings.from_dsn(url)
-    return ArqRedis(
-        host=parsed.host, port=parsed.port, db=parsed.database, username=parsed.username,
-        password=parsed.password, ssl=parsed.ssl, unix_socket_path=parsed.unix_socket_path,
-        socket_connect_timeout=settings.connect_timeout_s, socket_timeout=settings.command_timeout_s,
-        job_serializer=wire.dumps, job_deserializer=wire.loads, default_queue_name=settings.queue_name,
-    )
-
-
-def health_key(settings: ArqSettings, worker_name: str) -> str:
-    """Each worker's own arq health-check key; the bot counts live workers by them."""
-    return f"{settings.queue_name}:health-check:{worker_name}"
-
-
-def progress_channel(settings: ArqSettings, arq_job_id: str) -> str:
-    return f"{settings.queue_name}:progress:{arq_job_id}"
-
-
-async def live_workers(redis: ArqRedis, settings: ArqSettings) -> int:
-    """Workers whose health-check key has not expired (each lasts ``health_check_interval_s`` + 1 s)."""
-    count = 0
-    async for _ in redis.scan_iter(match=f"{settings.queue_name}:health-check:*", count=100):
-        count += 1
-    return count
-
-
 class ArqEngine:
     """The engine port over arq: the same ``render`` contract as ``LocalEngine``."""
 

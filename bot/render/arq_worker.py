@@ -33,10 +33,10 @@ from arq import Worker, func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from bot.render import wire
 from bot.config import AppConfig, ArqSettings, redacted_url
 from bot.ops.logs import job_context
-from bot.render.arq_client import REDIS_DOWN, connect, health_key, progress_channel
+from bot.render import wire
+from bot.render.arq_link import REDIS_DOWN, connect, health_key, progress_channel
 from engine.build import build_engine
 from engine.errors import Cancelled
 from engine.moderation import TermFilter

@@ -202,7 +202,7 @@ class Store:
             figures = await self._cap_figures(job, caps)  # one statement: the write lock is held briefly
             if figures.existing is not None:
                 return figures.existing
-            refused = first_cap_broken(job, caps, figures)
+            refused = first_cap_broken(job.kind, job.renders, caps, figures)
             if refused is not None:
                 return refused
             job_id = await self._scalar(

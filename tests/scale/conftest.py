@@ -13,9 +13,10 @@ import pytest
 
 from bot.app import App, open_app
 from bot.config import load_config
-from bot.render.arq_client import live_workers
+from bot.render.arq_link import live_workers
 from tests.helpers import RecordingGateway
 from tests.scale_harness import REDIS_SERVER, RedisServer, WorkerProcess, wait_until
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path):

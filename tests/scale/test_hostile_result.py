@@ -18,12 +18,12 @@ from arq.jobs import serialize_result
 from arq.utils import timestamp_ms
 from PIL import Image
 
-from bot.render import wire
 from bot.config import load_config
 from bot.messages import text
+from bot.render import wire
 from bot.service import StoryOptions, StoryRequest
-from engine.build import build_engine
 from engine.board_files import REPORT_FILE
+from engine.build import build_engine
 from engine.storyboard import BoardRequest
 from tests.helpers import ALICE, WORKER_STORY
 from tests.scale.conftest import running_bot

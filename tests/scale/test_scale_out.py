@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.messages import text
-from tests.round_robin import round_robin_order
 from bot.service import Requester, StoryOptions, StoryRequest
 from tests.helpers import ALICE, BOB, WORKER_STORY
+from tests.round_robin import round_robin_order
 from tests.scale.conftest import running_bot
 from tests.scale_harness import scale_config, wait_until
 
