@@ -69,7 +69,7 @@ import tests.fakes.discord_server as discord_server  # noqa: E402
 from bot.app import run_bot  # noqa: E402
 from bot.config import AppConfig, Secrets  # noqa: E402
 from bot.service import StoryService  # noqa: E402
-from bot.jobs.runner import Worker  # noqa: E402
+from bot.jobs.runner import JobRunner  # noqa: E402
 from tests.fakes.discord_server import APP_ID, CHANNEL_ID, GUILD_ID, FakeDiscord  # noqa: E402
 
 TARGET_P99_MS = 200.0
@@ -111,7 +111,7 @@ class NoVoiceNotes(logging.Filter):
         return "voice will NOT be supported" not in record.getMessage()
 
 
-class IdleWorker(Worker):
+class IdleRunner(JobRunner):
     """--no-worker: recovers at start-up like the real one, then claims nothing until stop."""
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
@@ -162,7 +162,7 @@ def instrumented(probes: Probes, args: argparse.Namespace):
     patch(StoryService, "submit", timed_submit)
     patch(StoryService, "set_status_ref", timed_set_ref)
     if args.no_worker:
-        patch(bot_app, "Worker", IdleWorker)
+        patch(bot_app, "JobRunner", IdleRunner)
     if args.backlog:
         patch(discord_server.web, "TCPSite", functools.partial(discord_server.web.TCPSite, backlog=args.backlog))
     try:

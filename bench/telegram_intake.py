@@ -61,7 +61,7 @@ from bot.app import run_bot  # noqa: E402
 from bot.config import AppConfig, Secrets  # noqa: E402
 from bot.service import StoryService  # noqa: E402
 from bot.store.store import Store  # noqa: E402
-from bot.jobs.runner import Worker  # noqa: E402
+from bot.jobs.runner import JobRunner  # noqa: E402
 from bench import sqlite_writes  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
 
@@ -147,7 +147,7 @@ def instrumented(probes: Probes, args: argparse.Namespace):
     patch(telegram_bot.TelegramAdapter, "_story", timed_story)
     patch(telegram_bot.TelegramAdapter, "__init__", capturing_init)
     if args.no_worker:
-        patch(bot_app, "Worker", IdleWorker)
+        patch(bot_app, "JobRunner", IdleRunner)
     try:
         with sqlite_writes.counting(Store):
             yield
@@ -156,7 +156,7 @@ def instrumented(probes: Probes, args: argparse.Namespace):
             setattr(owner, name, value)
 
 
-class IdleWorker(Worker):
+class IdleRunner(JobRunner):
     """--no-worker: recovers at start-up like the real one, then claims nothing until stop."""
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:

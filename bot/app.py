@@ -25,7 +25,7 @@ from adapters.telegram_bot import TelegramAdapter
 from bot.chat_port import BoardDelivery, ChatGateway, JobUpdate
 from bot.config import AppConfig
 from bot.errors import StoryError
-from bot.jobs.runner import Worker, supervise
+from bot.jobs.runner import JobRunner, supervise
 from bot.ops.health import HealthServer
 from bot.ops.metrics import Metrics
 from bot.ops.storage import DiskSpace
@@ -71,7 +71,7 @@ class App:
     engine: StoryEngine | None  # None with engine.backend = "arq": the GPU workers hold it
     port: EnginePort
     service: StoryService
-    worker: Worker
+    worker: JobRunner
     router: ChatRouter
     executor: ThreadPoolExecutor
     metrics: Metrics
@@ -91,8 +91,8 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         service = StoryService(store, config, modes_off=port.modes_off())
         metrics = Metrics()
         metrics.started(engine.models.loads if engine is not None and engine.models else 0)
-        worker = Worker(store=store, port=port, gateway=router, config=config, status_refs=service.status_refs,
-                        metrics=metrics)
+        worker = JobRunner(store=store, port=port, gateway=router, config=config, status_refs=service.status_refs,
+                           metrics=metrics)
         yield App(config, store, engine, port, service, worker, router, executor, metrics)
     finally:
         if port is not None:

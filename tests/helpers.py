@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from bot.chat_port import BoardDelivery, JobUpdate
-from bot.jobs.runner import Worker
+from bot.jobs.runner import JobRunner
 from bot.render.local import LocalEngine
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
 from engine.rendering.grid import PAPER
@@ -86,7 +86,7 @@ class Rig:
         self.worker = self.new_worker(engine)
 
     def new_worker(self, engine):
-        return Worker(store=self.store, port=LocalEngine(engine, self.executor), gateway=self.gateway,
+        return JobRunner(store=self.store, port=LocalEngine(engine, self.executor), gateway=self.gateway,
                       config=self.config, status_refs=self.service.status_refs)
 
     async def submit(self, who=ALICE, story=WORKER_STORY, **options):

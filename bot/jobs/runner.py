@@ -62,7 +62,7 @@ def supervise(task: asyncio.Task, what: str) -> asyncio.Task:
     return task
 
 
-class Worker:
+class JobRunner:
     def __init__(
         self,
         *,
