@@ -219,7 +219,7 @@ def test_a_ref_guided_board_draws_the_detected_poses(tiny_sdxl_dir, tiny_control
     riding = [(f, s) for f, s in zip(report["frames"][1:], board.plan.shots[1:], strict=True) if s.pose == "riding"]
     others = [(f, s) for f, s in zip(report["frames"][1:], board.plan.shots[1:], strict=True) if s.pose != "riding"]
     assert riding and others, [s.pose for s in board.plan.shots]
-    detected = engine.rendering.poses.lookup("riding")[0]
+    detected = engine.poses.lookup("riding")[0]
     for frame, shot in riding:
         assert frame["pose_template"] == "riding" and frame["pose_source"] == "detected: riding.png"
         drawn = np.asarray(Image.open(tmp_path / "b" / frame["pose_file"]))
