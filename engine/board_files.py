@@ -19,10 +19,10 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import CheckpointError
-from engine.rendering.grid import EncodedGrid
-from engine.rendering.prompts import Prompt
-from engine.shots import Shot, ShotList
 from engine.identity.validate import Attempt
+from engine.rendering.grid import EncodedGrid
+from engine.rendering.prompts import Dropped, Prompt
+from engine.shots import Shot, ShotList
 
 REPORT_FILE = "report.json"
 PLAN_FILE = "plan.json"
@@ -67,6 +67,7 @@ class FrameResult:
             "prompt": self.prompt.positive,
             "prompt_2": self.prompt.positive_2,
             "negative_prompt": self.prompt.negative,
+            "dropped": [cut.to_json() for cut in self.prompt.dropped],
             "seed": self.seed,
             "attempts": [a.to_json() for a in self.attempts],
             "chosen_attempt": self.chosen,
@@ -87,7 +88,8 @@ class FrameResult:
             index=data["index"],
             shot=Shot.model_validate(data["shot"]),
             prompt=Prompt(
-                positive=data["prompt"], negative=data["negative_prompt"], positive_2=data.get("prompt_2", "")
+                positive=data["prompt"], negative=data["negative_prompt"], positive_2=data.get("prompt_2", ""),
+                dropped=tuple(Dropped(**cut) for cut in data.get("dropped", ())),
             ),
             attempts=tuple(
                 Attempt(seed=a["seed"], scores=dict(a["scores"]), verdict=a.get("verdict", "unchecked"))
@@ -129,7 +131,8 @@ class SavedBoard:
 def plan_from_report(report: dict) -> ShotList:
     """Rebuild the exact plan a report.json was made from."""
     shots = [Shot.model_validate(frame["shot"]) for frame in report["frames"]]
-    return ShotList(title=report["title"], language=report["language"], shots=tuple(shots))
+    return ShotList(title=report["title"], language=report["language"], cast=report.get("cast", ()),
+                    places=report.get("places", ()), shots=tuple(shots))
 
 
 def frames_from_report(report: dict, folder: Path, *, read_pixels: bool = True) -> tuple[FrameResult, ...]:

@@ -14,8 +14,8 @@ planner and preview paths stay free of the ML stack.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

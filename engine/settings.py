@@ -141,6 +141,7 @@ class GridSettings(_Section):
     columns: int = Field(default=0, ge=0, le=10)  # 0 = pick from the frame count
     gutter: int = Field(default=16, ge=0, le=128)
     caption_lines: int = Field(default=3, ge=0, le=8)
+    dialogue_lines: int = Field(default=2, ge=0, le=8)
     max_bytes: int = Field(default=10_000_000, ge=100_000, le=50_000_000)
     max_dimension_sum: int = Field(default=10_000, ge=256, le=20_000)
     max_aspect_ratio: float = Field(default=20.0, ge=1.0, le=20.0)

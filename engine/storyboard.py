@@ -47,7 +47,7 @@ from engine.rendering.grid import EncodedGrid, GridPanel, compose_grid, encode_g
 from engine.rendering.poses import PoseLibrary, PoseTemplate, pose_image
 from engine.rendering.prompts import Prompt, build_prompt
 from engine.settings import EngineSettings
-from engine.shots import Shot, ShotList
+from engine.shots import Shot, ShotList, hero_in, with_hero_look, with_hero_opening
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class StoryEngine:
 
         # 3. prompts
         with _timed(timings, "prompts"):
-            prompts = [self.renderer.fit_prompt(build_prompt(shot, self.settings.prompt)) for shot in plan.shots]
+            prompts = [self.renderer.fit_prompt(build_prompt(shot, self.settings.prompt, plan)) for shot in plan.shots]
 
         # 4. render, with 5. validate and re-roll inside each frame
         frames = self._render_frames(request, plan, prompts, out_dir, timings, progress, cancelled)
@@ -210,11 +210,21 @@ class StoryEngine:
             result = PlanResult(plan=request.plan, planner="reused")
         else:
             result = self.planner.make_plan(request.story, shots=request.frames, seed=request.seed)
+        result = self._with_hero(result)
         result.plan.check_numbering()
         write_json(out_dir / PLAN_FILE, result.plan.model_dump(mode="json"))
         log.info("plan: %d shots, language=%s, planner=%s%s", len(result.plan.shots), result.plan.language,
                  result.planner, f" (fallback: {result.fallback_reason})" if result.fallback_reason else "")
         return result
+
+    def _with_hero(self, result: PlanResult) -> PlanResult:
+        """The rules of the hero, whichever planner wrote the plan: his look is [prompt] character,
+        and he is in shot 1, the identity reference."""
+        plan = with_hero_look(result.plan, self.settings.prompt.character)
+        opened = with_hero_opening(plan)
+        repairs = result.repairs + (("shot 1: Aldar Kose added, frame 1 is the identity reference",)
+                                    if opened is not plan else ())
+        return replace(result, plan=opened, repairs=repairs)
 
     # -- 4. render + 5. validate ---------------------------------------------------------
     def _render_frames(
@@ -247,7 +257,8 @@ class StoryEngine:
         for frame in frames:
             if frame.reused:
                 frame.image.save(out_dir / frame.file_name)
-        panels = [GridPanel(image=f.image, number=f.index, caption=f.shot.caption) for f in frames]
+        panels = [GridPanel(image=f.image, number=f.index, caption=f.shot.caption, dialogue=plan.spoken_line(f.shot))
+                  for f in frames]
         image = compose_grid(panels, self.settings.grid, title=plan.title)
         grid = encode_grid(image, self.settings.grid)
         for stale in out_dir.glob("grid.*"):
@@ -279,6 +290,8 @@ class StoryEngine:
             "story": request.story,
             "title": plan.title,
             "language": plan.language,
+            "cast": [member.model_dump(mode="json") for member in plan.cast],
+            "places": [place.model_dump(mode="json") for place in plan.places],
             "mode": request.mode,
             "seed": request.seed,
             "planner": planned.planner,
@@ -442,16 +455,20 @@ class _Round:
     def check(self, chunk: list[tuple[Shot, Prompt]], requests: list[FrameRequest], rendered: list[Image.Image]) -> None:
         """Score a rendered batch; keep (and checkpoint) each frame that passes or is out of attempts."""
         engine = self.run.engine
+        checked = [i for i, (shot, _) in enumerate(chunk) if hero_in(shot)]  # nobody to compare the others with
         with _timed(self.run.timings, "validate"):
             scores = engine.validator.score(
-                rendered, texts=[shot.description for shot, _ in chunk], reference=self.reference,
-                framings=[shot.framing for shot, _ in chunk],
-            )
+                [rendered[i] for i in checked], texts=[chunk[i][0].description for i in checked],
+                reference=self.reference, framings=[chunk[i][0].framing for i in checked],
+            ) if checked else []
+        by_frame = dict(zip(checked, scores, strict=True))
         last_try = self.attempt_no == engine.policy.max_attempts - 1
-        for (shot, prompt), req, image, score in zip(chunk, requests, rendered, scores, strict=True):
-            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score, verdict=engine.policy.verdict(score)))
+        for i, ((shot, prompt), req, image) in enumerate(zip(chunk, requests, rendered, strict=True)):
+            score = by_frame.get(i)
+            verdict = engine.policy.verdict(score) if score is not None else "not_in_shot"
+            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score or {}, verdict=verdict))
             self.images[shot.index].append(image)
-            if engine.policy.passes(score) or last_try:
+            if score is None or engine.policy.passes(score) or last_try:
                 self.run._finalise(shot, prompt, self.attempts[shot.index], self.images[shot.index])
             else:
                 self.still_failing.append((shot, prompt))

@@ -65,8 +65,10 @@ def test_plan_prints_the_shot_list_as_json(stories):
     result = bot("plan", stories["kk_kozha"])
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"title", "language", "shots"}
+    assert set(plan) == {"title", "language", "cast", "places", "shots"}
     assert plan["language"] == "kk"
+    assert plan["cast"][0]["id"] == 0 and plan["cast"][0]["name"] == "Алдар Көсе"  # the story bible, in Kazakh
+    assert {shot["place_id"] for shot in plan["shots"]} <= {place["id"] for place in plan["places"]}
     assert 6 <= len(plan["shots"]) <= 10
     assert "Алдар Көсе" in plan["shots"][0]["caption"]
 

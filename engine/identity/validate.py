@@ -21,7 +21,8 @@ from PIL import Image
 
 from engine.identity.faces import mean_embedding
 
-Verdict = Literal["pass", "unchecked", "low_identity", "copy_paste", "wrong_face", "no_face"]
+# "not_in_shot": a panel without Aldar Kose is not compared with him (it passes, unscored)
+Verdict = Literal["pass", "unchecked", "not_in_shot", "low_identity", "copy_paste", "wrong_face", "no_face"]
 
 
 class Validator(Protocol):

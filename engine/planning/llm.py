@@ -4,7 +4,11 @@
   vocabulary. A server that rejects ``json_schema`` gets ``json_object`` with the schema in
   the prompt instead, remembered for the rest of the process.
 * The story is untrusted data: it travels only in the user message, between markers, and
-  whatever comes back is validated, clamped and repaired (``repair_plan``) before use. The
+  whatever comes back is validated, clamped and repaired (``repair_plan``) before use.
+* The same reply carries the story bible: the ``cast`` and the ``places``, each once with a
+  fixed English look, and on every shot the ids of who is in it and where it is. Unknown ids,
+  duplicates, empty or overlong entries are repaired too, and Aldar Kose is always cast
+  member ``HERO_ID``. The
   reply's size is bounded before it is decoded, and every text in the plan is checked for
   ``[story] banned_terms`` like the story itself: a plan with one is unusable output.
 * Failures are never fatal. Transport errors (timeouts, refused connections, 429, 5xx) use
@@ -31,13 +35,33 @@ from engine.moderation import TermFilter, strip_bidi
 from engine.planning.base import PlanError, Planner, PlanResult
 from engine.planning.language import detect_language
 from engine.settings import PlannerSettings, PromptSettings
-from engine.shots import CAMERA_ANGLES, FRAMINGS, POSES, SETTINGS, TIMES_OF_DAY, Shot, ShotList
+from engine.shots import (
+    CAMERA_ANGLES,
+    DIALOGUE_CHARS,
+    FRAMINGS,
+    HERO_ID,
+    LOOK_CHARS,
+    NAME_CHARS,
+    POSES,
+    SETTINGS,
+    TIMES_OF_DAY,
+    CastMember,
+    Dialogue,
+    Place,
+    Shot,
+    ShotList,
+)
 
 log = logging.getLogger(__name__)
 
 STORY_OPEN, STORY_CLOSE = "<<<STORY", "STORY>>>"
 MAX_DESCRIPTION, MAX_CAPTION, MAX_ACTION, MAX_WORD, MAX_TITLE = 200, 400, 120, 40, 80
 MAX_EXTRAS = 5
+MAX_CAST = 8  # cast members of one plan, Aldar Kose included
+MAX_PLACES = MAX_FRAMES  # at most one place per shot
+HERO_NAME, HERO_LOOK = "Aldar Kose", "Aldar Kose, the beardless trickster"
+CAST_LOOK_EXAMPLE = "stout old bai, fox-fur coat, tall black hat, grey beard"
+PLACE_LOOK_EXAMPLE = "khan's palace courtyard, blue-tiled arches, fountains"
 # A plan at every limit is under 20k characters (90k if every letter came \u-escaped); a longer
 # reply is not decoded at all.
 MAX_REPLY_CHARS = 100_000
@@ -81,6 +105,20 @@ class LlmShot(BaseModel):
     time_of_day: str = ""
     characters: list[str] = []
     props: list[str] = []
+    # ids as the model writes them: anything that is not a known id is dropped by the repair
+    cast_ids: list[Any] = []
+    place_id: Any = None
+    dialogue: Any = None  # {speaker, text} or null
+
+
+class LlmEntry(BaseModel):
+    """A cast member or a place as the model writes it, repaired into a ``CastMember``/``Place``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Any = None
+    name: str = ""
+    look: str = ""
 
 
 class LlmPlan(BaseModel):
@@ -89,6 +127,8 @@ class LlmPlan(BaseModel):
     title: str = ""
     language: str = ""
     shot_count: int | None = None
+    cast: list[LlmEntry] = []  # more than MAX_CAST are clamped by the repair, not refused
+    places: list[LlmEntry] = []
     shots: list[LlmShot] = Field(max_length=MAX_FRAMES)  # the schema's maxItems, checked here too
 
 
@@ -105,11 +145,29 @@ def _words(description: str) -> dict:
             "description": description}
 
 
+def _entries(what: str, look_example: str, max_items: int) -> dict:
+    return {
+        "type": "array",
+        "maxItems": max_items,
+        "description": f"each {what} of the story once",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "name", "look"],
+            "properties": {
+                "id": {"type": "integer", "description": f"a number for this {what}, unique in the list"},
+                "name": _text(f"the {what}'s name, in the story's language", NAME_CHARS),
+                "look": _text(f"fixed English look, a few words, e.g. '{look_example}'", LOOK_CHARS),
+            },
+        },
+    }
+
+
 SHOT_SCHEMA: dict = {
     "type": "object",
     "additionalProperties": False,
     "required": ["index", "description", "caption", "action", "setting", "framing", "camera_angle", "pose",
-                 "emotion", "time_of_day", "characters", "props"],
+                 "emotion", "time_of_day", "characters", "props", "cast_ids", "place_id", "dialogue"],
     "properties": {
         "index": {"type": "integer", "description": "1-based shot number"},
         "description": _text("one English line: what the panel shows", MAX_DESCRIPTION),
@@ -123,16 +181,32 @@ SHOT_SCHEMA: dict = {
         "time_of_day": _enum(TIMES_OF_DAY),
         "characters": _words("other characters, English"),
         "props": _words("objects, English"),
+        "cast_ids": {"type": "array", "items": {"type": "integer"}, "maxItems": MAX_CAST,
+                     "description": "ids of the cast members in this shot"},
+        "place_id": {"type": "integer", "description": "id of the place this shot shows"},
+        "dialogue": {
+            "type": ["object", "null"],
+            "description": "a line the story quotes in this shot and who says it, else null",
+            "additionalProperties": False,
+            "required": ["speaker", "text"],
+            "properties": {
+                "speaker": {"type": "integer", "description": "cast id of who says it"},
+                "text": _text("the words as the story quotes them, in its language", DIALOGUE_CHARS),
+            },
+        },
     },
 }
+# The bible comes before the shots: a model writes properties in order, so the ids exist by then.
 PLAN_SCHEMA: dict = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["title", "language", "shot_count", "shots"],
+    "required": ["title", "language", "shot_count", "cast", "places", "shots"],
     "properties": {
         "title": _text("a short title in the story's language", MAX_TITLE),
         "language": _enum(("en", "ru", "kk")),
         "shot_count": {"type": "integer"},
+        "cast": _entries("character", CAST_LOOK_EXAMPLE, MAX_CAST),
+        "places": _entries("place", PLACE_LOOK_EXAMPLE, MAX_PLACES),
         "shots": {"type": "array", "items": SHOT_SCHEMA, "maxItems": MAX_FRAMES},
     },
 }
@@ -164,11 +238,20 @@ def system_prompt(settings: PlannerSettings, prompt: PromptSettings, *, low: int
     lines = [
         "You are a storyboard artist for a Kazakh folk tale about Aldar Kose, the beardless trickster.",
         f"Break the story in the user's message into {count} shots, in story order.",
-        f"Aldar Kose appears in every shot, always as: {prompt.character}.",
+        f"Aldar Kose is always drawn as: {prompt.character}. He is in the first shot and in every shot "
+        "about him; a shot about someone else alone leaves him out of its cast_ids.",
         "Prefer simplified, front-facing, close-up or medium framings that show his face clearly;",
         "include at least one wide establishing shot, and vary the poses: never one pose for every shot.",
         "Write description, action, emotion, characters and props in English, whatever the story's language.",
         captions,
+        f"List every recurring character once in cast, with id {HERO_ID} for Aldar Kose: the name as the story "
+        "names them, in the story's language, and a fixed English look of a few words that never changes "
+        f"(e.g. \"{CAST_LOOK_EXAMPLE}\").",
+        "List every location once in places, with its own id: the name in the story's language and a fixed "
+        f"English look of a few words (e.g. \"{PLACE_LOOK_EXAMPLE}\").",
+        "In each shot, cast_ids lists the ids of everyone in it and place_id is the id of the place it shows.",
+        "When the story quotes what someone says in a shot, put it in that shot's dialogue: the speaker's cast "
+        "id and the words as the story quotes them, in the story's language; otherwise dialogue is null.",
         f"Use only these settings: {', '.join(SETTINGS)}; poses: {', '.join(POSES)}; "
         f"framings: {', '.join(FRAMINGS)}; camera angles: {', '.join(CAMERA_ANGLES)}; "
         f"times of day: {', '.join(TIMES_OF_DAY)}.",
@@ -245,9 +328,126 @@ def repair_plan(raw: LlmPlan, story: str, *, low: int, high: int, caption_langua
         repairs.append("no establishing shot: shot 1 made wide")
     if caption_language == "story" and not _about(story, [s.caption for s in fixed]):
         raise UnusableOutput("the captions do not come from the story")
+    cast, cast_map = _repair_entries(raw.cast, "cast", CastMember, limit=MAX_CAST, hero=True, repairs=repairs)
+    if not any(member.id == HERO_ID for member in cast):
+        cast.insert(0, CastMember(id=HERO_ID, name=HERO_NAME, look=HERO_LOOK))
+        cast_map[HERO_ID] = HERO_ID
+        repairs.append(f"cast: added {HERO_NAME} as id {HERO_ID}")
+    places, place_map = _repair_entries(raw.places, "places", Place, limit=MAX_PLACES, hero=False,
+                                        repairs=repairs)
+    fixed = [_repair_refs(shot, given, cast_map, place_map, places, repairs) for shot, given in zip(fixed, shots)]
     language = detect_language(story)
     title = _clip(raw.title, MAX_TITLE) or _clip(fixed[0].caption, MAX_TITLE)
-    return ShotList(title=title, language=language, shots=tuple(fixed)), repairs
+    return ShotList(title=title, language=language, cast=tuple(cast), places=tuple(places),
+                    shots=tuple(fixed)), repairs
+
+
+def _an_id(value: Any) -> int | None:
+    """``value`` as an id: a whole number of at least 0 (``True`` is not one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _repair_entries(raw: list[LlmEntry], kind: str, model: type, *, limit: int, hero: bool,
+                    repairs: list[str]) -> tuple[list, dict[int, int]]:
+    """The cast (``hero``: Aldar Kose is one of them) or the places, repaired, and
+    ``given id -> kept id`` for every id a shot may name.
+
+    An entry without a usable id, a name or an English look is dropped; one that repeats the
+    id of an earlier one is dropped; one with the name or the look of an earlier one is merged
+    into it (Aldar Kose, when he is one of the two, is the one kept, in the earlier one's
+    place). Past ``limit`` the rest are dropped, keeping a place for the hero. No kept entry is
+    renumbered."""
+    kept: list = []
+    ids: dict[int, int] = {}
+    for entry in raw:
+        given = _an_id(entry.id)
+        if given is None:
+            repairs.append(f"{kind}: dropped {_clip(entry.name, NAME_CHARS)!r}, its id {entry.id!r} "
+                           "is not a whole number of 0 or more")
+            continue
+        name, look = _clip(entry.name, NAME_CHARS), _clip(entry.look, LOOK_CHARS)
+        for field, value, chars in (("name", entry.name, NAME_CHARS), ("look", entry.look, LOOK_CHARS)):
+            if len(_clip(value, 10**6)) > chars:
+                repairs.append(f"{kind} id {given}: {field} clipped to {chars} characters")
+        if not name or not _english(look, ""):
+            why = "no name" if not name else ("no look" if not look else "a look that is not English")
+            repairs.append(f"{kind} id {given}: dropped, it has {why}")
+            continue
+        if given in ids:
+            repairs.append(f"{kind}: id {given} given twice, dropped the second ({name!r})")
+            continue
+        same = next((k for k in kept if _key(k.name) == _key(name) or _key(k.look) == _key(look)), None)
+        if same is None:
+            kept.append(model(id=given, name=name, look=look))
+            ids[given] = given
+        elif hero and given == HERO_ID:
+            kept[kept.index(same)] = model(id=given, name=name, look=look)
+            ids = {old: (given if new == same.id else new) for old, new in ids.items()}
+            ids[given] = given
+            repairs.append(f"{kind}: merged id {same.id} ({same.name!r}) into id {given} ({name!r})")
+        else:
+            ids[given] = same.id
+            repairs.append(f"{kind}: merged id {given} ({name!r}) into id {same.id} ({same.name!r})")
+
+    def is_hero(entry: Any) -> bool:
+        return hero and entry.id == HERO_ID
+
+    room = limit - (hero and not any(map(is_hero, kept)))  # the hero is added later if missing
+    if len(kept) > room:
+        repairs.append(f"{kind}: clamped {len(kept)} entries to {room}")
+        others = [k.id for k in kept if not is_hero(k)][: room - sum(map(is_hero, kept))]
+        kept = [k for k in kept if is_hero(k) or k.id in others]
+        ids = {old: new for old, new in ids.items() if new in {k.id for k in kept}}
+    return kept, ids
+
+
+def _repair_refs(shot: Shot, raw: LlmShot, cast_map: dict[int, int], place_map: dict[int, int],
+                 places: list[Place], repairs: list[str]) -> Shot:
+    """The shot with the cast ids and the place id the repaired bible knows."""
+    where = f"shot {shot.index}"
+    cast_ids: list[int] = []
+    for given in raw.cast_ids:
+        number = _an_id(given)
+        if number is None or number not in cast_map:
+            repairs.append(f"{where}: dropped unknown cast id {given!r}")
+        elif cast_map[number] not in cast_ids:
+            cast_ids.append(cast_map[number])
+    number = _an_id(raw.place_id)
+    place_id: int | None = place_map.get(number) if number is not None else None
+    if place_id is None and places:
+        place_id = places[0].id
+        given = "no place id" if raw.place_id is None else f"unknown place id {raw.place_id!r}"
+        repairs.append(f"{where}: {given} -> place id {place_id}")
+    elif place_id is None and raw.place_id is not None:
+        repairs.append(f"{where}: dropped unknown place id {raw.place_id!r}")
+    dialogue = _repair_dialogue(raw.dialogue, cast_map, where, repairs)
+    return shot.model_copy(update={"cast_ids": tuple(cast_ids), "place_id": place_id, "dialogue": dialogue})
+
+
+def _repair_dialogue(given: Any, cast_map: dict[int, int], where: str, repairs: list[str]) -> Dialogue | None:
+    """The shot's line, spoken by a cast member the bible knows, clipped; else none."""
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        repairs.append(f"{where}: dropped a line that is not {{speaker, text}}")
+        return None
+    text = _clip(str(given.get("text") or ""), DIALOGUE_CHARS)
+    speaker = _an_id(given.get("speaker"))
+    if speaker is None or speaker not in cast_map:
+        repairs.append(f"{where}: dropped the line of unknown speaker {given.get('speaker')!r}")
+        return None
+    if not text:
+        repairs.append(f"{where}: dropped an empty line")
+        return None
+    return Dialogue(speaker=cast_map[speaker], text=text)
 
 
 def _repair_shot(raw: LlmShot, index: int, caption_language: str, repairs: list[str]) -> Shot:
@@ -286,12 +486,18 @@ def _english_words(values: list[str]) -> tuple[str, ...]:
 def plan_texts(plan: ShotList) -> Iterator[tuple[str, str]]:
     """Every free text of a plan, with where it is: what reaches a prompt or the board."""
     yield "title", plan.title
+    for kind, entries in (("cast", plan.cast), ("places", plan.places)):
+        for entry in entries:
+            yield f"{kind} id {entry.id} name", entry.name
+            yield f"{kind} id {entry.id} look", entry.look
     for shot in plan.shots:
         for field in ("description", "caption", "action", "emotion"):
             yield f"shot {shot.index} {field}", getattr(shot, field)
         for field in ("characters", "props"):
             for value in getattr(shot, field):
                 yield f"shot {shot.index} {field}", value
+        if shot.dialogue is not None:
+            yield f"shot {shot.index} dialogue", shot.dialogue.text
 
 
 def refuse_banned_terms(plan: ShotList, banned: TermFilter) -> None:

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 PAPER: tuple[int, int, int] = (250, 248, 242)
 INK: tuple[int, int, int] = (40, 36, 52)
+SPOKEN: tuple[int, int, int] = (120, 40, 30)  # a quoted line: set apart from the caption in ink of its own
 FRAME_LINE: tuple[int, int, int] = (190, 186, 178)
 
 # columns for 1..12 panels when GridSettings.columns == 0
@@ -44,6 +45,7 @@ class GridPanel:
     image: Image.Image
     number: int
     caption: str
+    dialogue: str = ""  # who says what, under the caption: Name: "…"
 
 
 class GridEncodingError(EngineError, RuntimeError):
@@ -110,14 +112,15 @@ def auto_columns(count: int) -> int:
     return _AUTO_COLUMNS.get(count, math.ceil(math.sqrt(count)))
 
 
-def _layout(count: int, panel_size: tuple[int, int], settings: GridSettings, title: str) -> _Layout:
+def _layout(count: int, panel_size: tuple[int, int], settings: GridSettings, title: str, *,
+            speaking: bool = False) -> _Layout:
     columns = min(settings.columns or auto_columns(count), count)
     panel_w, panel_h = panel_size
     caption_font = load_font(max(12, panel_w // 30))
     badge_font = load_font(max(12, round(caption_font.size * 1.1)), bold=True)
     title_font = load_font(max(16, panel_w // 16), bold=True)
     line_h = _line_height(caption_font)
-    text_h = settings.caption_lines * line_h
+    text_h = (settings.caption_lines + (settings.dialogue_lines if speaking else 0)) * line_h
     caption_h = max(_badge_diameter(badge_font), text_h) + 2 * _caption_pad(panel_w)
     title_h = _line_height(title_font) + settings.gutter if title else 0
     return _Layout(
@@ -157,7 +160,7 @@ def compose_grid(panels: Sequence[GridPanel], settings: GridSettings, *, title: 
     if not panels:
         raise ValueError("compose_grid needs at least one panel, got none")
     panel_size = panels[0].image.size
-    layout = _layout(len(panels), panel_size, settings, title)
+    layout = _layout(len(panels), panel_size, settings, title, speaking=any(p.dialogue for p in panels))
     sheet = Image.new("RGB", layout.size, PAPER)
     draw = ImageDraw.Draw(sheet)
     if title:
@@ -166,7 +169,7 @@ def compose_grid(panels: Sequence[GridPanel], settings: GridSettings, *, title: 
         x, y = layout.origin(slot)
         sheet.paste(_fit_panel(panel.image, panel_size), (x, y))
         draw.rectangle((x - 1, y - 1, x + layout.panel_w, y + layout.panel_h), outline=FRAME_LINE)
-        _draw_caption(draw, panel, layout, settings.caption_lines, (x, y + layout.panel_h))
+        _draw_caption(draw, panel, layout, settings, (x, y + layout.panel_h))
     return sheet
 
 
@@ -182,9 +185,9 @@ def _draw_title(draw: ImageDraw.ImageDraw, title: str, layout: _Layout, sheet_w:
 
 
 def _draw_caption(
-    draw: ImageDraw.ImageDraw, panel: GridPanel, layout: _Layout, max_lines: int, origin: tuple[int, int]
+    draw: ImageDraw.ImageDraw, panel: GridPanel, layout: _Layout, settings: GridSettings, origin: tuple[int, int]
 ) -> None:
-    """Number badge on the left, the wrapped caption beside it."""
+    """Number badge on the left, the wrapped caption beside it, and who says what below that."""
     pad = _caption_pad(layout.panel_w)
     x, y = origin[0], origin[1] + pad
     diameter = _badge_diameter(layout.badge_font)
@@ -192,10 +195,12 @@ def _draw_caption(
     centre = (x + diameter / 2, y + diameter / 2)
     draw.text(centre, str(panel.number), font=layout.badge_font, fill=PAPER, anchor="mm")
     text_x = x + diameter + pad
-    lines = wrap_text(panel.caption, layout.caption_font, layout.panel_w - (text_x - x), max_lines)
+    width = layout.panel_w - (text_x - x)
+    lines = wrap_text(panel.caption, layout.caption_font, width, settings.caption_lines)
+    spoken = wrap_text(panel.dialogue, layout.caption_font, width, settings.dialogue_lines) if panel.dialogue else []
     line_h = _line_height(layout.caption_font)
-    for k, line in enumerate(lines):
-        draw.text((text_x, y + k * line_h), line, font=layout.caption_font, fill=INK)
+    for k, (line, colour) in enumerate([(line, INK) for line in lines] + [(line, SPOKEN) for line in spoken]):
+        draw.text((text_x, y + k * line_h), line, font=layout.caption_font, fill=colour)
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from engine.rendering.base import CancelCheck, FrameRequest, StepCallback
 from engine.rendering.fonts import load_font, wrap_text
 from engine.rendering.prompts import Prompt, fit_prompt
-from engine.rendering.base import CancelCheck, FrameRequest, StepCallback
 from engine.shots import Shot
 
 RGB = tuple[int, int, int]

@@ -19,8 +19,8 @@ from typing import Any
 from PIL import Image
 
 from engine.errors import Cancelled, EngineError
-from engine.rendering.prompts import Prompt, fit_prompt
 from engine.rendering.base import CancelCheck, FrameRequest, StepCallback
+from engine.rendering.prompts import Prompt, fit_prompt
 
 log = logging.getLogger(__name__)
 

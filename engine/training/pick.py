@@ -31,11 +31,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from engine.errors import EngineError
-from engine.rendering.fonts import load_font
 from engine.models import ModelLoader
+from engine.rendering.fonts import load_font
 from engine.settings import PickSettings, RenderSettings
-from engine.training.train import LORA_FILE, STATE_FILE, checkpoint_dirs
 from engine.training.data import picture_files
+from engine.training.train import LORA_FILE, STATE_FILE, checkpoint_dirs
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.build import build_engine
 from engine.board_files import FrameResult, Storyboard, load_saved_board, plan_from_report
+from engine.build import build_engine
 from engine.errors import Cancelled, InvalidRequest
+from engine.identity.validate import Attempt, NullValidator
 from engine.planning.offline.planner import OfflinePlanner
+from engine.rendering.base import FrameRequest
 from engine.rendering.preview import PreviewRenderer
 from engine.rendering.prompts import build_prompt
-from engine.rendering.base import FrameRequest
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings, ValidateSettings
 from engine.shots import ShotList
 from engine.storyboard import BoardRequest, ProgressEvent, StoryEngine, frame_seed
-from engine.identity.validate import Attempt, NullValidator
 
 SIZE = 128
 TRIGGER = "aldar_kose_man"
@@ -271,6 +271,25 @@ def test_report_round_trip_reproduces_the_board(tmp_path: Path) -> None:
         assert pixels(tmp_path / "second" / frame.file_name) == pixels(tmp_path / "first" / frame.file_name)
 
 
+def test_the_report_carries_the_story_bible_and_what_each_prompt_dropped(tmp_path: Path) -> None:
+    character = "beardless trickster in a patched robe, one felt boot"  # not the planner's words for him
+    style = " ".join(["ink"] * 70)  # alone over prompt 2's 77 tokens: it must be cut, and said so
+    engine_settings = EngineSettings(prompt=PromptSettings(character=character, style_suffix=style))
+    engine = StoryEngine(planner=OfflinePlanner(engine_settings.planner), renderer=PreviewRenderer(),
+                         validator=NullValidator(), settings=engine_settings)
+    engine.run(BoardRequest(story=STORY, frames=3, seed=5), tmp_path / "b")
+    report = read_report(tmp_path / "b")
+
+    assert report["cast"][0] == {"id": 0, "name": report["cast"][0]["name"], "look": character}
+    assert report["places"] and all(p["look"] for p in report["places"])
+    place_looks = {p["id"]: p["look"] for p in report["places"]}
+    for frame in report["frames"]:
+        assert frame["prompt"].startswith(f"{TRIGGER}, {character}")
+        assert place_looks[frame["shot"]["place_id"]] in frame["prompt_2"]
+        assert {"prompt": 2, "part": "style", "text": style} in frame["dropped"]
+    assert plan_from_report(report).cast == load_saved_board(tmp_path / "b").plan.cast
+
+
 def test_finished_board_loads_back_with_its_frames(tmp_path: Path) -> None:
     board = default_engine().run(BoardRequest(story=STORY, frames=3, seed=5), tmp_path / "b")
     saved = load_saved_board(tmp_path / "b")
@@ -306,7 +325,7 @@ def test_russian_captions_survive_literally(tmp_path: Path, stories: dict[str, s
     # captions are the story's own words, never translated; prompts are English
     for frame in report["frames"]:
         assert set(frame["shot"]["caption"].split()) <= set(story.split())
-        assert TRIGGER in frame["prompt"]
+        assert (TRIGGER in frame["prompt"]) == (0 in frame["shot"]["cast_ids"])  # a panel without him: no trigger
         assert not any("а" <= ch <= "я" for ch in frame["prompt"].lower())
     assert len(board.frames) >= 6
 
@@ -391,6 +410,35 @@ def test_no_retries_when_max_retries_is_zero(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- 6. reference passing
+
+
+def _without_the_hero(plan: ShotList, *indices: int) -> ShotList:
+    """The plan with Aldar Kose taken out of the shots ``indices`` (each then about cast member 1)."""
+    shots = tuple(shot.model_copy(update={"cast_ids": (1,)}) if shot.index in indices else shot for shot in plan.shots)
+    return plan.model_copy(update={"shots": shots})
+
+
+def test_a_panel_without_aldar_kose_is_not_checked_against_him(tmp_path: Path) -> None:
+    plan = _without_the_hero(_a_plan(3), 3)
+    assert len(plan.cast) > 1  # the story has a merchant, cast member 1
+    validator = ScriptedValidator([0.9, 0.1, 0.1, 0.1])  # frame 2 fails every try; frame 3 is never scored
+    board = engine_with(validator=validator).run(BoardRequest(story=STORY, plan=plan, seed=3), tmp_path / "b")
+
+    frames = read_report(tmp_path / "b")["frames"]
+    assert [len(f["attempts"]) for f in frames] == [1, 3, 1]
+    assert frames[2]["attempts"] == [{"seed": frame_seed(3, 3, 0), "scores": {}, "verdict": "not_in_shot"}]
+    assert frames[2]["accepted"] is True and validator.identities == []
+    assert "aldar_kose_man" not in frames[2]["prompt"] + frames[2]["prompt_2"]
+    assert board.frames[2].shot.cast_ids == (1,)
+
+
+def test_frame_one_always_shows_aldar_kose_as_the_reference(tmp_path: Path) -> None:
+    plan = _without_the_hero(_a_plan(3), 1)
+    engine_with().run(BoardRequest(story=STORY, plan=plan, seed=3), tmp_path / "b")
+    report = read_report(tmp_path / "b")
+    assert report["frames"][0]["shot"]["cast_ids"] == [0, 1]
+    assert report["frames"][0]["prompt"].startswith("aldar_kose_man")
+    assert "shot 1: Aldar Kose added, frame 1 is the identity reference" in report["plan_repairs"]
 
 
 def test_ref_guided_passes_frame_one_as_the_reference(tmp_path: Path) -> None:

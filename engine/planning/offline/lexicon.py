@@ -6,6 +6,9 @@ that mean it in each language, "|"-separated; a stem matches any word that start
 and one ending in "$" only the whole word (both after ``fold``: NFKC, casefolded, "ё" read
 as "е"). Kazakh text is matched against the Kazakh and
 the Russian stems, since Kazakh stories borrow Russian words. engine/planning/offline/planner.py reads these tables.
+
+The story bible's tables (``HERO_LIKENESS``, ``CAST_LIKENESSES``, ``PLACE_LIKENESSES``) give each
+person, animal and place the name the board shows, in each language, and one fixed English look.
 """
 
 from __future__ import annotations
@@ -58,6 +61,25 @@ def _cue(value: str, en: str = "", ru: str = "", kk: str = "") -> Cue:
 
 def _verb(pose: str, action: str, en: str, ru: str, kk: str, alone: str = "") -> Verb:
     return Verb(action, _stems(en), _stems(ru), _stems(kk), pose=pose, alone=alone or action)
+
+
+@dataclass(frozen=True)
+class Likeness:
+    """How the board names a character or a place (``en``/``ru``/``kk``, in the story's language)
+    and how it is drawn (``look``).
+
+    The look goes word for word into every SDXL prompt of a panel with that character or place,
+    so the same words draw them the same way in every panel: English, concrete and visual (build,
+    clothes, colours, landmarks), under ~100 characters, no names, no story events.
+    """
+
+    look: str
+    en: str
+    ru: str
+    kk: str
+
+    def name(self, language: Language) -> str:
+        return {"en": self.en, "ru": self.ru, "kk": self.kk}[language]
 
 
 PLACES = (
@@ -169,6 +191,56 @@ ANIMALS = (
     _cue("camel", "camel", "верблюд", "түйе"),
     _cue("dog", "dog$|dogs|hound", "собак|пес$|пса$|псы$", "ит$|иттер|итті"),
 )
+
+# The story bible's entries, keyed by the English value of HUMANS, ANIMALS and PLACES (and by
+# every setting the renderers paint: "winter steppe" is the steppe under snow). Aldar Kose's look
+# is replaced by the configured character look before rendering; his names are what the board shows.
+HERO_LIKENESS = Likeness("Aldar Kose, the beardless trickster", "Aldar Kose", "Алдар Косе", "Алдар Көсе")
+
+CAST_LIKENESSES = {
+    # people
+    "merchant": Likeness(
+        "plump merchant, striped silk robe, embroidered skullcap", "the merchant", "купец", "саудагер"
+    ),
+    "bai": Likeness("stout old bai, fox-fur coat, tall black hat, grey beard", "the bai", "бай", "бай"),
+    "khan": Likeness("proud khan, golden robe, fur-trimmed crown", "the khan", "хан", "хан"),
+    "villagers": Likeness(
+        "village folk in felt hats and patterned quilted robes", "the villagers", "жители аула", "ауыл адамдары"
+    ),
+    "old woman": Likeness(
+        "old woman, white headscarf, long dark velvet dress, silver earrings", "the old woman", "старуха", "кемпір"
+    ),
+    "children": Likeness("small children in bright quilted coats and skullcaps", "the children", "дети", "балалар"),
+    "thief": Likeness("lean thief, dark patched robe, black scarf over the face", "the thief", "вор", "ұры"),
+    "shepherd": Likeness(
+        "weathered shepherd, sheepskin coat, felt hat, long wooden crook", "the shepherd", "пастух", "қойшы"
+    ),
+    "judge": Likeness("grey-bearded judge, dark blue robe, white turban", "the judge", "судья", "би"),
+    # animals
+    "horse": Likeness("shaggy bay steppe horse", "the horse", "конь", "ат"),
+    "wolves": Likeness("lean grey steppe wolves, yellow eyes", "the wolves", "волки", "қасқырлар"),
+    "sheep": Likeness("fat-tailed sheep with cream wool", "the sheep", "овцы", "қойлар"),
+    "camel": Likeness("two-humped Bactrian camel, shaggy brown wool", "the camel", "верблюд", "түйе"),
+    "dog": Likeness("big shaggy white sheepdog", "the dog", "собака", "ит"),
+}
+
+PLACE_LIKENESSES = {
+    "bazaar": Likeness("busy bazaar, colourful awnings, clay walls, heaps of melons", "the bazaar", "базар", "базар"),
+    "steppe": Likeness("endless golden steppe, feather grass, wide sky", "the steppe", "степь", "дала"),
+    "winter steppe": Likeness(
+        "snow-covered steppe, frozen grass, pale wide sky", "the winter steppe", "зимняя степь", "қысқы дала"
+    ),
+    "yurt": Likeness(
+        "white felt yurt, carved red wooden door, patterned felt rugs", "the yurt", "юрта", "киіз үй"
+    ),
+    "village": Likeness("small aul of white yurts and clay houses, wooden fences", "the village", "аул", "ауыл"),
+    "mountains": Likeness(
+        "tall snow-capped mountains, rocky slopes, dark spruce trees", "the mountains", "горы", "таулар"
+    ),
+    "river": Likeness("winding river, reeds on the banks, smooth pebbles", "the river", "река", "өзен"),
+    "camp": Likeness("caravan camp, felt tents, bundles of goods, campfire smoke", "the camp", "стоянка", "қос"),
+    "road": Likeness("dusty dirt road winding between low hills", "the road", "дорога", "жол"),
+}
 
 PROPS = (
     _cue("pot", "pot$|pots|cauldron|kettle", "котел|котл|казан", "қазан"),
@@ -483,3 +555,85 @@ VERBS = (
 )
 
 NEGATIONS = frozenset({"not", "never", "no", "didn", "don", "doesn", "не", "ни"})
+
+# --------------------------------------------------------------------------- who a sentence is about
+# Aldar Kose's own name (a Kazakh story inflects "Көсе": "Көсеге", "Көсенің").
+HERO_NAMES = _cue("Aldar Kose", "aldar", "алдар", "алдар|көсе")
+
+# Third-person pronouns, any case (he, him, his, they...). Outside quotes, a pronoun means
+# Aldar Kose when he was in the previous sentence's shot, else that sentence's subject.
+# Feminine forms are left out: they never mean him.
+PRONOUNS = _cue(
+    "pronoun",
+    "he$|him$|his$|himself$|they$|them$|their$",
+    "он$|его$|ему$|им$|него$|нему$|ним$|нем$|они$|их$|них$|ними$|ими$",
+    "ол$|оны$|оған$|оның$|одан$|онымен$|олар$|оларды$|оларға$|олардың$",
+)
+
+# Words that start a new clause inside a sentence (besides , ; : and a dash), to tell who does
+# what in "Aldar Kose rode away, while the merchant waited".
+CLAUSE_WORDS = _cue(
+    "clause",
+    "and$|but$|while$|then$|whereas$",
+    "и$|а$|но$|пока$|затем$|потом$|тогда$",
+    "ал$|бірақ$|және$|сосын$|содан$",
+)
+
+
+# --------------------------------------------------------------------------- the board's own words
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A few words the board writes itself (an extra panel's caption), in each language."""
+
+    en: str
+    ru: str
+    kk: str
+
+    def text(self, language: Language) -> str:
+        return {"en": self.en, "ru": self.ru, "kk": self.kk}[language]
+
+
+# What a prop is called in an insert panel's caption, keyed by the English value of PROPS.
+PROP_NAMES = {
+    "pot": Phrase("the pot", "котёл", "қазан"),
+    "fur coat": Phrase("the fur coat", "шуба", "ішік"),
+    "ragged coat": Phrase("the ragged coat", "рваный халат", "жыртық тон"),
+    "coat": Phrase("the coat", "халат", "тон"),
+    "axe": Phrase("the axe", "топор", "балта"),
+    "soup": Phrase("the soup", "суп", "сорпа"),
+    "fire": Phrase("the fire", "костёр", "от"),
+    "gold coins": Phrase("the gold coins", "золотые монеты", "алтын тиындар"),
+    "salt": Phrase("the salt", "соль", "тұз"),
+    "meat": Phrase("the meat", "мясо", "ет"),
+    "onion": Phrase("the onion", "лук", "пияз"),
+    "kumys": Phrase("the kumys", "кумыс", "қымыз"),
+    "stone": Phrase("the stone", "камень", "тас"),
+    "wool": Phrase("the wool", "шерсть", "жүн"),
+    "dombra": Phrase("the dombra", "домбра", "домбыра"),
+    "tea": Phrase("the tea", "чай", "шай"),
+    "bread": Phrase("the bread", "хлеб", "нан"),
+    "whip": Phrase("the whip", "камча", "қамшы"),
+    "bag": Phrase("the bag", "мешок", "қап"),
+    "bowl": Phrase("the bowl", "чаша", "кесе"),
+}
+
+# An establishing panel's caption: a place's name (PLACE_LIKENESSES) and, when the story says
+# when, the time of day. Kazakh puts the time first, as an adjective: "Кешкі дала".
+PLACE_LINE = Phrase("{place} {time}", "{place} {time}", "{time} {place}")
+TIME_PHRASES = {
+    "dawn": Phrase("at dawn", "на рассвете", "таңғы"),
+    "day": Phrase("by day", "днём", "күндізгі"),
+    "sunset": Phrase("at sunset", "на закате", "кешкі"),
+    "night": Phrase("at night", "ночью", "түнгі"),
+}
+# Two in one panel, Aldar Kose first ("Көсе" ends in a vowel, so Kazakh takes "мен").
+PAIR = Phrase("{a} and {b}", "{a} и {b}", "{a} мен {b}")
+# Last resorts for an extra panel's caption, when every name is taken: the shot's framing, then a number.
+FRAMING_WORDS = {
+    "wide": Phrase("Wide shot", "Общий план", "Жалпы план"),
+    "medium": Phrase("Medium shot", "Средний план", "Орта план"),
+    "close-up": Phrase("Close-up", "Крупный план", "Ірі план"),
+}
+PANEL_WORD = Phrase("Panel {n}", "Кадр {n}", "Кадр {n}")

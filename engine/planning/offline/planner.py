@@ -3,18 +3,49 @@
 ``OfflinePlanner`` implements ``engine.planning.base.Planner`` with nothing beyond the
 standard library and pydantic:
 
-1. split the story into sentences (". ! ? …", quotes and line breaks);
-2. fit them to the shot count: merge neighbouring sentences of a long story, split a
-   short one at its commas, and let one event span several beats when it is still short;
+1. split the story into sentences at sentence boundaries (". ! ? …" before a capital, and
+   line breaks), never inside a quote, so reported speech stays with its speaker
+   ("Алдар Косе говорит: «…»" is one sentence); a piece that would end inside a clause
+   (on "," ";" ":" or a dash) is joined to the next sentence;
+2. fit them to the shot count: merge neighbouring sentences of a long story (an event);
+   a short story keeps one panel per sentence and gets extra panels (below);
 3. read each event's English structured fields (place, time of day, verbs, emotions,
    characters, props) from keyword tables in English, Russian and Kazakh (engine/planning/offline/lexicon.py);
 4. carry the place, time of day and cast over from the previous event when a sentence
    names none (a story stays in one place until it moves);
-5. give every shot a beat (establishing, medium, close-up, action, reaction, closing)
-   that decides framing and camera angle and, when the story gives no verb, the pose.
+5. decide who each sentence is about (the rule below);
+6. give every shot a beat (establishing, medium, close-up, action, reaction, closing)
+   that decides framing and camera angle and, when the story gives no verb, the pose;
+7. write the story bible: Aldar Kose is cast member 0, every other character gets the next
+   id when first seen on the board, every setting is one place; each shot names its cast
+   and place by id, and names and looks come from the lexicon's likeness tables; a panel whose
+   caption quotes someone carries the line as its ``dialogue``, said by whom the panel is about.
 
-Captions are the story's own words with whitespace collapsed, never translated.
-Animals are listed in ``characters`` (they share the frame with Aldar Kose); objects
+Who a sentence is about. Within a sentence, clauses are cut at "," ";" ":" a dash and words
+such as "and", "while", "а", "ал" (``CLAUSE_WORDS``). A clause's subject is the first of these
+named before its first verb the lexicon knows (anywhere, if it knows none): Aldar Kose, another
+cast member (a person or an animal), or a pronoun (``PRONOUNS``). A pronoun means Aldar Kose
+when he was in the previous sentence's shot, else the previous sentence's subject; a clause
+that names nobody keeps the subject before it. Quoted words are not read for this. Then
+Aldar Kose is in a sentence's shot when the sentence names him (quotes included), when its
+subject is he, or when a pronoun stands for him; otherwise its subject is another cast member
+alone, and the shot leaves id 0 out and lists that member first. Shot 1 always has him: it is
+the board's identity reference. A merged event has him when any of its sentences does.
+
+Extra panels. When the story has fewer events than the shot count, the longest events get
+extra panels, after the event's own panel (before it for the story's last event, so the board
+ends on the story's last words). Each extra is a distinct shot of the beat with a short caption
+of its own, built from the bible's names in the story's language: a close-up of Aldar Kose
+("Алдар Косе"), or of a cast member who is the subject of a clause without him ("…, а купец ждёт
+у холодного котла": "Купец", drawn alone and doing what his clause says), an insert of a prop
+("Котёл", in Aldar Kose's hands), the two of them ("Алдар Косе и купец"), a place and, when
+the story says when, its time ("Степь на закате"). The extras of a sentence about another cast
+member alone show that member, never Aldar Kose. Which comes first follows the beat's
+framing; no caption is used twice on a board. When every name is taken, the caption says the
+framing ("Крупный план: котёл"), and at the very last the panel's number.
+
+Captions of the story's panels are the story's own words with whitespace collapsed, never
+translated. Animals are listed in ``characters`` (they share the frame with Aldar Kose); objects
 go to ``props``. Keyword stems match at the start of a word after NFKC, casefolding and
 "ё"→"е", so inflected Russian and Kazakh forms match; a stem ending in "$" matches a
 whole word only.
@@ -22,30 +53,44 @@ whole word only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.limits import MAX_FRAMES, MIN_FRAMES
 from engine.planning.base import PlanError, PlanResult
 from engine.planning.language import detect_language
 from engine.planning.offline.lexicon import (
     ANIMALS,
+    CAST_LIKENESSES,
+    CLAUSE_WORDS,
     EMOTIONS,
+    FRAMING_WORDS,
+    HERO_LIKENESS,
+    HERO_NAMES,
     HUMANS,
     NEGATIONS,
+    PAIR,
+    PANEL_WORD,
+    PLACE_LIKENESSES,
+    PLACE_LINE,
     PLACES,
+    PRONOUNS,
+    PROP_NAMES,
     PROPS,
+    TIME_PHRASES,
     TIMES,
     VERBS,
     WINTER,
     Cue,
+    Likeness,
     Verb,
     fold,
 )
 from engine.settings import PlannerSettings
-from engine.shots import Language, Shot, ShotList
+from engine.shots import DIALOGUE_CHARS, HERO_ID, CastMember, Dialogue, Language, Place, Shot, ShotList
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +117,11 @@ class _Words:
             if start != -1 and (best is None or (start, -len(needle)) < best):
                 best = (start, -len(needle))
         return best
+
+    def at(self, stems: tuple[str, ...]) -> int | None:
+        """Position of the earliest stem match, or None."""
+        where = self.first(stems)
+        return where[0] if where else None
 
     def _negated(self, position: int) -> bool:
         return any(word in NEGATIONS for word in self.key[:position].split()[-2:])
@@ -110,6 +160,7 @@ class _Facts:
     """What one event names, in English."""
 
     place: str | None
+    places: tuple[str, ...]  # every place named, in order (``place`` is the first)
     time_of_day: str | None
     winter: bool
     verbs: tuple[Verb, ...]
@@ -126,6 +177,8 @@ class _Scene:
     setting: str
     time_of_day: str
     humans: tuple[str, ...]
+    timed: bool = False  # the story has said when (this event or an earlier one)
+    winter: bool = False
 
 
 def _read_facts(text: str, language: Language) -> _Facts:
@@ -138,6 +191,7 @@ def _read_facts(text: str, language: Language) -> _Facts:
         animals = ("horse", *animals)
     return _Facts(
         place=places[0] if places else None,
+        places=places,
         time_of_day=times[0] if times else None,
         winter=words.first(WINTER.stems(language)) is not None,
         verbs=verbs,
@@ -153,19 +207,23 @@ def _tidy_props(props: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in props if not any(o != p and o.endswith(" " + p) for o in props))
 
 
+def _setting(place: str, winter: bool) -> str:
+    return "winter steppe" if winter and place == "steppe" else place
+
+
 def _scenes(facts: list[_Facts]) -> list[_Scene]:
     """Resolve place, time and cast per event, carrying each over until the story changes it."""
     place = next((f.place for f in facts if f.place), "steppe")
-    time_of_day, winter, humans = "day", False, ()
+    time_of_day, timed, winter, humans = "day", False, False, ()
     scenes = []
     for fact in facts:
         moved = fact.place is not None and fact.place != place
         place = fact.place or place
         time_of_day = fact.time_of_day or time_of_day
+        timed = timed or fact.time_of_day is not None
         winter = winter or fact.winter
         humans = fact.humans or (() if moved else humans)
-        setting = "winter steppe" if winter and place == "steppe" else place
-        scenes.append(_Scene(setting, time_of_day, humans))
+        scenes.append(_Scene(_setting(place, winter), time_of_day, humans, timed, winter))
     return scenes
 
 
@@ -173,7 +231,8 @@ def _scenes(facts: list[_Facts]) -> list[_Scene]:
 
 
 _TERMINAL = re.compile(r"[.!?…]+[\"'»”’)\]]*(?=\s)")
-_CLAUSE = re.compile(r"[,;:](?=\s)| (?=[—–] )")
+_QUOTES = re.compile(r"«[^«»]*»|„[^„“”]*[“”]|“[^“”]*”|\"[^\"]*\"")
+_OPEN_ENDED = re.compile(r"[,;:—–-]$")  # a piece that ends here is still inside its clause
 _OPENERS = "\"'«“„‘([—–-•* "
 _BULLET = re.compile(r"^[-*•]\s+")
 
@@ -187,11 +246,39 @@ def _starts_sentence(text: str) -> bool:
     return bool(head) and (head[0].isupper() or head[0].isdigit())
 
 
+def _quote_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every quotation: «…», „…“, “…”, "…" (straight quotes paired in order)."""
+    return [match.span() for match in _QUOTES.finditer(text)]
+
+
+def _unquoted(text: str) -> str:
+    """The text with its quotations blanked out: the narrator's words only."""
+    return _QUOTES.sub(" ", text)
+
+
 def split_sentences(story: str) -> list[str]:
-    """The story's sentences with whitespace collapsed, in order."""
-    sentences: list[str] = []
+    """The story's sentences with whitespace collapsed, in order.
+
+    A sentence ends at ". ! ? …" (and any closing quote) before a capital, or at the end of a
+    block of lines; never inside a quotation. A piece with no words is joined to the sentence
+    before it, and one that ends inside a clause ("," ";" ":" or a dash) to the one after it.
+    """
+    pieces: list[str] = []
     for block in _blocks(story):
-        sentences.extend(_split_block(block))
+        pieces.extend(_split_block(block))
+    sentences: list[str] = []
+    carry = ""
+    for piece in pieces:
+        piece = f"{carry} {piece}".strip() if carry else piece
+        carry = ""
+        if not re.search(r"\w", piece) and sentences:
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        elif not re.search(r"\w", piece) or _OPEN_ENDED.search(piece):
+            carry = piece
+        else:
+            sentences.append(piece)
+    if carry:  # the story itself ends inside a clause: keep its words, not the dangling mark
+        sentences.append(carry.rstrip(",;:—–- ") or carry)
     return sentences
 
 
@@ -216,29 +303,19 @@ def _blocks(story: str) -> list[str]:
 
 
 def _split_block(block: str) -> list[str]:
+    quotes = _quote_spans(block)
     sentences, start = [], 0
     for match in _TERMINAL.finditer(block):
-        if _starts_sentence(block[match.end() :]):
-            sentences.append(block[start : match.end()].strip())
-            start = match.end()
+        end = match.end()
+        if any(a < end < b for a, b in quotes):
+            continue  # a full stop inside a quotation: the speech goes on
+        if _starts_sentence(block[end:]):
+            sentences.append(block[start:end].strip())
+            start = end
     tail = block[start:].strip()
     if tail:
         sentences.append(tail)
     return [s for s in sentences if s]
-
-
-def _split_clause(sentence: str) -> tuple[str, str] | None:
-    """Split a sentence at the clause break nearest its middle, or None if none is long enough."""
-    middle = len(sentence) / 2
-    best: tuple[float, str, str] | None = None
-    for match in _CLAUSE.finditer(sentence):
-        left, right = sentence[: match.end()].strip(), sentence[match.end() :].strip()
-        if min(_word_count(left), _word_count(right)) < 3:
-            continue
-        distance = abs(match.end() - middle)
-        if best is None or distance < best[0]:
-            best = (distance, left, right)
-    return (best[1], best[2]) if best else None
 
 
 def _word_count(text: str) -> int:
@@ -258,36 +335,26 @@ def _title(first_sentence: str) -> str:
 # --------------------------------------------------------------------------- fitting
 
 
-def _fit_events(sentences: list[str], count: int) -> list[str]:
-    """Merge or split sentences so that there are at most ``count`` events (fewer only if unsplittable)."""
-    events = list(sentences)
-    if len(events) > count:
-        return _merge_events(events, count)
-    while len(events) < count:
-        order = sorted(range(len(events)), key=lambda i: (-len(events[i]), i))
-        for index in order:
-            parts = _split_clause(events[index])
-            if parts:
-                events[index : index + 1] = list(parts)
-                break
-        else:
-            break
-    return events
-
-
-def _merge_events(events: list[str], count: int) -> list[str]:
-    """Merge neighbours, shortest pair first, until ``count`` remain; first and last survive."""
+def _fit_events(sentences: list[str], count: int) -> list[tuple[str, ...]]:
+    """The story's events, at most ``count``: one per sentence, neighbours merged when there are too many."""
+    events = [(sentence,) for sentence in sentences]
+    if len(events) <= count:
+        return events
     if len(events) > 4 * count:
         events = _chunk_evenly(events, 4 * count)
-    while len(events) > count:
-        index = min(range(len(events) - 1), key=lambda i: (len(events[i]) + len(events[i + 1]), i))
-        events[index : index + 2] = [events[index] + " " + events[index + 1]]
+    while len(events) > count:  # merge neighbours, shortest pair first; first and last survive
+        index = min(range(len(events) - 1), key=lambda i: (_length(events[i]) + _length(events[i + 1]), i))
+        events[index : index + 2] = [events[index] + events[index + 1]]
     return events
 
 
-def _chunk_evenly(events: list[str], count: int) -> list[str]:
+def _length(event: tuple[str, ...]) -> int:
+    return len(" ".join(event))
+
+
+def _chunk_evenly(events: list[tuple[str, ...]], count: int) -> list[tuple[str, ...]]:
     bounds = [round(i * len(events) / count) for i in range(count + 1)]
-    return [" ".join(events[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [sum(events[a:b], ()) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _spread(events: list[str], count: int) -> list[int]:
@@ -295,6 +362,96 @@ def _spread(events: list[str], count: int) -> list[int]:
     base, extra = divmod(count, len(events))
     longest = set(sorted(range(len(events)), key=lambda i: (-len(events[i]), i))[:extra])
     return [base + (i in longest) for i in range(len(events))]
+
+
+# --------------------------------------------------------------------------- who it is about
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """Who an event is about: whether Aldar Kose is in its shot, its subject, and who does what."""
+
+    hero: bool
+    subject: str  # HERO, or the English value of another cast member
+    doing: tuple[tuple[str, Verb], ...] = ()  # (subject, verb) per clause, in order
+    alone: tuple[str, ...] = ()  # others who are the subject of a clause without Aldar Kose
+
+    def verb_of(self, who: str) -> Verb | None:
+        return next((verb for subject, verb in self.doing if subject == who), None)
+
+
+_STORY_START = _Roles(hero=True, subject=HERO)
+_CAST = HUMANS + ANIMALS
+_PEOPLE = frozenset(cue.value for cue in HUMANS)
+
+
+def _clauses(text: str, language: Language) -> list[str]:
+    """The text cut at , ; : a dash and the clause words ("and", "while", "а", "ал"), in matching form."""
+    breaks = set(CLAUSE_WORDS.stems(language))
+    clauses: list[list[str]] = [[]]
+    for token in re.findall(r"\w+|[,;:—–]", fold(text)):
+        if token in ",;:—–" or token + "$" in breaks:
+            clauses.append([])
+        else:
+            clauses[-1].append(token)
+    return [" ".join(words) for words in clauses if words]
+
+
+def _clause_subject(words: _Words, language: Language, referent: str) -> tuple[str | None, bool, bool]:
+    """(the clause's subject or None, whether it has a pronoun, whether it names Aldar Kose): the
+    subject is the first of Aldar Kose, another cast member or a pronoun (standing for ``referent``)
+    named before the first verb."""
+    verb_at = min(
+        (where for verb in VERBS if (where := words.at(verb.stems(language))) is not None), default=None
+    )
+    named: list[tuple[int, str]] = []
+    if (where := words.at(HERO_NAMES.stems(language))) is not None:
+        named.append((where, HERO))
+    named += [(where, cue.value) for cue in _CAST if (where := words.at(cue.stems(language))) is not None]
+    pronoun = words.at(PRONOUNS.stems(language))
+    if pronoun is not None:
+        named.append((pronoun, referent))
+    before = sorted(hit for hit in named if verb_at is None or hit[0] < verb_at)
+    return (before[0][1] if before else None), pronoun is not None, bool(named) and named[0][1] == HERO
+
+
+def _read_roles(sentence: str, language: Language, previous: _Roles) -> _Roles:
+    """Who one sentence is about (the rule in the module docstring), given the sentence before."""
+    referent = HERO if previous.hero else previous.subject
+    subject: str | None = None
+    running = referent
+    pronoun = False
+    doing: list[tuple[str, Verb]] = []
+    alone: list[str] = []
+    for clause in _clauses(_unquoted(sentence), language):
+        words = _Words(clause)
+        who, has_pronoun, has_hero = _clause_subject(words, language, referent)
+        if who not in (None, HERO) and not has_hero and not (has_pronoun and previous.hero):
+            alone.append(who)
+        pronoun = pronoun or has_pronoun
+        running = who or running
+        subject = subject or who
+        verbs = [v for v in _found(words, VERBS, language, negatable=True) if isinstance(v, Verb)]
+        doing += [(running, verb) for verb in verbs]
+    subject = subject or referent
+    named = _Words(sentence).first(HERO_NAMES.stems(language)) is not None
+    hero = named or subject == HERO or (pronoun and previous.hero)
+    return _Roles(hero, subject, tuple(doing), tuple(dict.fromkeys(alone)))
+
+
+def _event_roles(events: list[tuple[str, ...]], language: Language) -> list[_Roles]:
+    """Each event's roles: its sentences read in story order, each after the one before."""
+    previous = _STORY_START
+    result = []
+    for event in events:
+        roles = []
+        for sentence in event:
+            previous = _read_roles(sentence, language, previous)
+            roles.append(previous)
+        hero = any(r.hero for r in roles)
+        doing, alone = sum((r.doing for r in roles), ()), tuple(dict.fromkeys(sum((r.alone for r in roles), ())))
+        result.append(_Roles(hero, HERO if hero else roles[0].subject, doing, alone))
+    return result
 
 
 # --------------------------------------------------------------------------- beats
@@ -380,6 +537,137 @@ def _beat_names(new_place: list[bool]) -> list[str]:
     return names
 
 
+# --------------------------------------------------------------------------- panels
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One event of the story: its sentences, what they name, where, and who it is about."""
+
+    text: str
+    facts: _Facts
+    scene: _Scene
+    roles: _Roles
+
+
+@dataclass(frozen=True)
+class _Take:
+    """What one panel shows: its caption, who is in it (the subject first) and what they do."""
+
+    caption: str
+    hero: bool  # Aldar Kose is in the panel
+    characters: tuple[str, ...]  # the others in it, English nouns; the subject first when not ``hero``
+    props: tuple[str, ...]
+    setting: str
+    verb: Verb | None = None  # what the story says the subject does here
+    pose: tuple[str, str] | None = None  # (pose, action) the panel's kind implies, when the story says none
+    emotion: str | None = None
+
+
+def _story_take(event: _Event, first: bool) -> _Take:
+    """The event's own panel: its sentences as the caption."""
+    roles, facts = event.roles, event.facts
+    hero, characters = _present(event)
+    hero = hero or first
+    return _Take(
+        caption=event.text,
+        hero=hero,
+        characters=characters,
+        props=facts.props[:MAX_PROPS],
+        setting=event.scene.setting,
+        verb=roles.verb_of(HERO if hero else roles.subject),
+        emotion=facts.emotions[0] if facts.emotions else None,
+    )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _name(value: str, language: Language) -> str:
+    if value == HERO:
+        return HERO_LIKENESS.name(language)
+    likeness = CAST_LIKENESSES.get(value)
+    return likeness.name(language) if likeness else value
+
+
+def _extra_takes(event: _Event, framing: str, language: Language) -> list[_Take]:
+    """Every extra panel the event could have, the best for ``framing`` first. An event about
+    another cast member alone keeps Aldar Kose out of its extras too: they show that member."""
+    facts, scene, roles = event.facts, event.scene, event.roles
+    hero = roles.hero
+    # a close-up of someone else alone only shows who is the subject of a clause without Aldar Kose
+    alone = list(dict.fromkeys([*roles.alone, *([] if hero else [roles.subject])]))
+    others = list(dict.fromkeys([*alone, *scene.humans, *facts.animals]))
+    lead = () if hero else (roles.subject,)  # who holds the prop, who stands in the place
+    faces = [  # doing what their clause says, unless the event's own panel already shows it
+        _Take(_capital(_name(who, language)), False, (who,), (), scene.setting,
+              None if lead == (who,) else roles.verb_of(who),
+              pose=None if who in _PEOPLE else ("standing", "stands still"))
+        for who in alone
+    ]
+    if hero:
+        faces.insert(len(alone), _Take(HERO_LIKENESS.name(language), True, (), (), scene.setting))
+    props = [
+        _Take(_capital(PROP_NAMES[p].text(language)) if p in PROP_NAMES else p, hero, lead, (p,), scene.setting,
+              pose=("holding", f"holds up the {p}"))
+        for p in facts.props
+    ]
+    pairs = [
+        _Take(
+            PAIR.text(language).format(a=HERO_LIKENESS.name(language), b=_name(who, language)), True, (who,), (),
+            scene.setting, pose=("talking", f"talks with the {who}") if who in _PEOPLE else None,
+        )
+        for who in (others if hero else [])
+    ]
+    places = _place_takes(event, language, last_first=framing == "wide")
+    if framing == "wide":
+        kinds = (places, pairs, faces, props)
+    elif framing == "close-up":
+        kinds = (faces, props, pairs, places)
+    else:
+        kinds = (props, pairs, faces, places)
+    takes = [take for kind in kinds for take in kind]
+    marker = FRAMING_WORDS[framing].text(language)
+    hero_name = HERO_LIKENESS.name(language)
+    takes += [
+        replace(take, caption=f"{marker}: {c if c.startswith(hero_name) else c[:1].lower() + c[1:]}")
+        for take in takes
+        if (c := take.caption)
+    ]
+    return takes
+
+
+def _present(event: _Event) -> tuple[bool, tuple[str, ...]]:
+    """(Aldar Kose is in it, the others) for a panel of the whole scene of ``event``."""
+    characters = (event.scene.humans + event.facts.animals)[:MAX_CHARACTERS]
+    if event.roles.hero:
+        return True, characters
+    subject = event.roles.subject
+    return False, (subject, *(c for c in characters if c != subject))[:MAX_CHARACTERS]
+
+
+def _place_takes(event: _Event, language: Language, *, last_first: bool) -> list[_Take]:
+    """Establishing panels: the event's place and every other place it names (the last named first,
+    for a wide shot: where the story is heading), each with its time if the story gave one."""
+    scene = event.scene
+    named = [_setting(place, scene.winter) for place in event.facts.places]
+    settings = list(dict.fromkeys([*reversed(named), scene.setting] if last_first else [scene.setting, *named]))
+    hero, characters = _present(event)
+    takes = []
+    for setting in settings:
+        place = _capital(PLACE_LIKENESSES[setting].name(language))
+        if scene.timed:
+            line = PLACE_LINE.text(language).format(place=place, time=TIME_PHRASES[scene.time_of_day].text(language))
+            takes.append(_Take(_capital(line), hero, characters, (), setting))
+        takes.append(_Take(place, hero, characters, (), setting))
+    return takes
+
+
+def _caption_key(caption: str) -> str:
+    return " ".join(re.findall(r"\w+", fold(caption)))
+
+
 # --------------------------------------------------------------------------- shots
 
 
@@ -399,13 +687,12 @@ _TIME_PHRASE = {"dawn": "at dawn", "day": "by day", "sunset": "at sunset", "nigh
 
 @dataclass(frozen=True)
 class _Slot:
-    """One shot to fill: its event, its place within the event, and its beat."""
+    """One shot to fill: what it shows, when, and its beat."""
 
-    caption: str
-    facts: _Facts
+    take: _Take
     scene: _Scene
-    nth: int  # 0-based position among the event's shots
     beat: str
+    event: int  # which event it belongs to
 
 
 def _fill(template: str, other: str | None, thing: str | None) -> str | None:
@@ -419,13 +706,18 @@ def _fill(template: str, other: str | None, thing: str | None) -> str | None:
 def _pose_and_action(
     slot: _Slot, used: set[str], previous: str | None, rng: random.Random | None
 ) -> tuple[str, str]:
-    """The event's own verb for this shot, else the beat's first fallback not used yet in the event."""
-    other = slot.scene.humans[0] if slot.scene.humans else None
-    things = slot.facts.props + slot.facts.animals
+    """The story's verb for this panel, else its kind's pose, else the beat's first fallback
+    not used yet in the event."""
+    take = slot.take
+    subject = None if take.hero else take.characters[0]
+    people = [c for c in take.characters if c != subject and c in _PEOPLE]
+    other = people[0] if people else None
+    things = take.props + tuple(c for c in take.characters if c != subject and c not in _PEOPLE)
     thing = things[0] if things else None
-    if slot.nth < len(slot.facts.verbs):
-        verb = slot.facts.verbs[slot.nth]
-        return verb.pose, _fill(verb.value, other, thing) or verb.alone
+    if take.verb is not None:
+        return take.verb.pose, _fill(take.verb.value, other, thing) or take.verb.alone
+    if take.pose is not None:
+        return take.pose
     options = list(BEATS[slot.beat].fallbacks)
     if rng is not None:
         turn = rng.randrange(len(options))
@@ -450,35 +742,85 @@ def _noun_list(nouns: tuple[str, ...]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _describe(
-    pose: str, action: str, scene: _Scene, characters: tuple[str, ...], props: tuple[str, ...]
-) -> str:
-    line = f"{HERO}, {pose}, {action} {_PLACE_PHRASE[scene.setting]} {_TIME_PHRASE[scene.time_of_day]}"
-    if characters or props:
-        line += ", with " + _noun_list(characters + props)
+def _describe(pose: str, action: str, take: _Take, time_of_day: str) -> str:
+    subject = HERO if take.hero else f"the {take.characters[0]}"
+    others = take.characters if take.hero else take.characters[1:]
+    line = f"{subject}, {pose}, {action} {_PLACE_PHRASE[take.setting]} {_TIME_PHRASE[time_of_day]}"
+    if others or take.props:
+        line += ", with " + _noun_list(others + take.props)
     return line
 
 
 def _shot(index: int, slot: _Slot, pose: str, action: str) -> Shot:
     beat = BEATS[slot.beat]
-    facts = slot.facts
-    characters = (slot.scene.humans + facts.animals)[:MAX_CHARACTERS]
-    props = facts.props[:MAX_PROPS]
-    emotion = facts.emotions[slot.nth] if slot.nth < len(facts.emotions) else beat.emotion
+    take = slot.take
     return Shot(
         index=index,
-        description=_describe(pose, action, slot.scene, characters, props),
-        caption=slot.caption,
+        description=_describe(pose, action, take, slot.scene.time_of_day),
+        caption=take.caption,
         action=action,
-        setting=slot.scene.setting,
+        setting=take.setting,
         framing=beat.framing,
         camera_angle=beat.camera_angle,
         pose=pose,
-        emotion=emotion,
+        emotion=take.emotion or beat.emotion,
         time_of_day=slot.scene.time_of_day,
-        characters=characters,
-        props=props,
+        characters=take.characters,
+        props=take.props,
     )
+
+
+# --------------------------------------------------------------------------- bible
+
+
+def _first_seen(values: list[str], start: int) -> dict[str, int]:
+    """Each distinct value with an id, ``start`` upwards, in order of first appearance."""
+    ids: dict[str, int] = {}
+    for value in values:
+        ids.setdefault(value, start + len(ids))
+    return ids
+
+
+def _likeness(table: dict[str, Likeness], value: str) -> Likeness:
+    """The lexicon's likeness of ``value``; a value the lexicon lacks is named and drawn as itself."""
+    return table.get(value) or Likeness(value, value, value, value)
+
+
+def _cast(ids: dict[str, int], language: Language) -> tuple[CastMember, ...]:
+    entries = [(HERO_ID, HERO_LIKENESS)] + [(i, _likeness(CAST_LIKENESSES, value)) for value, i in ids.items()]
+    return tuple(CastMember(id=i, name=like.name(language), look=like.look) for i, like in entries)
+
+
+def _places(ids: dict[str, int], language: Language) -> tuple[Place, ...]:
+    entries = [(i, _likeness(PLACE_LIKENESSES, value)) for value, i in ids.items()]
+    return tuple(Place(id=i, name=like.name(language), look=like.look) for i, like in entries)
+
+
+def _with_bible(title: str, language: Language, shots: list[tuple[Shot, bool]]) -> ShotList:
+    """The plan with its cast and places, every shot naming them by id (Aldar Kose's 0 first, when he is in it)."""
+    cast_ids = _first_seen([name for shot, _ in shots for name in shot.characters], start=HERO_ID + 1)
+    place_ids = _first_seen([shot.setting for shot, _ in shots], start=0)
+    planned = []
+    for shot, hero in shots:
+        ids = ((HERO_ID,) if hero else ()) + tuple(cast_ids[name] for name in shot.characters)
+        planned.append(shot.model_copy(
+            update={"cast_ids": ids, "place_id": place_ids[shot.setting], "dialogue": _dialogue(shot.caption, ids)}))
+    return ShotList(
+        title=title, language=language, cast=_cast(cast_ids, language), places=_places(place_ids, language),
+        shots=tuple(planned),
+    )
+
+
+def _dialogue(caption: str, cast_ids: tuple[int, ...]) -> Dialogue | None:
+    """The first quotation of a panel's caption, said by whom the panel is about (its first cast
+    member: Aldar Kose when he is in it). A rule of thumb: "the bai shouts at Aldar Kose: «…»"
+    is given to Aldar Kose; the LLM planner names the speaker itself."""
+    spans = _quote_spans(caption)
+    if not spans or not cast_ids:
+        return None
+    start, end = spans[0]
+    text = caption[start + 1:end - 1].strip()[:DIALOGUE_CHARS]
+    return Dialogue(speaker=cast_ids[0], text=text) if text else None
 
 
 # --------------------------------------------------------------------------- planner
@@ -507,13 +849,19 @@ class OfflinePlanner:
         # 2. events
         sentences = split_sentences(text)
         count = shots if shots is not None else self._natural_count(len(sentences))
-        events = _fit_events(sentences, count)
-        # 3. facts and scenes
-        facts = [_read_facts(event, language) for event in events]
-        scenes = _scenes(facts)
-        # 4. beats and shots
-        slots = self._slots(events, facts, scenes, _spread(events, count))
-        plan = ShotList(title=_title(sentences[0]), language=language, shots=self._shots(slots, seed))
+        groups = _fit_events(sentences, count)
+        texts = [" ".join(group) for group in groups]
+        # 3. facts and scenes; 4. who each event is about
+        facts = [_read_facts(event, language) for event in texts]
+        events = [
+            _Event(text, fact, scene, roles)
+            for text, fact, scene, roles in zip(texts, facts, _scenes(facts), _event_roles(groups, language))
+        ]
+        # 5. beats and shots
+        slots = self._slots(events, _spread(texts, count), language)
+        shots_made = self._shots(slots, seed)
+        # 6. the story bible
+        plan = _with_bible(_title(sentences[0]), language, shots_made)
         logger.debug(
             "offline plan: %d sentences -> %d events -> %d shots (%s)",
             len(sentences), len(events), count, language,
@@ -534,29 +882,50 @@ class OfflinePlanner:
         return min(max(sentences, self.settings.min_shots), self.settings.max_shots)
 
     @staticmethod
-    def _slots(
-        events: list[str], facts: list[_Facts], scenes: list[_Scene], spread: list[int]
-    ) -> list[_Slot]:
-        owners = [(i, nth) for i, n in enumerate(spread) for nth in range(n)]
+    def _slots(events: list[_Event], spread: list[int], language: Language) -> list[_Slot]:
+        """One panel per event with its own words, and the event's extras (after it, or before
+        it for the last of several events), each extra with a caption no other panel has."""
+        owners: list[tuple[int, bool]] = []  # (event, is its story panel)
+        last = len(events) - 1
+        for i, n in enumerate(spread):
+            extras = [(i, False)] * (n - 1)
+            owners += extras + [(i, True)] if i == last and last > 0 else [(i, True)] + extras
         new_place = [
-            nth == 0 and i > 0 and scenes[i].setting != scenes[i - 1].setting for i, nth in owners
+            story and i > 0 and events[i].scene.setting != events[i - 1].scene.setting for i, story in owners
         ]
         beats = _beat_names(new_place)
-        return [
-            _Slot(events[i], facts[i], scenes[i], nth, beat) for (i, nth), beat in zip(owners, beats)
-        ]
+        used = {_caption_key(event.text) for event in events}
+        slots = []
+        for index, ((i, story), beat) in enumerate(zip(owners, beats)):
+            event = events[i]
+            if story:
+                take = _story_take(event, first=index == 0)
+            else:
+                take = OfflinePlanner._extra(event, BEATS[beat].framing, language, used, index + 1)
+            used.add(_caption_key(take.caption))
+            slots.append(_Slot(take, event.scene, beat, i))
+        return slots
 
     @staticmethod
-    def _shots(slots: list[_Slot], seed: int) -> tuple[Shot, ...]:
+    def _extra(event: _Event, framing: str, language: Language, used: set[str], number: int) -> _Take:
+        fresh = [take for take in _extra_takes(event, framing, language) if _caption_key(take.caption) not in used]
+        if fresh:
+            return fresh[0]
+        hero, characters = _present(event)
+        return _Take(PANEL_WORD.text(language).format(n=number), hero, characters, (), event.scene.setting)
+
+    @staticmethod
+    def _shots(slots: list[_Slot], seed: int) -> list[tuple[Shot, bool]]:
         rng = random.Random(seed) if seed else None
-        shots: list[Shot] = []
+        shots: list[tuple[Shot, bool]] = []
         used: set[str] = set()
         previous: str | None = None
+        event = None
         for index, slot in enumerate(slots, start=1):
-            if slot.nth == 0:
-                used = set()
+            if slot.event != event:
+                used, event = set(), slot.event
             pose, action = _pose_and_action(slot, used, previous, rng)
             used.add(pose)
             previous = pose
-            shots.append(_shot(index, slot, pose, action))
-        return tuple(shots)
+            shots.append((_shot(index, slot, pose, action), slot.take.hero))
+        return shots

@@ -12,10 +12,13 @@ from engine.limits import MAX_FRAMES
 from engine.moderation import BIDI_CONTROLS, TermFilter
 from engine.planning.base import PlanError
 from engine.planning.llm import (
+    HERO_LOOK,
+    HERO_NAME,
     PLAN_SCHEMA,
     STORY_CLOSE,
     STORY_OPEN,
     STRICT_PLAN_SCHEMA,
+    LlmEntry,
     LlmPlan,
     LlmShot,
     OpenAIPlanner,
@@ -27,7 +30,7 @@ from engine.planning.llm import (
 from engine.planning.offline.planner import OfflinePlanner
 from engine.rendering.preview import PreviewRenderer
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings
-from engine.shots import POSES
+from engine.shots import HERO_ID, LOOK_CHARS, NAME_CHARS, POSES, CastMember, Dialogue, Place
 from engine.storyboard import BoardRequest, StoryEngine
 from tests.fakes.openai_server import Reply, loopback_client, plan_json
 
@@ -182,7 +185,10 @@ def test_an_injected_story_still_gets_six_to_ten_shots_about_the_story(fake_open
     result = planner_for(fake_openai).make_plan(INJECTION)
     assert 6 <= len(result.plan.shots) <= 10
     assert result.fallback_reason == "unusable output: the captions do not come from the story"
-    assert all(shot.caption in INJECTION for shot in result.plan.shots)
+    captions = [shot.caption for shot in result.plan.shots]
+    assert not any(word in " ".join(captions).lower() for word in ("spaceship", "planet"))  # the model's, not the story's
+    assert {c for c in captions if c in INJECTION} >= {"Aldar Kose meets a stingy bai in his yurt.",
+                                                        "The bai gives Aldar Kose his horse."}
     for request in fake_openai.requests:
         messages = {m["role"]: m["content"] for m in request["messages"]}
         assert "Ignore all previous instructions" not in messages["system"]
@@ -375,6 +381,8 @@ def story_plan(**changes) -> dict:
         ({"1.action": "kills, no: kill\u0301s... kill"}, "shot 1 action"),
         ({"4.props": ["pot", "k i l l"]}, "shot 4 props"),
         ({"5.characters": ["bai", "KILL"]}, "shot 5 characters"),
+        ({"cast": [{"id": 1, "name": "bai", "look": "old bai who wants to kill"}]}, "cast id 1 look"),
+        ({"places": [{"id": 1, "name": "Kill-Ata", "look": "a dusty bazaar"}]}, "places id 1 name"),
     ],
 )
 def test_a_plan_with_a_banned_term_falls_back_to_the_offline_plan(fake_openai, changes, where):
@@ -427,3 +435,203 @@ def test_an_error_that_quotes_the_api_key_leaves_it_out_of_the_fallback_reason(f
     result = planner_for(fake_openai, max_retries=0).make_plan(STORY)
     assert result.planner == "offline"
     assert result.fallback_reason == "HTTP 401: Error code: 401 - Incorrect API key provided: ***."
+
+
+# -- the story bible: cast, places and the ids on every shot ------------------------------------
+
+CAST = [
+    {"id": 0, "name": "Aldar Kose", "look": "beardless young trickster, patched chapan"},
+    {"id": 1, "name": "the merchant", "look": "fat greedy merchant, silk robe, red cap"},
+    {"id": 2, "name": "the horse", "look": "fine white stallion, silver bridle"},
+]
+PLACES = [
+    {"id": 1, "name": "the bazaar", "look": "crowded bazaar, striped awnings, copper pots"},
+    {"id": 2, "name": "the steppe", "look": "open golden steppe, low hills, wide sky"},
+]
+REFS = [([0], 1), ([0, 1], 1), ([0, 1], 1), ([1, 0, 2], 1), ([0, 2], 2), ([1], 1)]
+
+
+def bible_plan(cast=CAST, places=PLACES, refs=REFS) -> dict:
+    """An honest plan of STORY with a story bible: ``refs`` is (cast_ids, place_id) per shot."""
+    plan = story_plan(cast=cast, places=places)
+    for shot, (cast_ids, place_id) in zip(plan["shots"], refs, strict=True):
+        shot["cast_ids"], shot["place_id"] = cast_ids, place_id
+    return plan
+
+
+def bible_repairs(repairs) -> list[str]:
+    return [r for r in repairs if r.startswith(("cast", "places")) or "cast id" in r or "place id" in r]
+
+
+def test_the_models_cast_and_places_reach_the_plan_as_given(fake_openai):
+    fake_openai.script = [Reply(content=json.dumps(bible_plan()))]
+    result = planner_for(fake_openai).make_plan(STORY)
+    assert (result.planner, result.fallback_reason, result.repairs) == ("openai", None, ())
+    plan = result.plan
+    assert plan.cast == tuple(CastMember(**m) for m in CAST)
+    assert plan.places == tuple(Place(**p) for p in PLACES)
+    assert [(list(s.cast_ids), s.place_id) for s in plan.shots] == REFS
+    assert plan.member(2).look == "fine white stallion, silver bridle" and plan.place(2).name == "the steppe"
+
+
+def test_unknown_ids_are_dropped_and_recorded(fake_openai):
+    refs = [([0, 7], 1), ([0, 1], 9), ([0, 1], 1), ([1, 0, 2], 1), ([0, 2], 2), ([-1, 1], 1)]
+    fake_openai.script = [Reply(content=json.dumps(bible_plan(refs=refs)))]
+    result = planner_for(fake_openai).make_plan(STORY)
+    assert result.planner == "openai"
+    shots = result.plan.shots
+    assert (shots[0].cast_ids, shots[1].place_id, shots[5].cast_ids) == ((0,), 1, (1,))
+    assert bible_repairs(result.repairs) == [
+        "shot 1: dropped unknown cast id 7",
+        "shot 2: unknown place id 9 -> place id 1",
+        "shot 6: dropped unknown cast id -1",
+    ]
+
+
+def test_place_ids_without_places_leave_the_plan_without_places():
+    raw = LlmPlan.model_validate(bible_plan(places=[]))
+    plan, repairs = repair_plan(raw, STORY, low=6, high=10, caption_language="story")
+    assert plan.places == () and all(shot.place_id is None for shot in plan.shots)
+    assert [s.setting for s in plan.shots] == ["steppe"] * 6  # the setting stays as the model gave it
+    assert "shot 5: dropped unknown place id 2" in repairs
+
+
+def test_duplicate_cast_members_and_places_are_merged_and_shots_remapped(fake_openai):
+    cast = CAST + [
+        {"id": 3, "name": "  The MERCHANT ", "look": "thin merchant"},  # the same name
+        {"id": 4, "name": "the trader", "look": "Fat greedy merchant,  silk robe, red cap"},  # the same look
+        {"id": 2, "name": "a camel", "look": "two-humped camel"},  # id 2 a second time
+    ]
+    places = PLACES + [{"id": 5, "name": "the market", "look": "crowded bazaar, striped awnings, copper pots"}]
+    refs = [([0, 3], 5), ([0, 4], 1), ([3, 1], 5), ([1, 0, 2], 1), ([0, 2], 2), ([4], 5)]
+    fake_openai.script = [Reply(content=json.dumps(bible_plan(cast=cast, places=places, refs=refs)))]
+    result = planner_for(fake_openai).make_plan(STORY)
+    assert result.planner == "openai"
+    plan = result.plan
+    assert plan.cast == tuple(CastMember(**m) for m in CAST)
+    assert plan.places == tuple(Place(**p) for p in PLACES)
+    assert [(list(s.cast_ids), s.place_id) for s in plan.shots] == [
+        ([0, 1], 1), ([0, 1], 1), ([1], 1), ([1, 0, 2], 1), ([0, 2], 2), ([1], 1)]
+    assert bible_repairs(result.repairs) == [
+        "cast: merged id 3 ('The MERCHANT') into id 1 ('the merchant')",
+        "cast: merged id 4 ('the trader') into id 1 ('the merchant')",
+        "cast: id 2 given twice, dropped the second ('a camel')",
+        "places: merged id 5 ('the market') into id 1 ('the bazaar')",
+    ]
+
+
+def test_a_duplicate_of_the_hero_is_merged_into_him():
+    cast = [{"id": 1, "name": "the merchant", "look": "fat merchant"}, {"id": 4, "name": "Aldar Kose", "look": "x"},
+            {"id": 0, "name": "aldar kose", "look": "beardless trickster"}]
+    raw = LlmPlan.model_validate(bible_plan(cast=cast, refs=[([4, 1], 1), ([0], 1)] + [([1], 2)] * 4))
+    plan, repairs = repair_plan(raw, STORY, low=6, high=10, caption_language="story")
+    assert [m.id for m in plan.cast] == [1, HERO_ID]
+    assert plan.shots[0].cast_ids == (HERO_ID, 1)
+    assert "cast: merged id 4 ('Aldar Kose') into id 0 ('aldar kose')" in repairs
+
+
+def test_the_hero_is_added_when_missing_and_bad_entries_are_dropped_or_clipped():
+    raw = LlmPlan(shots=[LlmShot(caption=sentence, cast_ids=[0, 1, 2, 3], place_id=0)
+                         for sentence in [s + "." for s in STORY.rstrip(".").split(". ")]],
+                  cast=[LlmEntry(id=1, name="M" * 100, look="greedy merchant " * 20),
+                        LlmEntry(id=2, name="  ", look="a ghost"),
+                        LlmEntry(id=3, name="бай", look="жирный бай"),
+                        LlmEntry(id="x", name="nobody", look="no one")],
+                  places=[LlmEntry(id=0, name="bazaar", look="")])
+    plan, repairs = repair_plan(raw, STORY, low=6, high=10, caption_language="story")
+    assert plan.cast[0] == CastMember(id=HERO_ID, name=HERO_NAME, look=HERO_LOOK)
+    merchant = plan.member(1)
+    assert len(merchant.name) == NAME_CHARS and len(merchant.look) <= LOOK_CHARS
+    assert [m.id for m in plan.cast] == [HERO_ID, 1] and plan.places == ()
+    assert all(shot.cast_ids == (0, 1) and shot.place_id is None for shot in plan.shots)
+    for repair in ["cast id 1: name clipped to 60 characters", "cast id 1: look clipped to 160 characters",
+                   "cast id 2: dropped, it has no name", "cast id 3: dropped, it has a look that is not English",
+                   "cast: dropped 'nobody', its id 'x' is not a whole number of 0 or more",
+                   "places id 0: dropped, it has no look", "cast: added Aldar Kose as id 0",
+                   "shot 1: dropped unknown cast id 2", "shot 1: dropped unknown place id 0"]:
+        assert repair in repairs
+
+
+def test_too_many_cast_members_are_clamped_keeping_the_hero():
+    from engine.planning.llm import MAX_CAST
+
+    cast = [{"id": i, "name": f"person {i}", "look": f"person number {i}"} for i in range(1, MAX_CAST + 3)]
+    cast.append({"id": 0, "name": "Aldar Kose", "look": "the hero"})
+    raw = LlmPlan.model_validate(bible_plan(cast=cast, refs=[([0, MAX_CAST + 2], 1)] * 6))
+    plan, repairs = repair_plan(raw, STORY, low=6, high=10, caption_language="story")
+    assert len(plan.cast) == MAX_CAST and HERO_ID in [m.id for m in plan.cast]
+    assert all(shot.cast_ids == (0,) for shot in plan.shots)
+    assert f"cast: clamped {MAX_CAST + 3} entries to {MAX_CAST}" in repairs
+
+
+def test_the_request_asks_for_the_bible(fake_openai):
+    planner_for(fake_openai).make_plan(STORY)
+    schema = fake_openai.requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["required"][-3:] == ["cast", "places", "shots"]  # the bible before the shots
+    for kind in ("cast", "places"):
+        entry = schema["properties"][kind]["items"]
+        assert entry["required"] == ["id", "name", "look"] and entry["additionalProperties"] is False
+        assert entry["properties"]["id"]["type"] == "integer"
+    shot = schema["properties"]["shots"]["items"]
+    assert {"cast_ids", "place_id"} <= set(shot["required"])
+    assert shot["properties"]["cast_ids"] == {"type": "array", "items": {"type": "integer"}, "maxItems": 8,
+                                              "description": "ids of the cast members in this shot"}
+    assert shot["properties"]["place_id"]["type"] == "integer"
+    system = fake_openai.messages()["system"]
+    assert "with id 0 for Aldar Kose" in system and "stout old bai, fox-fur coat" in system
+    assert "khan's palace courtyard" in system and "place_id is the id of the place" in system
+
+
+def _objects(node):
+    if node.get("type") == "object":
+        yield node
+    for child in node.get("properties", {}).values():
+        yield from _objects(child)
+    if "items" in node:
+        yield from _objects(node["items"])
+
+
+def test_the_strict_schema_requires_every_property_and_allows_no_other(fake_openai):
+    planner_for(fake_openai).make_plan(STORY)
+    objects = list(_objects(fake_openai.requests[0]["response_format"]["json_schema"]["schema"]))
+    assert len(objects) == 4  # the plan, a cast member, a place, a shot
+    for node in objects:
+        assert node["additionalProperties"] is False
+        assert sorted(node["required"]) == sorted(node["properties"])
+
+
+def test_a_board_drawn_from_the_models_bible_writes_each_look_into_every_frame_it_is_in(fake_openai, tmp_path):
+    """Through the local OpenAI-compatible fake and the whole engine: each cast member's look
+    appears word for word in the prompts of every frame they are in (the hero's is [prompt]
+    character), and in no other; the place's look is in prompt 2."""
+    fake_openai.script = [Reply(content=json.dumps(bible_plan()))]
+    settings = EngineSettings()
+    engine = StoryEngine(planner=planner_for(fake_openai), renderer=PreviewRenderer(), validator=NullValidator(),
+                         settings=settings)
+    engine.run(BoardRequest(story=STORY, seed=1), tmp_path / "b")
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
+
+    looks = {m["id"]: (settings.prompt.character if m["id"] == 0 else m["look"]) for m in CAST}
+    assert {m["id"]: m["look"] for m in report["cast"]} == looks
+    for frame, (cast_ids, place_id) in zip(report["frames"], REFS, strict=True):
+        both = frame["prompt"] + " | " + frame["prompt_2"]
+        assert [i for i, look in looks.items() if look in both] == sorted(cast_ids), frame["index"]
+        assert next(p["look"] for p in PLACES if p["id"] == place_id) in frame["prompt_2"]
+
+
+def test_a_quoted_line_reaches_the_shot_with_its_speaker_and_a_stranger_s_line_is_dropped(fake_openai):
+    plan = bible_plan()
+    plan["shots"][1]["dialogue"] = {"speaker": 1, "text": "Twenty coins, not one less!"}
+    plan["shots"][2]["dialogue"] = {"speaker": 9, "text": "Who am I?"}
+    plan["shots"][3]["dialogue"] = {"speaker": 0, "text": "  "}
+    fake_openai.script = [Reply(content=json.dumps(plan))]
+    result = planner_for(fake_openai).make_plan(STORY)
+
+    shots = result.plan.shots
+    assert shots[1].dialogue == Dialogue(speaker=1, text="Twenty coins, not one less!")
+    assert result.plan.spoken_line(shots[1]) == 'the merchant: "Twenty coins, not one less!"'
+    assert shots[2].dialogue is None and shots[3].dialogue is None and shots[0].dialogue is None
+    assert "shot 3: dropped the line of unknown speaker 9" in result.repairs
+    assert "shot 4: dropped an empty line" in result.repairs
+    sent = fake_openai.requests[-1]["response_format"]["json_schema"]["schema"]
+    assert "dialogue" in sent["properties"]["shots"]["items"]["required"]

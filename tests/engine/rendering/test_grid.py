@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from engine.rendering.fonts import ELLIPSIS, load_font, wrap_text
-from engine.rendering.grid import EncodedGrid, GridPanel, auto_columns, compose_grid, encode_grid
+from engine.rendering.grid import SPOKEN, EncodedGrid, GridPanel, auto_columns, compose_grid, encode_grid
 from engine.settings import GridSettings
 
 KAZAKH_LETTERS = "әғқңөұүһі"
@@ -225,3 +226,21 @@ def test_caption_is_drawn_under_the_panel_and_clipped_at_caption_lines() -> None
 
     assert caption_ink(1) > 0
     assert caption_ink(3) > caption_ink(2) > caption_ink(1)
+
+
+def test_a_quoted_line_is_drawn_under_its_panels_caption_in_its_own_ink():
+    settings = GridSettings()
+    silent = [GridPanel(Image.new("RGB", (200, 160), (60, 120, 180)), n, f"caption {n}") for n in (1, 2)]
+    speaking = [silent[0], GridPanel(silent[1].image, 2, "caption 2", dialogue='Алдар Көсе: "Сәлем, бай!"')]
+    plain, spoken = compose_grid(silent, settings), compose_grid(speaking, settings)
+
+    def spoken_ink(sheet: Image.Image, box: tuple[int, int, int, int]) -> int:
+        pixels = np.asarray(sheet.crop(box).convert("RGB")).reshape(-1, 3).astype(int)
+        return int((np.abs(pixels - np.array(SPOKEN)).sum(axis=1) < 60).sum())
+
+    assert spoken.height > plain.height  # room for the line was made under the captions
+    gutter, panel_w = settings.gutter, 200
+    first = (gutter, gutter + 160, gutter + panel_w, spoken.height)
+    second = (2 * gutter + panel_w, gutter + 160, 2 * (gutter + panel_w), spoken.height)
+    assert spoken_ink(spoken, second) > 20 and spoken_ink(spoken, first) == 0
+    assert spoken_ink(plain, (0, 0, plain.width, plain.height)) == 0
