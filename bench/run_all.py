@@ -169,6 +169,15 @@ BENCHES: tuple[Bench, ...] = (
                 "TARGET_RATIO"),),
     ),
     Bench(
+        "prompt_budget", (), ("--counts", "6"),
+        (
+            Figure("offline plans whose prompt 1 fits 77 tokens uncut",
+                   rf"RESULT prompt_budget: .*?prompt 1 (?P<value>{NUM})%", "%"),
+            Figure("offline plans whose prompt 2 fits 77 tokens uncut",
+                   rf"RESULT prompt_budget: .*?prompt 2 (?P<value>{NUM})%", "%"),
+        ),
+    ),
+    Bench(
         "face_checks", (), ("--batch", "2", "--size", "512", "--repeat", "1"),
         (
             Figure("render thread's speed while a batch is face-checked (own process)",
