@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from engine.rendering.base import CancelCheck, FrameRequest, StepCallback
 from engine.rendering.fonts import load_font, wrap_text
 from engine.rendering.prompts import Prompt, fit_prompt
-from engine.shots import Shot
+from engine.shots import Shot, hero_in
 
 RGB = tuple[int, int, int]
 Point = tuple[float, float]
@@ -383,15 +383,19 @@ def _hero_placement(shot: Shot, width: int, height: int, horizon: int, hero_x: i
 def _paint_figures(
     draw: ImageDraw.ImageDraw, shot: Shot, width: int, height: int, horizon: int, hero_x: int
 ) -> None:
+    """The panel's subject in front: Aldar Kose in his kalpak, or, in a panel without him, the
+    one it is about (``characters[0]``) bare-headed in the others' colour; one other beside."""
     hero = _hero_placement(shot, width, height, horizon, hero_x)
-    if shot.characters and shot.framing != "close-up":
+    with_him = hero_in(shot)
+    others = shot.characters if with_him else shot.characters[1:]
+    if others and shot.framing != "close-up":
         gap = 0.38 if shot.framing == "medium" else 0.18
         other = _Placement(hero.x + hero.facing * width * gap, hero.feet_y, hero.u * 0.92, -hero.facing)
         _paint_person(draw, other, "standing", OTHER_COLOUR, kalpak=False, rim=None)
     rim = (150, 160, 206) if shot.time_of_day == "night" else None
     if shot.pose == "riding" and shot.framing != "close-up":
         _paint_horse(draw, hero)
-    _paint_person(draw, hero, shot.pose, FIGURE_COLOUR, kalpak=True, rim=rim)
+    _paint_person(draw, hero, shot.pose, FIGURE_COLOUR if with_him else OTHER_COLOUR, kalpak=with_him, rim=rim)
 
 
 def _to_px(place: _Placement, x: float, y: float, rise: float = 0.0) -> Point:

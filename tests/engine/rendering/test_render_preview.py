@@ -11,6 +11,7 @@ from engine.rendering.preview import (
     FIGURE_COLOUR,
     HORSE_COLOUR,
     KALPAK_COLOUR,
+    OTHER_COLOUR,
     PREVIEW_MARK_COLOUR,
     PreviewRenderer,
 )
@@ -180,3 +181,12 @@ def test_delay_imitates_gpu_time() -> None:
     assert time.perf_counter() - started >= 0.05
     with pytest.raises(ValueError):
         PreviewRenderer(delay_s=-1)
+
+
+def test_a_panel_without_aldar_kose_shows_whom_it_is_about_without_his_kalpak() -> None:
+    with_him = render(make_shot(characters=("merchant",), cast_ids=(0, 1)))
+    without = render(make_shot(characters=("merchant",), cast_ids=(1,)))
+    assert count_colour(with_him, KALPAK_COLOUR) > 50  # the white felt hat marks Aldar Kose
+    assert count_colour(without, KALPAK_COLOUR) == 0
+    assert count_colour(without, OTHER_COLOUR) > count_colour(with_him, OTHER_COLOUR) // 2 > 0
+    assert count_colour(without, FIGURE_COLOUR) < count_colour(with_him, FIGURE_COLOUR)
