@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 import threading
+from pathlib import Path
 from typing import TextIO
 
 from tqdm import tqdm
@@ -91,8 +92,12 @@ class ConsoleAdapter:
         }
 
     async def _story(self, args: str) -> str:
+        """``/story … [--character-image PATH]``: the console is the operator's own machine, so it
+        alone may name a file; the chats send the picture itself."""
+        path, args = _take_option(args, "--character-image")
+        picture = await asyncio.to_thread(_read_file, path) if path is not None else None
         story, options = parse_story_args(args)
-        return (await self.service.submit(StoryRequest(self.requester, story, options))).text
+        return (await self.service.submit(StoryRequest(self.requester, story, options, picture=picture))).text
 
     async def _status(self, args: str) -> str:
         job_id = parse_job_id(args) if args else None
@@ -185,3 +190,23 @@ def _read_lines(stdin: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Q
     finally:
         if not loop.is_closed():
             loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+def _take_option(args: str, name: str) -> tuple[str | None, str]:
+    """The value of ``name VALUE`` (or ``name=VALUE``) and the arguments without it."""
+    words = args.split()
+    for i, word in enumerate(words):
+        if word == name or word.startswith(name + "="):
+            value = word.partition("=")[2] if "=" in word else (words[i + 1] if i + 1 < len(words) else "")
+            if not value:
+                raise BadRequest("err_picture_file", path="")
+            rest = words[:i] + words[i + (1 if "=" in word else 2):]
+            return value, " ".join(rest)
+    return None, args
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError:
+        raise BadRequest("err_picture_file", path=path) from None

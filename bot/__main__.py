@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--frames", type=int, help=f"number of frames, {allowed_frames()} (default from config)")
     story.add_argument("--seed", type=int, help=f"board seed, {allowed_seeds()} (default: random, recorded in report.json)")
     story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
+    story.add_argument("--character-image", type=Path, metavar="PATH",
+                       help="a picture of your own character: every frame is checked against it, and in "
+                            "ref-guided mode IP-Adapter draws from it (JPEG, PNG, WebP, GIF or BMP)")
+    story.add_argument("--no-lora", action="store_true",
+                       help="draw the character of --character-image without the character LoRA and its trigger token")
     _engine_args(story)
 
     plan = commands.add_parser("plan", help="print the shot list as JSON (or a table with --pretty)")
@@ -250,15 +255,24 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
     from bot.app import run_story
     from bot.service import StoryOptions
 
-    options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed)
+    options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed, lora=False if args.no_lora else None)
     out = args.out.resolve() if args.out else None
+    picture = _read_picture_file(args.character_image, parser) if args.character_image else None
     try:
-        delivery = asyncio.run(run_story(config, _story_text(args, parser), options, out))
+        delivery = asyncio.run(run_story(config, _story_text(args, parser), options, out, picture=picture))
     except StoryError as exc:
         cli.error(f"error: {exc.message(config.console.language)}")
         return 1
     cli.result(delivery.grid_path.parent)
     return 0
+
+
+def _read_picture_file(path: Path, parser: argparse.ArgumentParser) -> bytes:
+    """The file's bytes; what they hold is checked by the service, as for a chat upload."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        parser.error(f"--character-image: cannot read {path}: {exc.strerror or exc}")
 
 
 def _cmd_run(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:

@@ -25,6 +25,7 @@ from adapters.telegram_bot import TelegramAdapter
 from bot.chat_port import BoardDelivery, ChatGateway, JobUpdate
 from bot.config import AppConfig
 from bot.errors import StoryError
+from bot.messages import text
 from bot.jobs.runner import JobRunner, supervise
 from bot.ops.health import HealthServer
 from bot.ops.metrics import Metrics
@@ -88,7 +89,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     try:
         engine, port = await _build_port(config, executor)
         router = ChatRouter()
-        service = StoryService(store, config, modes_off=port.modes_off())
+        service = StoryService(store, config, modes_off=port.modes_off(), picture_use=port.picture_use)
         metrics = Metrics()
         metrics.started(engine.models.loads if engine is not None and engine.models else 0)
         worker = JobRunner(store=store, port=port, gateway=router, config=config, status_refs=service.status_refs,
@@ -232,7 +233,8 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_story(
-    config: AppConfig, story: str, options: StoryOptions, out_dir: Path | None, *, progress: TextIO = sys.stderr
+    config: AppConfig, story: str, options: StoryOptions, out_dir: Path | None, *, progress: TextIO = sys.stderr,
+    picture: bytes | None = None,
 ) -> BoardDelivery:
     """``python -m bot story``: one board through the real service, queue and engine."""
     async with open_app(config) as app:
@@ -242,7 +244,10 @@ async def run_story(
         log.info(startup_line(app, "one-shot story from the command line"))
         requester = Requester(platform=gateway.platform, user_id=config.console.user_id, chat_id="cli",
                               locale=config.console.language)
-        submitted = await app.service.submit(StoryRequest(requester, story, options, out_dir=out_dir))
+        submitted = await app.service.submit(StoryRequest(requester, story, options, out_dir=out_dir,
+                                                          picture=picture))
+        for key in submitted.notes:  # what the picture will not do here: said where progress is shown
+            progress.write(text(key, config.console.language) + "\n")
         while gateway.delivered(submitted.job_id) is None:
             if not await app.worker.run_once():
                 job = await app.store.get_job(submitted.job_id)

@@ -11,11 +11,12 @@ from bot.service import StoryOptions
 from engine.limits import allowed_frames, allowed_modes, allowed_seeds
 
 _STORY_OPTIONS = {"--mode": "mode", "--frames": "frames", "--seed": "seed"}
+_STORY_FLAGS = {"--no-lora": ("lora", False)}  # options without a value
 _ALLOWED = {"--mode": allowed_modes(), "--frames": allowed_frames(), "--seed": allowed_seeds()}
 
 
 def parse_story_args(args: str) -> tuple[str, StoryOptions]:
-    """Split ``--mode X --frames N --seed S`` (anywhere in the text) from the story itself."""
+    """Split ``--mode X --frames N --seed S --no-lora`` (anywhere in the text) from the story itself."""
     words = args.split()
     story: list[str] = []
     values: dict[str, object] = {}
@@ -23,7 +24,11 @@ def parse_story_args(args: str) -> tuple[str, StoryOptions]:
     while i < len(words):
         word = words[i]
         name, _, inline = word.partition("=")
-        if name in _STORY_OPTIONS:
+        if word in _STORY_FLAGS:
+            field, value = _STORY_FLAGS[word]
+            values[field] = value
+            i += 1
+        elif name in _STORY_OPTIONS:
             value = inline or (words[i + 1] if i + 1 < len(words) else "")
             i += 1 if inline else 2
             values[_STORY_OPTIONS[name]] = _convert(name, value)

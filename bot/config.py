@@ -53,6 +53,7 @@ class StorySettings(_Section):
     default_frames: int = Field(default=8, ge=MIN_FRAMES, le=MAX_FRAMES)
     default_mode: Mode = "simple"
     banned_terms: tuple[str, ...] = ()
+    max_picture_mb: float = Field(default=10.0, gt=0.0, le=50.0)  # a user's character picture, as sent
 
 
 class QueueSettings(_Section):

@@ -14,7 +14,7 @@ Lang = Literal["en", "ru", "kk"]
 LANGS: tuple[Lang, ...] = ("en", "ru", "kk")
 
 # /story's options as every help text shows them, from the one declaration of the rules
-_STORY_OPTIONS = f"[--mode {'|'.join(MODES)}] [--frames {MIN_FRAMES}-{MAX_FRAMES}] [--seed N]"
+_STORY_OPTIONS = f"[--mode {'|'.join(MODES)}] [--frames {MIN_FRAMES}-{MAX_FRAMES}] [--seed N] [--no-lora]"
 
 CATALOGUE: dict[str, dict[str, str]] = {
     "help": {
@@ -22,18 +22,24 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "I draw a storyboard of Aldar Kose, the beardless trickster, from your story.\n"
             "  /story <text> " + _STORY_OPTIONS + "\n"
             "  /status [job]   /cancel <job>   /regen <job> [frame]   /mystats   /help\n"
+            "Your own character: send a picture with /story (as the photo's caption, or the image option); "
+            "--no-lora draws it without Aldar Kose's look.\n"
             "Example: /story Aldar Kose tricks a greedy merchant at the bazaar"
         ),
         "ru": (
             "Я рисую раскадровку об Алдаре Косе, безбородом хитреце, по вашей истории.\n"
             "  /story <текст> " + _STORY_OPTIONS + "\n"
             "  /status [задача]   /cancel <задача>   /regen <задача> [кадр]   /mystats   /help\n"
+            "Свой персонаж: пришлите картинку вместе с /story (подписью к фото или в поле image); "
+            "--no-lora рисует его без облика Алдара Косе.\n"
             "Пример: /story Алдар Косе обманывает жадного купца на базаре"
         ),
         "kk": (
             "Мен сіздің әңгімеңіз бойынша сақалсыз айлакер Алдар Көсе туралы раскадровка саламын.\n"
             "  /story <мәтін> " + _STORY_OPTIONS + "\n"
             "  /status [тапсырма]   /cancel <тапсырма>   /regen <тапсырма> [кадр]   /mystats   /help\n"
+            "Өз кейіпкеріңіз: суретті /story-мен бірге жіберіңіз (фото жазуы ретінде немесе image өрісінде); "
+            "--no-lora оны Алдар Көсенің бейнесінсіз салады.\n"
             "Мысал: /story Алдар Көсе базарда сараң саудагерді алдайды"
         ),
     },
@@ -285,6 +291,51 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Job #{job} has no finished storyboard to regenerate yet.",
         "ru": "У задачи #{job} ещё нет готовой раскадровки для перерисовки.",
         "kk": "#{job} тапсырманың қайта салуға дайын раскадровкасы әлі жоқ.",
+    },
+    "err_picture_too_big": {
+        "en": "Your picture is {size} MB; the limit is {max} MB. Please send a smaller one.",
+        "ru": "Ваша картинка весит {size} МБ, а можно не больше {max} МБ. Пришлите картинку поменьше.",
+        "kk": "Суретіңіз {size} МБ, ал шегі {max} МБ. Кішірек сурет жіберіңіз.",
+    },
+    "err_picture_unreadable": {
+        "en": "I could not read that as a picture. Please send a photo or an image file ({formats}).",
+        "ru": "Не могу прочитать это как картинку. Пришлите фото или файл изображения ({formats}).",
+        "kk": "Мұны сурет ретінде оқи алмадым. Фото немесе сурет файлын жіберіңіз ({formats}).",
+    },
+    "err_picture_too_many_pixels": {
+        "en": "Your picture has too many pixels (the limit is {max} megapixels). Please send a smaller one.",
+        "ru": "В вашей картинке слишком много пикселей (можно до {max} мегапикселей). Пришлите картинку поменьше.",
+        "kk": "Суретіңізде пиксель тым көп (шегі {max} мегапиксель). Кішірек сурет жіберіңіз.",
+    },
+    "err_picture_animated": {
+        "en": "That picture is animated. Please send one still picture of your character.",
+        "ru": "Эта картинка анимированная. Пришлите одну неподвижную картинку вашего персонажа.",
+        "kk": "Бұл сурет қозғалмалы. Кейіпкеріңіздің бір қозғалмайтын суретін жіберіңіз.",
+    },
+    "err_picture_file": {
+        "en": "I cannot read the picture file “{path}”: give --character-image the path of a picture.",
+        "ru": "Не могу прочитать файл картинки «{path}»: укажите в --character-image путь к картинке.",
+        "kk": "«{path}» сурет файлын оқи алмаймын: --character-image параметріне сурет жолын беріңіз.",
+    },
+    "err_no_lora_needs_picture": {
+        "en": "--no-lora draws your own character, so it needs a picture of them: send one with the story.",
+        "ru": "--no-lora рисует вашего персонажа, поэтому нужна его картинка: пришлите её вместе с историей.",
+        "kk": "--no-lora сіздің кейіпкеріңізді салады, сондықтан оның суреті керек: әңгімемен бірге жіберіңіз.",
+    },
+    "note_picture_checks": {
+        "en": "ℹ️ In simple mode your picture is what every frame is checked against; add --mode ref-guided to draw from it too.",
+        "ru": "ℹ️ В простом режиме с вашей картинкой только сверяется каждый кадр; добавьте --mode ref-guided, чтобы рисовать и по ней.",
+        "kk": "ℹ️ Қарапайым режимде әр кадр тек суретіңізбен салыстырылады; сол бойынша салу үшін --mode ref-guided қосыңыз.",
+    },
+    "note_picture_checks_no_ip_adapter": {
+        "en": "ℹ️ This bot has no IP-Adapter loaded, so your picture is used only for the identity check, not for drawing.",
+        "ru": "ℹ️ В этом боте не загружен IP-Adapter, поэтому ваша картинка нужна только для проверки сходства, не для рисования.",
+        "kk": "ℹ️ Бұл ботта IP-Adapter жүктелмеген, сондықтан суретіңіз тек ұқсастықты тексеру үшін қолданылады, салу үшін емес.",
+    },
+    "note_picture_inset": {
+        "en": "ℹ️ This bot draws sketch previews: your picture is shown in each panel's corner, not drawn or checked.",
+        "ru": "ℹ️ Этот бот рисует эскизы: ваша картинка показана в углу каждого кадра, но не рисуется и не сверяется.",
+        "kk": "ℹ️ Бұл бот эскиз салады: суретіңіз әр кадрдың бұрышында көрсетіледі, бірақ салынбайды және тексерілмейді.",
     },
     "err_frame_range": {
         "en": "Job #{job} has frames 1 to {frames}; frame {frame} does not exist.",

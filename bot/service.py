@@ -12,7 +12,7 @@ import logging
 import math
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from bot.errors import BadRequest, RetryLater
 from bot.jobs.status_refs import StatusRefs
 from bot.messages import Lang, resolve_language, text
 from bot.ops.storage import DiskSpace, owned_folder, remove_folder
+from bot.pictures import PictureRules
 from bot.quotas import Limits, Refused, refusal_error
 from bot.store.records import Job, NewJob, Sighting, User
 from bot.store.store import Store
@@ -36,6 +37,7 @@ from engine.limits import (
 )
 from engine.moderation import TermFilter, strip_bidi
 from engine.rendering.base import ModeOff
+from engine.storyboard import PictureUse
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class StoryOptions:
     mode: str | None = None
     frames: int | None = None
     seed: int | None = None
+    lora: bool | None = None  # False: --no-lora, draw the user's own character without the LoRA
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class StoryRequest:
     options: StoryOptions = StoryOptions()
     out_dir: Path | None = None  # CLI only: where the board is written
     source_ref: str | None = None  # the platform's id of the message: a redelivered message is one job, not two
+    picture: bytes | None = None  # the user's own character picture, as sent (checked by bot.pictures)
 
 
 def _paused_note(paused: bool, lang: Lang) -> str:
@@ -85,10 +89,13 @@ class Submitted:
     position: int
     lang: Lang
     paused: bool = False  # no job starts now: the server is short of disk space
+    notes: tuple[str, ...] = ()  # catalogue keys of what the user should know about their job
 
     @property
     def text(self) -> str:
-        return text("queued", self.lang, job=self.job_id, position=self.position) + _paused_note(self.paused, self.lang)
+        lines = [text("queued", self.lang, job=self.job_id, position=self.position)]
+        lines += [text(key, self.lang) for key in self.notes]
+        return "\n".join(lines) + _paused_note(self.paused, self.lang)
 
 
 @dataclass(frozen=True)
@@ -183,12 +190,15 @@ class StoryRules:
 
 class StoryService:
     def __init__(self, store: Store, config: AppConfig, *, modes_off: Mapping[str, ModeOff] | None = None,
-                 status_refs: StatusRefs | None = None) -> None:
+                 status_refs: StatusRefs | None = None,
+                 picture_use: Callable[[str], PictureUse | None] | None = None) -> None:
         self.store = store
         self.status_refs = status_refs or StatusRefs()  # shared with the worker (bot/app.py)
         self.config = config
         self.rules = StoryRules(config.story)
         self._modes_off = dict(modes_off or {})  # render modes this bot's engine cannot draw, and why
+        self._picture_use = picture_use or (lambda mode: None)  # what a user's picture does, per mode
+        self.pictures = PictureRules(config.story.max_picture_mb, config.storage.outputs)
         self._moderators = frozenset(config.roles.moderators)
         self._moderator_roles = frozenset(config.roles.moderator_roles)
         self.limits = Limits(config.queue, max_retries=config.validation.max_retries)
@@ -243,15 +253,27 @@ class StoryService:
                 log.info("refused story from %s: banned term", request.requester.key)
             raise
         options = self.check_options(request.options)
+        picture = await asyncio.to_thread(self.pictures.accept, request.picture) if request.picture else None
+        if not options.lora and picture is None:
+            raise BadRequest("err_no_lora_needs_picture")
         job = NewJob(
             user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
             language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,
             out_dir=str(request.out_dir) if request.out_dir else None, source_ref=request.source_ref,
             renders=self.limits.renders("story", options.frames),
+            character_image=str(picture) if picture else None, lora=options.lora,
         )
-        return await self._enqueue(request.requester, job, lang)
+        return await self._enqueue(request.requester, job, lang, notes=self._picture_notes(job))
 
-    async def _enqueue(self, requester: Requester, job: NewJob, lang: Lang) -> Submitted:
+    def _picture_notes(self, job: NewJob) -> tuple[str, ...]:
+        """What the user's picture will not do on this bot, said when the job is queued."""
+        if job.character_image is None:
+            return ()
+        use = self._picture_use(job.mode)
+        return (f"note_picture_{use}",) if use in ("checks", "checks_no_ip_adapter", "inset") else ()
+
+    async def _enqueue(self, requester: Requester, job: NewJob, lang: Lang,
+                       notes: tuple[str, ...] = ()) -> Submitted:
         now = self.store.now()
         caps = self.limits.caps_for(moderator=self.is_moderator(requester), now=now)
         outcome = await self.store.enqueue(job, caps=caps, sighting=_sighting(requester))
@@ -261,14 +283,14 @@ class StoryService:
         job_id = outcome
         position = await self.queue_position(job_id) or 1
         log.info("job %d queued (%s, %s, position %d)", job_id, job.kind, requester.key, position)
-        return Submitted(job_id=job_id, position=position, lang=lang, paused=self.paused())
+        return Submitted(job_id=job_id, position=position, lang=lang, paused=self.paused(), notes=notes)
 
     def check_options(self, options: StoryOptions) -> StoryOptions:
         mode = self.check_mode_available(self.rules.check_mode(options.mode or self.config.story.default_mode))
         frames = self.rules.check_frames(
             options.frames if options.frames is not None else self.config.story.default_frames)
         seed = self.rules.check_seed(options.seed if options.seed is not None else secrets.randbelow(SEED_SPACE))
-        return StoryOptions(mode=mode, frames=frames, seed=seed)
+        return StoryOptions(mode=mode, frames=frames, seed=seed, lora=options.lora is not False)
 
     def check_mode_available(self, mode: str) -> str:
         """Refuse a mode this bot's engine cannot draw now, naming the weights that are missing."""
@@ -321,6 +343,7 @@ class StoryService:
             user_id=user.id, platform=requester.platform, chat_id=requester.chat_id, language=lang,
             kind=kind, story=parent.story, mode=parent.mode, frames=n_frames, seed=secrets.randbelow(SEED_SPACE),
             parent_id=parent.id, redo_frame=frame, renders=self.limits.renders(kind, n_frames),
+            character_image=parent.character_image, lora=parent.lora,  # the same character as the board
         )
         return await self._enqueue(requester, job, lang)
 

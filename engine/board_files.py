@@ -26,6 +26,7 @@ from engine.shots import Shot, ShotList
 
 REPORT_FILE = "report.json"
 PLAN_FILE = "plan.json"
+CHARACTER_FILE = "character.png"  # the user's character picture, as the board was drawn from it
 
 
 @dataclass(frozen=True)

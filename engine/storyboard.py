@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Literal, Protocol
 from PIL import Image
 
 from engine.board_files import (
+    CHARACTER_FILE,
     PLAN_FILE,
     REPORT_FILE,
     FrameResult,
@@ -65,6 +67,10 @@ class BoardRequest:
     seed: int = 0
     plan: ShotList | None = None  # reuse a plan (regenerating a frame, resuming)
     keep: Mapping[int, FrameResult] = field(default_factory=dict)  # frames reused as they are
+    # the user's own character picture (RGB): the identity reference of every frame, frame 1
+    # included, and what IP-Adapter sees in ref-guided mode
+    character_image: Image.Image | None = None
+    lora: bool = True  # False: no trigger token and no character LoRA (a character of the user's own)
     # what the caller wants report.json to say besides (e.g. which GPU worker drew it), written
     # with the rest in the report's one write
     report_extra: Mapping[str, object] = field(default_factory=dict)
@@ -85,6 +91,9 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+# what a user's picture does: guides IP-Adapter (and the check); is only what frames are checked
+# against (simple mode, or no IP-Adapter loaded); is shown as an inset (the preview renderer)
+PictureUse = Literal["guides", "checks", "checks_no_ip_adapter", "inset"]
 CancelCheck = Callable[[], bool]
 
 
@@ -122,6 +131,14 @@ class StoryEngine:
             return None
         return self._modes_off.get(mode, ModeOff(mode))
 
+    def picture_use(self, mode: str) -> PictureUse:
+        """What a user's character picture does on a board drawn in ``mode`` by this engine."""
+        if self.renderer.name == "preview":
+            return "inset"  # a sketch draws nobody's face: the picture is shown, not checked
+        if mode == "ref-guided" and mode in self.renderer.modes:
+            return "guides"
+        return "checks" if "ref-guided" in self.renderer.modes else "checks_no_ip_adapter"
+
     def run(
         self,
         request: BoardRequest,
@@ -139,6 +156,8 @@ class StoryEngine:
         # 1. check inputs
         self._check_request(request)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if request.character_image is not None:
+            write_bytes(out_dir / CHARACTER_FILE, _png(request.character_image))
 
         # 2. plan
         progress(ProgressEvent("planning"))
@@ -148,7 +167,7 @@ class StoryEngine:
 
         # 3. prompts
         with _timed(timings, "prompts"):
-            prompts = [self.renderer.fit_prompt(build_prompt(shot, self.settings.prompt, plan)) for shot in plan.shots]
+            prompts = [self.renderer.fit_prompt(build_prompt(shot, self.settings.prompt, plan, lora=request.lora)) for shot in plan.shots]
 
         # 4. render, with 5. validate and re-roll inside each frame
         frames = self._render_frames(request, plan, prompts, out_dir, timings, progress, cancelled)
@@ -185,6 +204,8 @@ class StoryEngine:
             raise InvalidRequest(f"frames must be within {allowed_frames()}, got {request.frames}")
         if request.seed < 0:
             raise InvalidRequest(f"seed must be >= 0, got {request.seed}")
+        if request.character_image is not None and request.character_image.mode != "RGB":
+            raise InvalidRequest(f"the character picture must be RGB, got {request.character_image.mode}")
         if request.plan is not None:
             try:
                 request.plan.check_numbering()
@@ -275,7 +296,9 @@ class StoryEngine:
             "ip_adapter_scale": render.ip_adapter_scale,
             "controlnet_scale": render.controlnet_scale,
             "control_guidance": [render.control_guidance_start, render.control_guidance_end],
-            "ip_adapter_reference": render.ip_adapter_reference,
+            # the user's picture, when the board has one, is all IP-Adapter sees
+            "ip_adapter_reference": "character_image" if request.character_image is not None
+            else render.ip_adapter_reference,
         }
 
     def _report(
@@ -294,6 +317,8 @@ class StoryEngine:
             "places": [place.model_dump(mode="json") for place in plan.places],
             "mode": request.mode,
             "seed": request.seed,
+            "character_image": CHARACTER_FILE if request.character_image is not None else None,
+            "lora": request.lora,
             "planner": planned.planner,
             "planner_fallback": planned.fallback_reason,
             "plan_repairs": list(planned.repairs),
@@ -344,12 +369,16 @@ class _FrameRun:
         self.timings, self.progress, self.cancelled = timings, progress, cancelled
         self.total, self.done = total, done
         self.poses: dict[int, tuple[PoseTemplate, str, Image.Image]] = {}
+        picture = request.character_image
+        # the user's picture replaces the configured pictures and frame 1 as what frames are checked against
+        self.validator = engine.validator.with_pictures([picture]) if picture is not None else engine.validator
 
     def render_group(self, items: list[tuple[Shot, Prompt]]) -> None:
         """Each round renders the pending frames in batches. A rendered batch is checked, and its
         passing frames kept, on the check thread while the next batch renders (the face check
         is CPU work the GPU need not wait for)."""
-        reference = self.done[1].image if 1 in self.done else None
+        picture = self.request.character_image
+        reference = picture if picture is not None else (self.done[1].image if 1 in self.done else None)
         attempts: dict[int, list[Attempt]] = {shot.index: [] for shot, _ in items}
         images: dict[int, list[Image.Image]] = {shot.index: [] for shot, _ in items}
         pending = list(items)
@@ -386,7 +415,8 @@ class _FrameRun:
         requests = [
             FrameRequest(shot, prompt, frame_seed(self.request.seed, shot.index, attempt_no),
                          settings.width, settings.height, render_reference,
-                         self._pose(shot) if render_reference is not None else None)
+                         self._pose(shot) if render_reference is not None else None,
+                         picture=self.request.character_image, lora=self.request.lora)
             for shot, prompt in chunk
         ]
         event = self._event(chunk, attempt_no)
@@ -437,6 +467,12 @@ class _FrameRun:
         self.done[shot.index] = frame
 
 
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -457,7 +493,7 @@ class _Round:
         engine = self.run.engine
         checked = [i for i, (shot, _) in enumerate(chunk) if hero_in(shot)]  # nobody to compare the others with
         with _timed(self.run.timings, "validate"):
-            scores = engine.validator.score(
+            scores = self.run.validator.score(
                 [rendered[i] for i in checked], texts=[chunk[i][0].description for i in checked],
                 reference=self.reference, framings=[chunk[i][0].framing for i in checked],
             ) if checked else []

@@ -2,6 +2,7 @@
 
 A frame redo keeps every frame of its parent board but the one redrawn; a job resumed after a
 crash keeps its own plan and the frames it had finished (read with ``engine.board_files``).
+A job with the user's character picture reads it from where ``bot.pictures`` stored it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bot.pictures import read_picture
 from bot.store.records import Job
 from engine.board_files import load_saved_board
 from engine.storyboard import BoardRequest
@@ -30,4 +32,6 @@ def board_request(job: Job, out_dir: Path, parent_dir: Path | None) -> BoardRequ
             keep = {**keep, **saved.frames}
             log.info("job %d: resuming with %d finished frame(s)", job.id, len(saved.frames))
     frames = len(plan.shots) if plan is not None else job.frames
-    return BoardRequest(story=job.story, mode=job.mode, frames=frames, seed=job.seed, plan=plan, keep=keep)
+    picture = read_picture(Path(job.character_image)) if job.character_image else None
+    return BoardRequest(story=job.story, mode=job.mode, frames=frames, seed=job.seed, plan=plan, keep=keep,
+                        character_image=picture, lora=job.lora)

@@ -59,6 +59,9 @@ class ArqEngine:
     def modes_off(self) -> dict[str, ModeOff]:
         return {}  # the workers know their modes; one that lacks a mode refuses the job with the reason
 
+    def picture_use(self, mode: str) -> None:
+        return None  # which worker draws it, with which weights, is known only then
+
     async def close(self) -> None:
         await self.redis.aclose()
 

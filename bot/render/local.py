@@ -12,7 +12,7 @@ from bot.render.port import Availability, ProgressSink, StopSignals
 from engine.board_files import Storyboard
 from engine.limits import MODES
 from engine.rendering.base import ModeOff
-from engine.storyboard import BoardRequest, StoryEngine
+from engine.storyboard import BoardRequest, PictureUse, StoryEngine
 
 
 class LocalEngine:
@@ -39,6 +39,9 @@ class LocalEngine:
 
     def modes_off(self) -> dict[str, ModeOff]:
         return {mode: off for mode in MODES if (off := self.engine.mode_off(mode)) is not None}
+
+    def picture_use(self, mode: str) -> PictureUse:
+        return self.engine.picture_use(mode)
 
     async def render(
         self, job_key: str, request: BoardRequest, out_dir: Path, *, on_progress: ProgressSink, stop: StopSignals

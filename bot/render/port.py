@@ -20,7 +20,7 @@ from typing import Protocol
 
 from engine.board_files import Storyboard
 from engine.rendering.base import ModeOff
-from engine.storyboard import BoardRequest, ProgressEvent
+from engine.storyboard import BoardRequest, PictureUse, ProgressEvent
 
 ProgressSink = Callable[[ProgressEvent], None]  # thread-safe: may be called from any thread
 
@@ -73,6 +73,10 @@ class EnginePort(Protocol):
     def modes_off(self) -> dict[str, ModeOff]:
         """The render modes known to be off, so the service can refuse them at once; a mode not
         listed may still be refused by the engine that draws the job."""
+        ...
+
+    def picture_use(self, mode: str) -> PictureUse | None:
+        """What a user's character picture will do on a board in ``mode``; None: not known here."""
         ...
 
     async def render(

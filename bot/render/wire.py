@@ -140,6 +140,8 @@ def encode_request(request: BoardRequest) -> dict:
         "seed": request.seed,
         "plan": request.plan.model_dump(mode="json") if request.plan is not None else None,
         "keep": [{"meta": frame.to_json(), "png": _png(frame.image)} for frame in request.keep.values()],
+        "character_image": _png(request.character_image) if request.character_image is not None else None,
+        "lora": request.lora,
     }
 
 
@@ -157,9 +159,20 @@ def decode_request(data: Any, folder: Path) -> BoardRequest:
             frame = FrameResult.from_json(meta, folder)
             keep[frame.index] = frame
         return BoardRequest(story=data["story"], mode=data["mode"], frames=data.get("frames"), seed=data["seed"],
-                            plan=plan, keep=keep)
-    except (KeyError, TypeError, ValueError) as exc:
+                            plan=plan, keep=keep, character_image=_picture(data.get("character_image")),
+                            lora=bool(data.get("lora", True)))
+    except (KeyError, TypeError, ValueError, OSError) as exc:
         raise InvalidRequest(f"render request is malformed: {exc}") from exc
+
+
+def _picture(png: Any) -> Image.Image | None:
+    """The user's character picture: the bot checked it (bot.pictures) and sends it as PNG."""
+    if png is None:
+        return None
+    if not isinstance(png, bytes):
+        raise TypeError(f"character_image must be PNG bytes, got {type(png).__name__}")
+    with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
+        return image.convert("RGB")
 
 
 def _png(image: Image.Image) -> bytes:

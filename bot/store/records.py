@@ -75,6 +75,8 @@ class Job:
     error_message: str | None
     status_ref: str | None = None
     source_ref: str | None = None
+    character_image: str | None = None  # the stored path of the user's character picture
+    lora: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class NewJob:
     out_dir: str | None = None
     source_ref: str | None = None  # the platform's id of the message that asked for it
     renders: int = 0  # the most SDXL renders it may cost (bot.quotas), for the daily caps
+    character_image: str | None = None  # bot.pictures stored it; every frame is checked against it
+    lora: bool = True
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ class QueuedEntry:
 
 def row_to(cls: type, row: aiosqlite.Row) -> Any:
     data = dict(row)
-    for name in ("banned", "cancel_requested", "accepted"):
+    for name in ("banned", "cancel_requested", "accepted", "lora"):
         if name in data:
             data[name] = bool(data[name])
     return cls(**{k: data[k] for k in cls.__dataclass_fields__})

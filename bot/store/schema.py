@@ -140,6 +140,13 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE queue_depths SET users = users - 1 WHERE depth > NEW.queued AND depth <= OLD.queued;
     END;
     """,
+    # 5: the user's own character picture (a file under <outputs>/pictures) and whether the
+    #    character LoRA draws the board (0: --no-lora), kept so regenerate and resume use them
+    """
+    ALTER TABLE jobs ADD COLUMN character_image TEXT;
+    ALTER TABLE jobs ADD COLUMN lora INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_character_image ON jobs (character_image) WHERE character_image IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

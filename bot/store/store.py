@@ -208,13 +208,14 @@ class Store:
             job_id = await self._scalar(
                 """
                 INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
-                                  story, mode, frames, seed, out_dir, created_at, source_ref, renders)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                                  story, mode, frames, seed, out_dir, created_at, source_ref, renders,
+                                  character_image, lora)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """,
                 (
                     job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
                     job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now, job.source_ref,
-                    job.renders,
+                    job.renders, job.character_image, int(job.lora),
                 ),
             )
             await self._run(

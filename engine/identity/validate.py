@@ -13,6 +13,7 @@ scores nothing and says so in the report. ``ClipScorer`` is the real one.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -35,6 +36,11 @@ class Validator(Protocol):
         """Scores per image; ``identity`` only when there is a reference to compare with."""
         ...
 
+    def with_pictures(self, pictures: Sequence[Image.Image]) -> Validator:
+        """This validator comparing with ``pictures`` (the user's character picture) in place
+        of the configured pictures and frame 1, for one board."""
+        ...
+
 
 class NullValidator:
     """Scores nothing: used with renderers that draw no real character."""
@@ -46,6 +52,9 @@ class NullValidator:
         framings: Sequence[str] | None = None,
     ) -> list[dict[str, float]]:
         return [{} for _ in images]
+
+    def with_pictures(self, pictures: Sequence[Image.Image]) -> NullValidator:
+        return self
 
 
 class ClipScorer:
@@ -71,11 +80,23 @@ class ClipScorer:
         if faces is not None:
             self.name = "clip+face"
         self._cache: tuple[int, Any, Any] | None = None  # (id of reference image, CLIP emb, face emb)
-        self._reference = None
-        if reference_images:
-            found = self._faces_in(reference_images)
-            clip = _normalise(self.embed_images(_crops(reference_images, found)).mean(dim=0, keepdim=True))[0]
-            self._reference = (clip, mean_embedding([face for _, face in found]) if faces is not None else None)
+        self._reference = self._embed_pictures(reference_images) if reference_images else None
+
+    def with_pictures(self, pictures: Sequence[Image.Image]) -> ClipScorer:
+        """A scorer sharing this one's models whose reference is ``pictures``, every frame
+        (frame 1 included) compared with them."""
+        if not pictures:
+            raise ValueError("with_pictures needs at least one picture")
+        scorer = copy.copy(self)
+        scorer._cache = None
+        scorer._reference = self._embed_pictures(pictures)
+        return scorer
+
+    def _embed_pictures(self, pictures: Sequence[Image.Image]) -> tuple[Any, Any]:
+        """The mean CLIP embedding of the pictures' face crops, and their mean face embedding."""
+        found = self._faces_in(pictures)
+        clip = _normalise(self.embed_images(_crops(pictures, found)).mean(dim=0, keepdim=True))[0]
+        return clip, mean_embedding([face for _, face in found]) if self.faces is not None else None
 
     def score(
         self, images: Sequence[Image.Image], *, texts: Sequence[str], reference: Image.Image | None,

@@ -24,7 +24,11 @@ CancelCheck = Callable[[], bool]
 
 @dataclass(frozen=True)
 class FrameRequest:
-    """Everything a renderer needs for one frame. ``reference`` is frame 1 in ref-guided mode."""
+    """Everything a renderer needs for one frame.
+
+    ``reference`` is what a ref-guided frame is guided by: the user's ``picture`` when the board
+    has one (every frame, frame 1 included), else frame 1. ``lora`` False draws without the
+    character LoRA (the user's own character, ``--no-lora``)."""
 
     shot: Shot
     prompt: Prompt
@@ -33,6 +37,8 @@ class FrameRequest:
     height: int
     reference: Image.Image | None = None
     control_image: Image.Image | None = None  # the shot's pose skeleton, ref-guided frames only
+    picture: Image.Image | None = None  # the user's character picture, for the whole board
+    lora: bool = True
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):

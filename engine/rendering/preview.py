@@ -75,7 +75,9 @@ class PreviewRenderer:
         _paint_figures(draw, shot, width, height, horizon, hero_x)
         # 5. overlays: number, description, honesty marks
         _paint_number_badge(draw, shot.index, height)
-        _paint_description_band(image, shot.description, request.reference is not None)
+        if request.picture is not None:
+            _paint_picture_inset(image, request.picture)
+        _paint_description_band(image, shot.description, _reference_note(request))
         _paint_preview_ribbon(image)
         # 6. imitate GPU time when asked (tests, demos)
         if self.delay_s > 0:
@@ -502,7 +504,28 @@ def _paint_number_badge(draw: ImageDraw.ImageDraw, number: int, height: int) -> 
     draw.text((text_x, margin + pad - top), text, font=font, fill=FIGURE_COLOUR)
 
 
-def _paint_description_band(image: Image.Image, description: str, has_reference: bool) -> None:
+def _paint_picture_inset(image: Image.Image, picture: Image.Image) -> None:
+    """The user's character picture, small, at the top left under the number badge: a sketch
+    cannot draw their character, so it shows whose board this is."""
+    height = image.height
+    margin = max(4, height // 48)
+    side = max(16, height // 5)
+    thumb = picture.convert("RGB")
+    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    border = max(1, height // 128)
+    top = margin + round(height * 0.13)  # below the badge (its font is a 1/11 of the height)
+    box = (margin, top, margin + thumb.width + 2 * border, top + thumb.height + 2 * border)
+    ImageDraw.Draw(image).rectangle(box, fill=(252, 250, 244), outline=FIGURE_COLOUR, width=max(1, border // 2))
+    image.paste(thumb, (margin + border, top + border))
+
+
+def _reference_note(request: FrameRequest) -> str:
+    if request.picture is not None:
+        return " · ref: your picture"
+    return " · ref: frame 1" if request.reference is not None else ""
+
+
+def _paint_description_band(image: Image.Image, description: str, reference_note: str) -> None:
     """Translucent dark band at the bottom: the English description and the honesty note."""
     width, height = image.size
     font = load_font(max(10, height // 30))
@@ -518,7 +541,7 @@ def _paint_description_band(image: Image.Image, description: str, has_reference:
     draw = ImageDraw.Draw(image)
     for k, line in enumerate(lines):
         draw.text((pad, band_top + pad + k * line_h), line, font=font, fill=(250, 250, 250))
-    note = PREVIEW_NOTE + (" · ref: frame 1" if has_reference else "")
+    note = PREVIEW_NOTE + reference_note
     note_w = draw.textlength(note, font=note_font)
     draw.text((width - pad - note_w, height - pad - note_h), note, font=note_font, fill=(214, 214, 214))
 

@@ -99,17 +99,19 @@ class Prompt:
         return self.positive_2 or self.positive
 
 
-def build_prompt(shot: Shot, settings: PromptSettings, bible: ShotList | None = None) -> Prompt:
+def build_prompt(shot: Shot, settings: PromptSettings, bible: ShotList | None = None, *, lora: bool = True) -> Prompt:
     """Compose the SDXL prompts for one shot. ``bible``: the plan the shot belongs to, whose cast
     and places give the looks; without one (or in a plan without a bible) the shot's own nouns
-    and setting stand in."""
+    and setting stand in. ``lora`` False (a character of the user's own): no trigger token."""
     present = _present(shot, bible)
     hero_in_shot = not present or HERO_ID in present
     angle = shot.camera_angle
     if settings.face_bias and shot.framing != "wide" and angle in ("eye-level", "three-quarter"):
         angle = "front"
-    if hero_in_shot:
+    if hero_in_shot and lora:
         subject = Part("subject", f"{settings.trigger_token}, {settings.character}")  # the look the LoRA learned
+    elif hero_in_shot:
+        subject = Part("subject", settings.character)
     else:  # a panel about someone else: the LoRA's trigger would draw Aldar Kose into it
         subject = Part("subject", _look(bible, present[0], shot.characters[0] if shot.characters else "a person"))
     parts = (
@@ -119,7 +121,7 @@ def build_prompt(shot: Shot, settings: PromptSettings, bible: ShotList | None = 
         Part("emotion", f"{shot.emotion} expression"),
         Part("angle", _ANGLE_PHRASE[angle]),
     )
-    scene = [Part("trigger", settings.trigger_token)] if hero_in_shot else []
+    scene = [Part("trigger", settings.trigger_token)] if hero_in_shot and lora else []
     scene.append(Part("place", _place(shot, bible)))
     scene.extend(_others(shot, bible, present, subject_id=HERO_ID if hero_in_shot else present[0]))
     scene.append(Part("time", _TIME_PHRASE[shot.time_of_day]))

@@ -180,11 +180,18 @@ class SdxlRenderer:
         start, end = self.control_guidance
         return self.ref_guided.pipe, {
             "image": [r.control_image for r in requests],
-            "ip_adapter_image": [self.ip_references + ([requests[0].reference] if self.ip_use_frame1 else [])],
+            "ip_adapter_image": [self._ip_images(requests[0])],
             "controlnet_conditioning_scale": self.controlnet_scale,
             "control_guidance_start": start,
             "control_guidance_end": end,
         }
+
+    def _ip_images(self, request: FrameRequest) -> list[Image.Image]:
+        """What IP-Adapter sees: the user's picture alone when the board has one; else the
+        configured pictures and/or frame 1 (``engine.ip_adapter_reference``)."""
+        if request.picture is not None:
+            return [request.picture]
+        return self.ip_references + ([request.reference] if self.ip_use_frame1 else [])
 
     def _free_memory(self) -> None:
         import gc

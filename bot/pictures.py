@@ -1,0 +1,115 @@
+"""The user's own character picture: checked at the door, stored once, read back for its job.
+
+A picture comes as bytes from any adapter (a Telegram photo, a Discord attachment, a file the
+CLI names). ``PictureRules.accept`` is the one check every platform meets, before any job
+row is written:
+
+* at most ``[story] max_picture_mb`` (adapters also ask ``check_size`` with the size the
+  platform declares, before they download anything);
+* a still JPEG, PNG, WebP, GIF or BMP: Pillow is told to try only those formats, so an EPS
+  or PSD upload never reaches a decoder it has no business running;
+* at most ``Image.MAX_IMAGE_PIXELS`` pixels, checked from the header before any decode (a
+  decompression bomb is a small file that decodes to gigabytes);
+* not animated: which frame would be the character is the user's call, not ours.
+
+What passes is turned upright (EXIF orientation), converted to RGB (CMYK, palette, greyscale,
+transparency over white), shrunk to ``STORED_SIDE`` and written as PNG under
+``<outputs>/pictures/<sha256>.png``. The job row names that file, so a resumed or regenerated
+board draws from the same picture; the storage sweep removes a picture no job names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+PICTURE_FOLDER = "pictures"
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+STORED_SIDE = 1024  # a reference picture needs no more: IP-Adapter and CLIP see 224 px
+_MB = 1_000_000
+
+
+class PictureRules:
+    def __init__(self, max_mb: float, outputs: Path) -> None:
+        self.max_bytes = int(max_mb * _MB)
+        self.folder = outputs / PICTURE_FOLDER
+
+    def check_size(self, size: int | None) -> None:
+        """Refuse a picture whose declared size is over the limit (None: not declared)."""
+        if size is not None and size > self.max_bytes:
+            raise BadRequest("err_picture_too_big", size=_megabytes(size), max=_megabytes(self.max_bytes))
+
+    def accept(self, data: bytes) -> Path:
+        """Check, normalise and store the picture; its stored path. Raises BadRequest with the
+        reason. Reads and writes files: run it off the event loop."""
+        self.check_size(len(data))
+        image = _normalised(_opened(data))
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        body = png.getvalue()
+        path = self.folder / f"{hashlib.sha256(body).hexdigest()[:32]}.png"
+        if not path.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(body)
+            tmp.replace(path)  # atomic: a crash leaves no half picture under a job's name
+        log.info("character picture accepted: %dx%d -> %s", image.width, image.height, path.name)
+        return path
+
+
+def read_picture(path: Path) -> Image.Image:
+    """A stored picture, for the job that names it (already checked and RGB)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _opened(data: bytes) -> Image.Image:
+    """The picture, decoded, after the checks that need only its header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadRequest("err_picture_too_many_pixels", max=_megapixels(Image.MAX_IMAGE_PIXELS)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise BadRequest("err_picture_unreadable", formats=", ".join(FORMATS)) from None
+    if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+        raise BadRequest("err_picture_too_many_pixels", max=_megapixels(Image.MAX_IMAGE_PIXELS))
+    if getattr(image, "n_frames", 1) > 1:
+        raise BadRequest("err_picture_animated")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError):  # a truncated or corrupt body behind a good header
+        raise BadRequest("err_picture_unreadable", formats=", ".join(FORMATS)) from None
+    return image
+
+
+def _normalised(image: Image.Image) -> Image.Image:
+    """Upright, RGB (transparency over white), at most STORED_SIDE on its longer side."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    image = image.convert("RGB")  # CMYK, greyscale, 16-bit and palette pictures alike
+    image.thumbnail((STORED_SIDE, STORED_SIDE), Image.Resampling.LANCZOS)
+    return image
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / _MB:.1f}"
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:.0f}"
