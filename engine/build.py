@@ -117,6 +117,7 @@ def build_sdxl(settings: RenderSettings, loader: ModelLoader, *, face_check: boo
         controlnet_scale=settings.controlnet_scale,
         control_guidance=(settings.control_guidance_start, settings.control_guidance_end),
         ip_references=ip_references, ip_use_frame1=settings.ip_adapter_reference != "images",
+        character_lora=loader.character_lora, lora_fused=bool(settings.lora),
     )
     if loader.applied.get("compile_unet") is True:
         try:

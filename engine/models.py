@@ -119,6 +119,84 @@ def local_or_hub(key: str, value: str) -> str:
 
 
 @dataclass
+class CharacterLora:
+    """The character LoRA, fused for speed, and a way to draw one board without it (``--no-lora``).
+
+    A fused LoRA cannot be unfused exactly in half precision (w + d - d is not w), and a bot
+    switching on and off for every such board would drift its weights. So both versions of
+    each layer the LoRA changes are kept on the CPU, and a switch copies one back: exact, every
+    time. Costs host memory of twice those layers' weights (``engine.lora_switch``)."""
+
+    layers: list[Any]  # the nn.Modules whose ``weight`` the character LoRA changed
+    with_lora: list[Any]  # their fused weights, on the CPU
+    without_lora: list[Any]  # the same weights without the character LoRA (other LoRAs fused), on the CPU
+    on: bool = True
+
+    @classmethod
+    def after_fusing(cls, without: list[tuple[Any, Any]]) -> CharacterLora:
+        """From (layer, weight without the character LoRA) pairs, once the LoRAs are fused."""
+        return cls(layers=[layer for layer, _ in without],
+                   with_lora=[layer.weight.detach().to("cpu", copy=True) for layer, _ in without],
+                   without_lora=[weight for _, weight in without])
+
+    def follow_fused_projections(self, unet: Any) -> None:
+        """After ``fuse_qkv_projections``: attention reads ``to_qkv`` (self-attention) or
+        ``to_kv`` (cross-attention), concatenations of the q/k/v weights, so they switch too."""
+        without = {id(layer): weight for layer, weight in zip(self.layers, self.without_lora, strict=True)}
+        for module in unet.modules():
+            for fused, parts in (("to_qkv", ("to_q", "to_k", "to_v")), ("to_kv", ("to_k", "to_v"))):
+                layer = getattr(module, fused, None)
+                sources = [getattr(module, name, None) for name in parts]
+                if layer is None or None in sources or not any(id(src) in without for src in sources):
+                    continue
+                self.layers.append(layer)
+                self.with_lora.append(layer.weight.detach().to("cpu", copy=True))
+                self.without_lora.append(
+                    _cat([without.get(id(src), src.weight.detach().to("cpu")) for src in sources]))
+
+    def use(self, on: bool) -> None:
+        if on == self.on:
+            return
+        import torch
+
+        with torch.no_grad():
+            for layer, weight in zip(self.layers, self.with_lora if on else self.without_lora, strict=True):
+                layer.weight.copy_(weight)
+        self.on = on
+        log.info("character LoRA %s", "back on" if on else "off for this board (--no-lora)")
+
+
+def _cat(weights: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(weights)
+
+
+def _weights_without(pipe: Any, adapter: str) -> list[tuple[Any, Any]]:
+    """For each layer ``adapter`` changes: (its base layer, what its weight will be once the
+    other loaded adapters are fused but not this one), on the CPU. Read before fusing."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    pairs = []
+    for component in (getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2")):
+        if component is None:
+            continue
+        for module in component.modules():
+            if not isinstance(module, BaseTunerLayer) or adapter not in getattr(module, "lora_A", {}):
+                continue
+            base = module.get_base_layer()
+            weight = base.weight.detach().float()
+            for other in module.active_adapters:
+                if other != adapter and other in module.lora_A:
+                    weight = weight + module.get_delta_weight(other).float()
+            with torch.no_grad():
+                # a copy: on a float32 CPU model .float() and .to() return the very tensor fusing changes
+                pairs.append((base, weight.to("cpu", dtype=base.weight.dtype, copy=True)))
+    return pairs
+
+
+@dataclass
 class ModelLoader:
     """Loads and caches components for one process. Not thread-safe: call it at start-up."""
 
@@ -133,6 +211,7 @@ class ModelLoader:
     _references: list[Image.Image] | None = None
     _faces: Any = None
     _poses: PoseLibrary | None = None
+    character_lora: CharacterLora | None = None  # None: no character LoRA, or engine.lora_switch = false
 
     def report(self) -> dict:
         runtime = self.runtime
@@ -217,7 +296,10 @@ class ModelLoader:
             return
         names = [name for name, _ in adapters]
         pipe.set_adapters(names, adapter_weights=[weight for _, weight in adapters])
+        without = _weights_without(pipe, CHARACTER_ADAPTER) if s.lora and s.lora_switch else None
         pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+        if without is not None:
+            self.character_lora = CharacterLora.after_fusing(without)
         pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
         self.applied["lora"] = {name: weight for name, weight in adapters}
 
@@ -246,6 +328,8 @@ class ModelLoader:
                 raise RuntimeError("fuse_qkv must run before the IP-Adapter loads: it would replace its processors")
             pipe.fuse_qkv_projections()
             applied["fuse_qkv"] = True
+            if self.character_lora is not None:  # the fused projections were built from LoRA'd weights
+                self.character_lora.follow_fused_projections(pipe.unet)
         if s.vae_tiling:
             pipe.vae.enable_tiling()
             applied["vae_tiling"] = True

@@ -73,6 +73,9 @@ class RenderSettings(_Section):
     lora: str = ""  # character LoRA: a .safetensors file, a folder or a hub id; "" = none
     lora_weight_name: str = ""  # file inside a LoRA folder or repo
     lora_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    # lets a user draw their own character without the LoRA (/story --no-lora), at the cost of a
+    # host-memory copy of the layers the LoRA changes, twice (engine.models.CharacterLora)
+    lora_switch: bool = True
     scheduler: Literal["euler", "dpmpp_2m_karras"] = "dpmpp_2m_karras"
     steps: int = Field(default=30, ge=1, le=150)
     guidance: float = Field(default=6.0, ge=0.0, le=20.0)

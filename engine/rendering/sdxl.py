@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, InvalidRequest
 from engine.rendering.base import CancelCheck, FrameRequest, StepCallback
 from engine.rendering.prompts import Prompt, fit_prompt
 
@@ -34,7 +34,8 @@ class SdxlRenderer:
 
     def __init__(self, pipe: Any, *, steps: int, guidance: float, batch_size: int, ref_guided: Any = None,
                  controlnet_scale: float = 0.8, control_guidance: tuple[float, float] = (0.0, 1.0),
-                 ip_references: Sequence[Image.Image] = (), ip_use_frame1: bool = True) -> None:
+                 ip_references: Sequence[Image.Image] = (), ip_use_frame1: bool = True,
+                 character_lora: Any = None, lora_fused: bool = False) -> None:
         import torch
 
         self._torch = torch
@@ -48,6 +49,8 @@ class SdxlRenderer:
         self.control_guidance = control_guidance
         self.ip_references = list(ip_references)  # configured character pictures for IP-Adapter
         self.ip_use_frame1 = ip_use_frame1
+        self.character_lora = character_lora  # engine.models.CharacterLora: switches it off for --no-lora
+        self.lora_fused = lora_fused
         self.token_budget = pipe.tokenizer.model_max_length  # 77 for CLIP
         self.modes = ("simple", "ref-guided") if ref_guided is not None else ("simple",)
 
@@ -146,6 +149,7 @@ class SdxlRenderer:
             return tensors
 
         pipe, extra = self._mode_for(requests)
+        self._use_lora(first.lora)
         result = pipe(
             **extra,
             prompt=[r.prompt.positive for r in requests],
@@ -185,6 +189,13 @@ class SdxlRenderer:
             "control_guidance_start": start,
             "control_guidance_end": end,
         }
+
+    def _use_lora(self, on: bool) -> None:
+        """The character LoRA on or off for this batch (one board's frames share the choice)."""
+        if self.character_lora is not None:
+            self.character_lora.use(on)
+        elif not on and self.lora_fused:
+            raise InvalidRequest("--no-lora is switched off on this bot (engine.lora_switch = false)")
 
     def _ip_images(self, request: FrameRequest) -> list[Image.Image]:
         """What IP-Adapter sees: the user's picture alone when the board has one; else the

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from engine.build import build_engine
-from engine.errors import Cancelled
+from engine.errors import Cancelled, InvalidRequest
 from engine.models import ModelLoadError
 from engine.rendering.prompts import build_prompt
 from engine.rendering.base import FrameRequest
@@ -352,3 +352,33 @@ def test_without_an_identity_check_frame_1_is_still_drawn_alone(tiny_sdxl_dir, t
     events: list[ProgressEvent] = []
     engine.run(BoardRequest(STORY, frames=6, seed=1), tmp_path / "b", on_progress=events.append)
     assert [(e.frame, e.last_frame) for e in events if e.stage == "rendering"] == [(1, 1), (2, 5), (6, 6)]
+
+
+def test_no_lora_draws_without_the_character_lora_and_the_next_board_has_it_back_exactly(
+        tiny_sdxl_dir, tiny_lora_file, tmp_path, sdxl_settings):
+    picture = Image.new("RGB", (48, 64), (200, 60, 60))
+    plain = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=""))
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=str(tiny_lora_file)))
+    unet = engine.renderer.pipe.unet
+    fused = {name: tensor.clone() for name, tensor in unet.state_dict().items()}
+    engine.run(BoardRequest(STORY, frames=1, seed=3), tmp_path / "on_before")
+
+    engine.run(BoardRequest(STORY, frames=1, seed=3, character_image=picture, lora=False), tmp_path / "off")
+    plain.run(BoardRequest(STORY, frames=1, seed=3, character_image=picture, lora=False), tmp_path / "plain")
+    assert_same_picture(frame_array(tmp_path / "off", 1), frame_array(tmp_path / "plain", 1), "without the LoRA")
+    report = report_of(tmp_path / "off")
+    assert (report["lora"], report["character_image"]) == (False, "character.png")
+    frame = report["frames"][0]
+    assert "aldar_kose_man" not in frame["prompt"] + frame["prompt_2"]
+
+    engine.run(BoardRequest(STORY, frames=1, seed=3), tmp_path / "on_after")  # the next board: the LoRA is back
+    assert all(torch.equal(unet.state_dict()[name], tensor) for name, tensor in fused.items())
+    assert_same_picture(frame_array(tmp_path / "on_before", 1), frame_array(tmp_path / "on_after", 1), "LoRA back")
+
+
+def test_no_lora_is_refused_where_the_operator_switched_it_off(tiny_sdxl_dir, tiny_lora_file, tmp_path, sdxl_settings):
+    engine = build_engine(sdxl_settings(tiny_sdxl_dir, "", lora=str(tiny_lora_file), lora_switch=False))
+    assert engine.models.character_lora is None  # and so no copy of the weights is kept
+    with pytest.raises(InvalidRequest, match="lora_switch"):
+        engine.run(BoardRequest(STORY, frames=1, seed=3, character_image=Image.new("RGB", (8, 8)), lora=False),
+                   tmp_path / "b")
