@@ -20,6 +20,7 @@ from bot.chat_port import BoardDelivery, JobUpdate
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.errors import BadRequest, StoryError
 from bot.messages import text
+from bot.pictures import Upload
 from bot.service import Requester, StoryRequest, StoryService
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class ConsoleAdapter:
         """``/story … [--character-image PATH]``: the console is the operator's own machine, so it
         alone may name a file; the chats send the picture itself."""
         path, args = _take_option(args, "--character-image")
-        picture = await asyncio.to_thread(_read_file, path) if path is not None else None
+        picture = Upload.of_bytes(await asyncio.to_thread(_read_file, path)) if path is not None else None
         story, options = parse_story_args(args)
         return (await self.service.submit(StoryRequest(self.requester, story, options, picture=picture))).text
 

@@ -7,6 +7,10 @@ token, mentioning the author; nothing a user wrote may ping anyone, so the clien
 mentions escaped; a ``custom_id`` is at most 100 characters and carries only an
 action, a job id and a frame; buttons are ``DynamicItem``s registered in ``setup_hook``, so
 they work after a restart. Permissions are checked by the service, never in the button.
+/story's ``image`` (an attachment) is the user's own character picture, handed to the service
+as an ``Upload`` (its declared size and type, and ``Attachment.read``): the service downloads it
+only once the user and the story pass, and alone decides whether it is a picture it accepts;
+``no_lora`` draws that character without Aldar Kose's LoRA.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bot.chat_port import BoardDelivery, JobUpdate
 from bot.config import DiscordSettings
 from bot.errors import StoryError
 from bot.messages import resolve_language, text
+from bot.pictures import Upload
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService, Submitted
 from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES
 
@@ -211,12 +216,16 @@ class DiscordAdapter:
 
         @tree.command(name="story", description="Draw a storyboard of Aldar Kose from your story")
         @app_commands.describe(text="your story", mode="how frames are drawn", frames="number of frames",
-                               seed="a seed, to draw the same board again")
+                               seed="a seed, to draw the same board again",
+                               image="a picture of your own character, to draw and check frames against",
+                               no_lora="draw the character in your picture without Aldar Kose's look")
         @_declare_story_options(max_chars=self.service.config.story.max_chars)
         async def story(interaction: discord.Interaction, text: str, mode: app_commands.Choice[str] | None = None,
-                        frames: int | None = None, seed: int | None = None) -> None:
-            await adapter.story(interaction, text, StoryOptions(mode=mode.value if mode else None, frames=frames,
-                                                               seed=seed))
+                        frames: int | None = None, seed: int | None = None, image: discord.Attachment | None = None,
+                        no_lora: bool | None = None) -> None:
+            options = StoryOptions(mode=mode.value if mode else None, frames=frames, seed=seed,
+                                   lora=False if no_lora else None)
+            await adapter.story(interaction, text, options, image)
 
         @tree.command(name="status", description="Where is my job?")
         async def status(interaction: discord.Interaction, job: int | None = None) -> None:
@@ -267,12 +276,14 @@ class DiscordAdapter:
             message = exc.message(lang)
         await interaction.response.send_message(message, ephemeral=True)
 
-    async def story(self, interaction: discord.Interaction, story: str, options: StoryOptions) -> None:
+    async def story(self, interaction: discord.Interaction, story: str, options: StoryOptions,
+                    image: discord.Attachment | None = None) -> None:
         await interaction.response.defer(thinking=True)  # within Discord's 3 s, before any work
         requester = requester_of(interaction)
         try:
+            picture = Upload(image.read, size=image.size, content_type=image.content_type) if image else None
             submitted = await self.service.submit(StoryRequest(requester, story, options,
-                                                               source_ref=str(interaction.id)))
+                                                               source_ref=str(interaction.id), picture=picture))
         except StoryError as exc:
             await interaction.edit_original_response(content=exc.message(resolve_language(requester.locale)))
             return

@@ -8,6 +8,13 @@ sent on behalf of a chat (anonymous admins, channels) are refused; see ``request
 Buttons carry an action, a job id and maybe a frame; everything else is read back through
 the service, so they keep working after a restart, and permissions are checked there, never
 in the button.
+
+A user's own character picture comes as a photo or an image file whose caption is the
+``/story`` command (Telegram puts that text in ``caption``, where ``CommandHandler`` does not
+look), or as the message a ``/story`` replies to. The largest size of a photo is taken; its
+declared ``file_size`` and type go to the service as an ``Upload``, which fetches it (getFile,
+then the download; at most the 20 MB a bot may download) only once the user and the story
+pass, and checks the picture itself. A file that is not an image is refused without download.
 """
 
 from __future__ import annotations
@@ -21,7 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaDocument, ReplyParameters, Update
+from telegram import (
+    Document,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    Message,
+    MessageEntity,
+    PhotoSize,
+    ReplyParameters,
+    Update,
+)
 from telegram.error import BadRequest as TelegramBadRequest
 from telegram.error import InvalidToken
 from telegram.ext import (
@@ -31,6 +48,8 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    MessageHandler,
+    filters,
 )
 
 from adapters.edit_throttle import EditThrottle
@@ -40,6 +59,7 @@ from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
 from bot.errors import BadRequest, StoryError
 from bot.messages import resolve_language, text
+from bot.pictures import Upload
 from bot.service import Requester, StoryRequest, StoryService, Submitted
 
 log = logging.getLogger(__name__)
@@ -49,6 +69,7 @@ MAX_CALLBACK_BYTES = 64
 MAX_CAPTION = 1024
 MAX_PHOTO_BYTES = 10_000_000
 MAX_PHOTO_DIMENSIONS = 10_000
+MAX_DOWNLOAD_BYTES = 20_000_000  # getFile serves bots files of at most 20 MB
 MEDIA_GROUP = (2, 10)
 FRAME_BUTTONS_PER_ROW = 5
 _CALLBACK = re.compile(r"^(?P<action>[rfdb]):(?P<job>[1-9]\d{0,11})(?::(?P<frame>[1-9]\d?))?$")
@@ -163,6 +184,9 @@ class TelegramAdapter:
         }
         for name, handler in commands.items():
             self.app.add_handler(CommandHandler(name, _replying(handler)))
+        # a photo or file with "/story ..." as its caption: CommandHandler reads only ``text``
+        self.app.add_handler(MessageHandler((filters.PHOTO | filters.Document.ALL) & StoryCaption(),
+                                            _replying(self._story)))
         self.app.add_handler(CallbackQueryHandler(self._button))
         self.app.add_error_handler(self._on_error)
 
@@ -172,13 +196,30 @@ class TelegramAdapter:
 
     async def _story(self, update: Update, requester: Requester, lang: str) -> None:
         message = update.effective_message
-        story, options = parse_story_args(_arguments(message.text or ""))
+        story, options = parse_story_args(_arguments(message.text or message.caption or ""))
         replied = message.reply_to_message
         if not story.strip() and replied is not None:  # "/story" in reply to a message: draw that one
             story = replied.text or replied.caption or ""
+        attachment = picture_of(message, own=True) or (picture_of(replied, own=False) if replied else None)
+        picture = self._upload(attachment) if attachment is not None else None
         source = f"{message.chat_id}:{message.message_id}"  # Telegram redelivers unconfirmed updates after a crash
-        submitted = await self.service.submit(StoryRequest(requester, story, options, source_ref=source))
+        submitted = await self.service.submit(StoryRequest(requester, story, options, source_ref=source,
+                                                           picture=picture))
         await self._acknowledge(message, submitted)
+
+    def _upload(self, attachment: PhotoSize | Document) -> Upload:
+        """The picture for the service, which fetches it (getFile, then the download) only once
+        the user and the story pass."""
+        async def fetch() -> bytes:
+            file = await self.app.bot.get_file(attachment.file_id)
+            self.service.pictures.check_size(file.file_size)  # getFile's figure, if the message had none
+            if file.file_size is not None and file.file_size > MAX_DOWNLOAD_BYTES:  # max_picture_mb set above it
+                raise BadRequest("err_picture_too_big", size=f"{file.file_size / 1e6:.1f}",
+                                 max=f"{MAX_DOWNLOAD_BYTES / 1e6:.1f}")
+            return bytes(await file.download_as_bytearray())
+
+        content_type = "image/jpeg" if isinstance(attachment, PhotoSize) else attachment.mime_type
+        return Upload(fetch, size=attachment.file_size, content_type=content_type)
 
     async def _acknowledge(self, message, submitted: Submitted) -> None:
         ack = await message.reply_text(submitted.text, reply_parameters=_reply_to(message.message_id))
@@ -319,6 +360,30 @@ def requester_of(update: Update) -> Requester:
         platform=PLATFORM, user_id=str(user.id), chat_id=str(chat.id),
         display_name=user.full_name or user.username or "", locale=user.language_code,
     )
+
+
+class StoryCaption(filters.MessageFilter):
+    """A caption that is the command ``/story`` or ``/story@ThisBot``, as CommandHandler reads a text:
+    a ``bot_command`` entity at offset 0; ``/story@OtherBot`` is another bot's."""
+
+    def filter(self, message: Message) -> bool:
+        caption, entities = message.caption, message.caption_entities
+        if not caption or not entities or entities[0].type != MessageEntity.BOT_COMMAND or entities[0].offset:
+            return False
+        command, _, bot_name = caption[1 : entities[0].length].partition("@")
+        return command.lower() == "story" and (not bot_name or bot_name.lower() == message.get_bot().username.lower())
+
+
+def picture_of(message: Message, *, own: bool) -> PhotoSize | Document | None:
+    """The picture a message carries: a photo's largest size, or a file. A file sent with the
+    /story itself (``own``) is the user's picture whatever it is (the service refuses one that
+    is not an image); a replied-to file that is not an image is passed over."""
+    if message.photo:
+        return message.photo[-1]  # sizes come smallest first
+    document = message.document
+    if document is None:
+        return None
+    return document if own or (document.mime_type or "").startswith("image/") else None
 
 
 def _replying(handler: Callable[[Update, Requester, str], Awaitable[str | None]]):

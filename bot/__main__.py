@@ -253,11 +253,12 @@ def plan_table(plan, planner: str) -> str:
 
 def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config: AppConfig, cli: CliOutput) -> int:
     from bot.app import run_story
+    from bot.pictures import Upload
     from bot.service import StoryOptions
 
     options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed, lora=False if args.no_lora else None)
     out = args.out.resolve() if args.out else None
-    picture = _read_picture_file(args.character_image, parser) if args.character_image else None
+    picture = Upload.of_bytes(_read_picture_file(args.character_image, parser)) if args.character_image else None
     try:
         delivery = asyncio.run(run_story(config, _story_text(args, parser), options, out, picture=picture))
     except StoryError as exc:

@@ -30,6 +30,7 @@ from bot.jobs.runner import JobRunner, supervise
 from bot.ops.health import HealthServer
 from bot.ops.metrics import Metrics
 from bot.ops.storage import DiskSpace
+from bot.pictures import Upload
 from bot.render.local import LocalEngine
 from bot.render.port import EnginePort
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService
@@ -234,7 +235,7 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def run_story(
     config: AppConfig, story: str, options: StoryOptions, out_dir: Path | None, *, progress: TextIO = sys.stderr,
-    picture: bytes | None = None,
+    picture: Upload | None = None,
 ) -> BoardDelivery:
     """``python -m bot story``: one board through the real service, queue and engine."""
     async with open_app(config) as app:

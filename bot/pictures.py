@@ -1,11 +1,13 @@
 """The user's own character picture: checked at the door, stored once, read back for its job.
 
-A picture comes as bytes from any adapter (a Telegram photo, a Discord attachment, a file the
-CLI names). ``PictureRules.accept`` is the one check every platform meets, before any job
-row is written:
+A picture comes from any adapter as an ``Upload``: what the platform declares of it (size,
+content type) and how to fetch it (a Telegram photo, a Discord attachment, a file the CLI
+names). The service checks the user and the story first, then ``PictureRules.receive``, the one
+check every platform meets, before any job row is written:
 
-* at most ``[story] max_picture_mb`` (adapters also ask ``check_size`` with the size the
-  platform declares, before they download anything);
+* at most ``[story] max_picture_mb``, by the declared size before anything is fetched, then
+  by the bytes;
+* declared as an image, when the platform declares a type;
 * a still JPEG, PNG, WebP, GIF or BMP: Pillow is told to try only those formats, so an EPS
   or PSD upload never reaches a decoder it has no business running;
 * at most ``Image.MAX_IMAGE_PIXELS`` pixels, checked from the header before any decode (a
@@ -20,11 +22,14 @@ board draws from the same picture; the storage sweep removes a picture no job na
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
 import os
 import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,6 +44,23 @@ STORED_SIDE = 1024  # a reference picture needs no more: IP-Adapter and CLIP see
 _MB = 1_000_000
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A picture a user sent, not fetched yet: what the platform declares, and how to fetch it."""
+
+    fetch: Callable[[], Awaitable[bytes]]
+    size: int | None = None  # as declared; None: not declared
+    content_type: str | None = None  # as declared, e.g. "image/jpeg"; None: not declared
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Upload:
+        """A picture already in hand (the CLI's and the console's file)."""
+        async def fetch() -> bytes:
+            return data
+
+        return cls(fetch, size=len(data))
+
+
 class PictureRules:
     def __init__(self, max_mb: float, outputs: Path) -> None:
         self.max_bytes = int(max_mb * _MB)
@@ -48,6 +70,21 @@ class PictureRules:
         """Refuse a picture whose declared size is over the limit (None: not declared)."""
         if size is not None and size > self.max_bytes:
             raise BadRequest("err_picture_too_big", size=_megabytes(size), max=_megabytes(self.max_bytes))
+
+    def check_declared(self, upload: Upload) -> None:
+        """Refuse what the platform's own description already rules out, before any download."""
+        self.check_size(upload.size)
+        content_type = (upload.content_type or "").lower()
+        if content_type.startswith("video/"):  # Telegram's clients send a GIF as an MP4 "animation"
+            raise BadRequest("err_picture_animated")
+        if content_type and not content_type.startswith("image/"):
+            raise BadRequest("err_picture_unreadable", formats=", ".join(FORMATS))
+
+    async def receive(self, upload: Upload) -> Path:
+        """Check what is declared, fetch, check and store the picture; its stored path."""
+        self.check_declared(upload)
+        data = await upload.fetch()
+        return await asyncio.to_thread(self.accept, data)
 
     def accept(self, data: bytes) -> Path:
         """Check, normalise and store the picture; its stored path. Raises BadRequest with the

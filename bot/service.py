@@ -21,7 +21,7 @@ from bot.errors import BadRequest, RetryLater
 from bot.jobs.status_refs import StatusRefs
 from bot.messages import Lang, resolve_language, text
 from bot.ops.storage import DiskSpace, owned_folder, remove_folder
-from bot.pictures import PictureRules
+from bot.pictures import PictureRules, Upload
 from bot.quotas import Limits, Refused, refusal_error
 from bot.store.records import Job, NewJob, Sighting, User
 from bot.store.store import Store
@@ -76,7 +76,7 @@ class StoryRequest:
     options: StoryOptions = StoryOptions()
     out_dir: Path | None = None  # CLI only: where the board is written
     source_ref: str | None = None  # the platform's id of the message: a redelivered message is one job, not two
-    picture: bytes | None = None  # the user's own character picture, as sent (checked by bot.pictures)
+    picture: Upload | None = None  # the user's own character picture, fetched once the rest passes
 
 
 def _paused_note(paused: bool, lang: Lang) -> str:
@@ -253,7 +253,8 @@ class StoryService:
                 log.info("refused story from %s: banned term", request.requester.key)
             raise
         options = self.check_options(request.options)
-        picture = await asyncio.to_thread(self.pictures.accept, request.picture) if request.picture else None
+        # fetched only now: a banned user, a refused story or a bad option downloads nothing
+        picture = await self.pictures.receive(request.picture) if request.picture is not None else None
         if not options.lora and picture is None:
             raise BadRequest("err_no_lora_needs_picture")
         job = NewJob(

@@ -328,3 +328,23 @@ def test_a_chat_that_cannot_be_reached_stops_start_up_with_a_clear_message(tmp_p
     assert result.returncode == 2
     assert "error: telegram: could not start: NetworkError" in result.stderr
     assert "Traceback" not in result.stderr and "secret-token" not in result.stderr
+
+
+def test_story_with_a_character_image_keeps_it_with_the_board(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (60, 80), (30, 90, 200)).save(tmp_path / "me.jpg", quality=95)
+    out = tmp_path / "board"
+    result = bot("story", "Aldar Kose rides his horse across the steppe", "--frames", "2", "--out", str(out),
+                 "--character-image", str(tmp_path / "me.jpg"), config=write_config(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (report["character_image"], report["lora"]) == ("character.png", True)
+    assert Image.open(out / "character.png").size == (60, 80)
+    assert text("note_picture_inset", "en") in result.stderr  # said where the progress is shown
+
+    missing = bot("story", "Aldar Kose rides", "--character-image", str(tmp_path / "nope.png"),
+                  config=write_config(tmp_path))
+    assert missing.returncode == 2 and "--character-image: cannot read" in missing.stderr
+    bare = bot("story", "Aldar Kose rides", "--no-lora", config=write_config(tmp_path))
+    assert bare.returncode == 1 and text("err_no_lora_needs_picture", "en") in bare.stderr

@@ -151,10 +151,12 @@ ALLOWED_ROOMS = {
                                         "engine.identity"},
     "bot.store": {"bot.quotas"},
     "bot.quotas": {"bot.config", "bot.errors"},
-    "bot.ops": {"bot.config", "bot.quotas", "bot.store"},
+    "bot.pictures": {"bot.errors"},
+    "bot.ops": {"bot.config", "bot.pictures", "bot.quotas", "bot.store"},
     "bot.render": {"bot.config", "bot.ops"},
-    "bot.jobs": {"bot.chat_port", "bot.config", "bot.messages", "bot.ops", "bot.render", "bot.store"},
-    "bot.service": {"bot.config", "bot.errors", "bot.jobs", "bot.messages", "bot.ops", "bot.quotas", "bot.store"},
+    "bot.jobs": {"bot.chat_port", "bot.config", "bot.messages", "bot.ops", "bot.pictures", "bot.render", "bot.store"},
+    "bot.service": {"bot.config", "bot.errors", "bot.jobs", "bot.messages", "bot.ops", "bot.pictures", "bot.quotas",
+                    "bot.store"},
 }
 
 

@@ -1,5 +1,6 @@
 """What the bot keeps on disk, and for how long: each job's folder, the free-space floor and
-the retention sweep (``[storage] keep_days``, ``min_free_mb``).
+the retention sweep (``[storage] keep_days``, ``min_free_mb``), which also removes the users'
+character pictures (``bot.pictures``) once no job names them.
 
 One place decides where a job's board lives (``job_folder``), so the worker that draws it,
 the sweep that expires it and a moderator's ``/purge`` all reach the same folder. Only folders
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import StorageSettings
+from bot.pictures import PICTURE_FOLDER
 from bot.quotas import DAY_S
 from bot.store.records import Job
 from bot.store.store import Store
@@ -25,6 +27,7 @@ from bot.store.store import Store
 log = logging.getLogger(__name__)
 
 MB = 2**20
+PICTURE_GRACE_S = 3600.0
 _JOB_FOLDER = re.compile(r"^job-(\d{6,})$")
 
 
@@ -96,9 +99,11 @@ class Retention:
             removed += len(expired)
         users = await self.store.delete_idle_users(before=cutoff)
         orphans = await self._remove_orphans(cutoff)
-        if removed or users or orphans:
-            log.info("retention: removed %d job(s), %d idle user(s) and %d stray folder(s) older than %g days",
-                     removed, users, orphans, self.settings.keep_days)
+        pictures = await self._remove_unnamed_pictures()
+        if removed or users or orphans or pictures:
+            log.info("retention: removed %d job(s), %d idle user(s) and %d stray folder(s) older than %g days, "
+                     "and %d character picture(s) no job names", removed, users, orphans, self.settings.keep_days,
+                     pictures)
             await self._vacuum_now_and_then()
         return removed
 
@@ -111,11 +116,28 @@ class Retention:
                 await asyncio.to_thread(remove_folder, folder)
         return len(old.keys() - known)
 
+    async def _remove_unnamed_pictures(self) -> int:
+        """Character pictures no job names: their jobs expired or were purged, or the job was
+        refused after the picture was stored. One younger than ``PICTURE_GRACE_S`` may belong to
+        a /story being queued right now, so it stays until the next sweep."""
+        named = {Path(path).resolve() for path in await self.store.named_pictures()}
+        cutoff = self.store.now() - PICTURE_GRACE_S
+        unnamed = [path for path in await asyncio.to_thread(_pictures, self.settings.outputs)
+                   if path.resolve() not in named and path.stat().st_mtime < cutoff]
+        for path in unnamed:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return len(unnamed)
+
     async def _vacuum_now_and_then(self) -> None:
         if time.monotonic() - self._last_vacuum < DAY_S:
             return
         self._last_vacuum = time.monotonic()
         await self.store.vacuum()
+
+
+def _pictures(outputs: Path) -> list[Path]:
+    folder = outputs / PICTURE_FOLDER
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 
 def _old_job_folders(outputs: Path, cutoff: float) -> dict[int, Path]:

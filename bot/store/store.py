@@ -522,6 +522,11 @@ class Store:
             found.update(row[0] for row in rows)
         return found
 
+    async def named_pictures(self) -> set[str]:
+        """Every character picture a job row still names (stored paths)."""
+        rows = await self._run("SELECT DISTINCT character_image FROM jobs WHERE character_image IS NOT NULL")
+        return {row[0] for row in rows}
+
     async def vacuum(self) -> None:
         """Give deleted pages back to the disk. VACUUM cannot run in a transaction: the write lock
         alone keeps other writers out meanwhile."""

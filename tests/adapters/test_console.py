@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import run_bot
+from bot.messages import text
 from engine.rendering.grid import auto_columns
 from tests.helpers import count_panels, db_rows
 
@@ -124,3 +125,25 @@ async def test_moderator_ban_from_the_console(config):
     assert "🔨 telegram:42 is banned" in out
     assert "✅ telegram:42 is unbanned." in out
     assert "I have never seen user nobody" in out
+
+
+async def test_a_character_picture_from_a_file_and_its_bad_inputs(config, tmp_path):
+    picture = Image.new("RGB", (60, 80), (200, 60, 60))
+    picture.save(tmp_path / "me.png")
+    (tmp_path / "notes.txt").write_text("not a picture", encoding="utf-8")
+    out = await session(
+        config,
+        f"/story Aldar Kose rides --character-image {tmp_path / 'missing.png'}",
+        f"/story Aldar Kose rides --character-image {tmp_path / 'notes.txt'}",
+        "/story Aldar Kose rides --no-lora",
+        f"/story Aldar Kose rides to the bazaar --frames 2 --character-image {tmp_path / 'me.png'} --no-lora",
+    )
+    assert text("err_picture_file", "en", path=str(tmp_path / "missing.png")) in out
+    assert text("err_picture_unreadable", "en", formats="JPEG, PNG, WEBP, GIF, BMP") in out
+    assert text("err_no_lora_needs_picture", "en") in out
+    assert "Job #1 is queued" in out and text("note_picture_inset", "en") in out  # the preview shows it only
+    report = json.loads(Path(re.search(r"report: (\S+)", out).group(1)).read_text(encoding="utf-8"))
+    assert (report["story"], report["character_image"], report["lora"]) == ("Aldar Kose rides to the bazaar",
+                                                                            "character.png", False)
+    assert all("aldar_kose_man" not in f["prompt"] + f["prompt_2"] for f in report["frames"])
+    assert await db_rows(config, "SELECT id, lora FROM jobs") == [(1, 0)]  # the refusals left no row

@@ -54,18 +54,24 @@ What it does, like the real service:
 * Files: multipart ``payload_json`` + ``files[n]``; the stored attachment keeps the bytes, sniffs the
   content type (and PNG/JPEG/GIF size) and its ``url`` is served by the fake (``Attachment.read()``
   works). On an edit, ``attachments`` lists the ones to keep, as on Discord.
+* A user's upload to an attachment option (type 11): ``upload`` stores the bytes and returns the
+  attachment object Discord puts in ``data.resolved.attachments`` (its ``url`` is served by the
+  fake; ``size`` may be declared unlike the bytes, to test a size check without big files);
+  ``slash`` sends it as the option's value (the attachment id) with that resolved object.
+  Every download of an attachment is recorded in ``downloads`` (``downloaded(attachment)``).
 
-Injection (from the test's loop): ``slash``, ``click`` (and the general ``dispatch_interaction``),
+Injection (from the test's loop): ``upload``, ``slash``, ``click`` (and the general ``dispatch_interaction``),
 ``dispatch`` (any gateway event), ``add_member``, ``fail_next``, ``send_reconnect`` (op 7),
 ``drop_connection`` (close with a code; the client RESUMEs). Inspection: ``calls``, ``calls_to``,
 ``messages``, ``message``, ``original``, ``followups``, ``ephemerals``, ``interaction``, ``callback``,
 ``callback_latency``, ``unanswered``, ``commands``, ``intents``, ``identifies``, ``resumes``,
-``gateway_connects``, ``close_codes``, ``connected``, ``heartbeats``, ``heartbeat_gaps``, ``wait_for``,
-``summary``. All times are ``time.monotonic()``.
+``gateway_connects``, ``close_codes``, ``connected``, ``heartbeats``, ``heartbeat_gaps``, ``downloads``,
+``downloaded``, ``wait_for``, ``summary``. All times are ``time.monotonic()``.
 
 Not modelled: voice, threads, reactions, modals' follow-through, real rate-limit buckets (every
 success says ``Remaining: 4``), heartbeat enforcement (a silent client is never dropped; use
-``heartbeat_gaps`` to see a blocked loop), option ``resolved`` data for user/role/channel options.
+``heartbeat_gaps`` to see a blocked loop), option ``resolved`` data for user/role/channel options
+(attachment options are resolved).
 """
 
 from __future__ import annotations
@@ -140,6 +146,7 @@ PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESS
 
 # interactions
 PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
+OPTION_ATTACHMENT = 11
 CB_PONG, CB_MESSAGE, CB_DEFERRED_MESSAGE, CB_DEFERRED_UPDATE, CB_UPDATE_MESSAGE = 1, 4, 5, 6, 7
 CB_AUTOCOMPLETE, CB_MODAL, CB_LAUNCH_ACTIVITY = 8, 9, 12
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
@@ -346,6 +353,7 @@ class FakeDiscord:
         self.interactions: dict[int, InteractionRecord] = {}
         self._messages: dict[int, StoredMessage] = {}
         self._blobs: dict[int, StoredAttachment] = {}
+        self.downloads: list[int] = []  # the attachment id of every download, in order (404s included)
         self._sessions: dict[str, _Session] = {}
         self._live: list[_Session] = []
         self._sockets: set[web.WebSocketResponse] = set()
@@ -526,6 +534,31 @@ class FakeDiscord:
                 pass
         return session.seq
 
+    def upload(self, data: bytes, filename: str, *, content_type: str | None = None,
+               declared_size: int | None = None, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """A file a user attaches to a command option: stored (its ``url`` serves ``data``) and
+        returned as the attachment object Discord resolves; pass it as the option's value to ``slash``.
+
+        ``content_type`` is what the user's client reported (sniffed from the bytes when None, as
+        Discord does); ``declared_size`` is the ``size`` Discord reports (``len(data)`` when None).
+        """
+        attachment_id = snowflake_at(increment=next(self._ids))
+        sniffed, dimensions = _sniff(data, filename)
+        url = f"{self.base}/attachments/{channel_id}/{attachment_id}/{filename}"
+        raw: dict[str, Any] = {"id": str(attachment_id), "filename": filename,
+                               "size": len(data) if declared_size is None else declared_size,
+                               "url": url, "proxy_url": url, "content_type": content_type or sniffed,
+                               "ephemeral": True, "flags": 0}
+        if dimensions is not None:
+            raw["width"], raw["height"] = dimensions
+        self._blobs[attachment_id] = StoredAttachment(attachment_id, filename, data, raw["content_type"], raw)
+        return copy.deepcopy(raw)
+
+    def downloaded(self, attachment: dict[str, Any] | int | str) -> int:
+        """How many times this attachment (an ``upload`` result or its id) was downloaded."""
+        attachment_id = int(attachment["id"] if isinstance(attachment, dict) else attachment)
+        return self.downloads.count(attachment_id)
+
     async def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: int,
                     roles: tuple[int, ...] | list[int] = (), guild: bool = True, locale: str = "en-US",
                     channel_id: int = CHANNEL_ID) -> int:
@@ -533,23 +566,37 @@ class FakeDiscord:
 
         As Discord's client does, a value outside the synced option's choices, min/max value or
         min/max length is refused before anything is sent: ``RefusedByClient``, and the bot sees nothing.
+        So is a file for an option that is not an attachment option, or anything else for one that is.
 
         Option types come from the synced command when it is known (else str 3, int 4, bool 5,
-        float 10). The command id is the synced one (guild commands first), else a fresh snowflake.
+        float 10, attachment 11 for an ``upload`` result). An attachment option's value is the
+        attachment id, its object in ``data.resolved.attachments``. The command id is the synced one
+        (guild commands first), else a fresh snowflake.
         """
         command = self._find_command(name, guild)
         declared = {o["name"]: o for o in (command or {}).get("options", [])}
         opts = []
+        attachments: dict[str, dict[str, Any]] = {}
         for key, value in (options or {}).items():
+            kind = declared.get(key, {}).get("type") or _option_type(value)
+            if (kind == OPTION_ATTACHMENT) != isinstance(value, dict):
+                raise RefusedByClient(f"/{name} {key}: option type {kind} does not take {value!r}")
+            if kind == OPTION_ATTACHMENT:
+                if int(value.get("id", 0)) not in self._blobs:
+                    raise AssertionError(f"/{name} {key}: attach a file made by upload(), not {value!r}")
+                attachments[str(value["id"])] = copy.deepcopy(value)
+                opts.append({"name": key, "type": kind, "value": str(value["id"])})
+                continue
             problem = _client_refusal(declared.get(key, {}), value)
             if problem:
                 raise RefusedByClient(f"/{name} {key}: {problem}")
-            kind = declared.get(key, {}).get("type") or _option_type(value)
             opts.append({"name": key, "type": kind, "value": value})
         data: dict[str, Any] = {"id": command["id"] if command else str(snowflake_at(increment=next(self._ids))),
                                 "name": name, "type": 1}
         if opts:
             data["options"] = opts
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
         if command and command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
         return await self.dispatch_interaction(APPLICATION_COMMAND, data, user_id=user_id, roles=roles,
@@ -1000,6 +1047,7 @@ class FakeDiscord:
         return None
 
     async def _download(self, request: web.Request) -> web.Response:
+        self.downloads.append(int(request.match_info["attachment"]))
         stored = self._blobs.get(int(request.match_info["attachment"]))
         if stored is None:
             return web.Response(status=404, text="Not Found")
@@ -1519,6 +1567,8 @@ def _client_refusal(option: dict[str, Any], value: Any) -> str | None:
 
 
 def _option_type(value: Any) -> int:
+    if isinstance(value, dict):
+        return OPTION_ATTACHMENT
     if isinstance(value, bool):
         return 5
     if isinstance(value, int):

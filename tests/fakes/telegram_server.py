@@ -35,10 +35,15 @@ What it does, like the real server:
   poll one token; ``conflicts`` counts them. ``on_confirm(offset)``, when set, is called the moment
   a ``getUpdates`` confirms updates, before they are forgotten (what a crash would leave behind).
 
-Injection (call from the test's event loop): ``send_message`` and ``press_button`` queue
-updates; ``fail_next`` scripts errors (429 with ``retry_after`` by default); ``block`` makes a
-chat answer 403. Inspection: ``calls``, ``calls_to``, ``messages``, ``last_message``,
-``media_groups``, ``files``, ``answered``, ``unanswered``, ``wait_for``.
+* ``getFile`` answers a file's ``file_path`` (and refuses one over 20 MB: "file is too big");
+  ``GET {base}/file/bot{TOKEN}/{file_path}`` downloads it, and is recorded in ``downloads``.
+
+Injection (call from the test's event loop): ``send_message``, ``send_photo`` (a photo: several
+PhotoSizes, the largest last), ``send_document`` (a file) and ``press_button`` queue updates; a
+text or caption starting with "/" gets its ``bot_command`` entity; ``fail_next`` scripts errors
+(429 with ``retry_after`` by default); ``block`` makes a chat answer 403. Inspection: ``calls``,
+``calls_to``, ``messages``, ``last_message``, ``media_groups``, ``files``, ``downloads``,
+``answered``, ``unanswered``, ``wait_for``.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_PHOTO_BYTES = 10 * 1000 * 1000
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses bigger files: "file is too big"
 CHAT_ACTIONS = {
     "typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
     "upload_document", "choose_sticker", "find_location", "record_video_note", "upload_video_note",
@@ -117,6 +123,11 @@ class StoredFile:
     filename: str | None = None
     mime_type: str | None = None
     file_path: str = ""
+    declared_size: int | None = None  # what Telegram says the size is, when a test wants it to differ
+
+    @property
+    def file_size(self) -> int:
+        return self.declared_size if self.declared_size is not None else len(self.data)
 
 
 @dataclass
@@ -192,6 +203,7 @@ class FakeTelegram:
         self.strict_chats = strict_chats  # True: sending to a chat no update mentioned is "chat not found"
         self.calls: list[Call] = []
         self.files: dict[str, StoredFile] = {}
+        self.downloads: list[str] = []  # file_id of every file downloaded, in order
         self.commands: dict[str, list[dict]] = {}  # json(scope)+language -> setMyCommands list
         self.conflicts = 0
         self.port = 0
@@ -284,6 +296,57 @@ class FakeTelegram:
         ``sender_chat``: the user sends it on behalf of that chat, as Telegram shows it: the group
         itself (an anonymous admin; ``from`` is GroupAnonymousBot) or a channel (``from`` is
         Channel_Bot), named in ``sender_chat``; ``user_id`` is then nowhere in the update."""
+        body: dict[str, Any] = {"text": text}
+        if text.startswith("/"):
+            body["entities"] = _command_entities(text)
+        return self._user_message(body, chat_id=chat_id, user_id=user_id, username=username, chat_type=chat_type,
+                                  chat_title=chat_title, language_code=language_code, reply_to=reply_to,
+                                  sender_chat=sender_chat)
+
+    def send_photo(self, data: bytes, *, chat_id: int, user_id: int, caption: str | None = None,
+                   file_size: int | None = None, username: str = "user", chat_type: str = "private",
+                   chat_title: str | None = None, language_code: str = "en", reply_to: dict | BotMessage | None = None,
+                   sender_chat: int | None = None) -> dict[str, Any]:
+        """Queue a user's photo message; returns the Message object.
+
+        ``photo`` holds several PhotoSizes, smallest first, as Telegram sends them: JPEG
+        thumbnails at 90, 320 and 800 px on the long side (those smaller than the picture), and
+        last the picture itself, whose file is ``data`` exactly (Telegram would re-encode it as
+        a JPEG of at most 2560 px; keeping the bytes lets a test follow its pixels). Every size
+        is a file that ``getFile`` and the file download serve. ``file_size`` declares another
+        size for the largest one (in the PhotoSize and in ``getFile``'s answer), so a test can
+        send a picture "over the limit" without sending the bytes. A caption starting with "/"
+        gets a ``bot_command`` entity in ``caption_entities``."""
+        try:
+            width, height = _image_size(data)
+        except TgError:
+            raise AssertionError("send_photo: Telegram's clients send only pictures as photos; "
+                                 "send anything else with send_document") from None
+        sizes = []
+        for side in (90, 320, 800):
+            if max(width, height) > side:
+                sizes.append(_photo_size(self._store_file(_thumbnail(data, side), "photo", ".jpg", "image/jpeg")))
+        sizes.append(_photo_size(self._store_file(data, "photo", ".jpg", None, declared_size=file_size), (width, height)))
+        return self._user_message({"photo": sizes, **_caption_fields(caption)}, chat_id=chat_id, user_id=user_id,
+                                  username=username, chat_type=chat_type, chat_title=chat_title,
+                                  language_code=language_code, reply_to=reply_to, sender_chat=sender_chat)
+
+    def send_document(self, data: bytes, *, chat_id: int, user_id: int, filename: str = "file",
+                      mime_type: str | None = "application/octet-stream", caption: str | None = None,
+                      file_size: int | None = None, username: str = "user", chat_type: str = "private",
+                      chat_title: str | None = None, language_code: str = "en",
+                      reply_to: dict | BotMessage | None = None, sender_chat: int | None = None) -> dict[str, Any]:
+        """Queue a user's file ("send as file": a picture keeps its bytes); returns the Message.
+        ``file_size`` and the caption as for ``send_photo``."""
+        stored = self._store_file(data, "document", _extension(filename), mime_type, filename=filename,
+                                  declared_size=file_size)
+        return self._user_message({"document": _document_obj(stored), **_caption_fields(caption)}, chat_id=chat_id,
+                                  user_id=user_id, username=username, chat_type=chat_type, chat_title=chat_title,
+                                  language_code=language_code, reply_to=reply_to, sender_chat=sender_chat)
+
+    def _user_message(self, body: dict[str, Any], *, chat_id: int, user_id: int, username: str, chat_type: str,
+                      chat_title: str | None, language_code: str, reply_to: dict | BotMessage | None,
+                      sender_chat: int | None) -> dict[str, Any]:
         user = self._user(user_id, username, language_code)
         chat = self._chat(chat_id, chat_type=chat_type, title=chat_title, user=user)
         message: dict[str, Any] = {
@@ -291,15 +354,12 @@ class FakeTelegram:
             "date": int(time.time()),
             "chat": dict(chat.obj),
             "from": dict(user),
-            "text": text,
+            **body,
         }
         if sender_chat is not None:
             on_behalf = self._chat(sender_chat, chat_type=None if sender_chat == chat_id else "channel")
             message["sender_chat"] = dict(on_behalf.obj)
             message["from"] = dict(GROUP_ANONYMOUS_BOT if sender_chat == chat_id else CHANNEL_BOT)
-        if text.startswith("/"):
-            command = text.split()[0] if text.split() else text
-            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
         if reply_to is not None:
             message["reply_to_message"] = _shallow(_raw(reply_to))
         chat.raw_messages[message["message_id"]] = message
@@ -449,6 +509,7 @@ class FakeTelegram:
         path = request.match_info["path"]
         for stored in self.files.values():
             if stored.file_path == path:
+                self.downloads.append(stored.file_id)
                 return web.Response(body=stored.data, content_type=stored.mime_type or "application/octet-stream")
         return web.Response(status=404, text="Not Found")
 
@@ -730,8 +791,10 @@ class FakeTelegram:
         stored = self.files.get(str(params.get("file_id")))
         if stored is None:
             raise TgError("Bad Request: invalid file_id")
+        if stored.file_size > MAX_DOWNLOAD_BYTES:
+            raise TgError("Bad Request: file is too big")
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                "file_size": len(stored.data), "file_path": stored.file_path}
+                "file_size": stored.file_size, "file_path": stored.file_path}
 
     # -- helpers -------------------------------------------------------------------------------
     def _user(self, user_id: int, username: str, language_code: str) -> dict[str, Any]:
@@ -853,10 +916,14 @@ class FakeTelegram:
                 raise TgError("Bad Request: PHOTO_INVALID_DIMENSIONS")
         elif len(part.data) > MAX_DOCUMENT_BYTES:
             raise TgError("Request Entity Too Large", 413)
+        return self._store_file(part.data, kind, _extension(part.filename), part.content_type, filename=part.filename)
+
+    def _store_file(self, data: bytes, kind: str, extension: str, mime_type: str | None, *,
+                    filename: str | None = None, declared_size: int | None = None) -> StoredFile:
         n = next(self._file_ids)
         file_id = f"fake-{kind}-{n}"
-        stored = StoredFile(file_id, f"uniq{n}", part.data, part.filename, part.content_type,
-                            file_path=f"{kind}s/file_{n}{_extension(part.filename)}")
+        stored = StoredFile(file_id, f"uniq{n}", data, filename, mime_type,
+                            file_path=f"{kind}s/file_{n}{extension}", declared_size=declared_size)
         self.files[file_id] = stored
         return stored
 
@@ -1146,12 +1213,47 @@ def _guess_type(chat_id: int) -> str:
 
 def _document_obj(stored: StoredFile) -> dict[str, Any]:
     obj: dict[str, Any] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                           "file_size": len(stored.data)}
+                           "file_size": stored.file_size}
     if stored.filename:
         obj["file_name"] = stored.filename
     if stored.mime_type:
         obj["mime_type"] = stored.mime_type
     return obj
+
+
+def _command_entities(text: str) -> list[dict[str, Any]]:
+    """The ``bot_command`` entity Telegram marks a leading "/command" (or "/command@Bot") with."""
+    command = text.split()[0] if text.split() else text
+    return [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+
+
+def _caption_fields(caption: str | None) -> dict[str, Any]:
+    if not caption:
+        return {}
+    if _utf16_len(caption) > MAX_CAPTION:
+        raise AssertionError(f"a caption is at most {MAX_CAPTION} characters; Telegram's clients send no longer")
+    fields: dict[str, Any] = {"caption": caption}
+    if caption.startswith("/"):
+        fields["caption_entities"] = _command_entities(caption)
+    return fields
+
+
+def _photo_size(stored: StoredFile, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    width, height = size or _image_size(stored.data)
+    return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.file_size,
+            "width": width, "height": height}
+
+
+def _thumbnail(data: bytes, side: int) -> bytes:
+    """A JPEG of the picture at most ``side`` px on its long side, as Telegram makes its smaller sizes."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        small = image.convert("RGB")
+    small.thumbnail((side, side))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=80)
+    return out.getvalue()
 
 
 def _extension(filename: str | None) -> str:

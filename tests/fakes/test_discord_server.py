@@ -26,6 +26,7 @@ from tests.fakes.discord_server import (
     INTENT_GUILD_MESSAGES,
     MOD_ROLE_ID,
     FakeDiscord,
+    RefusedByClient,
 )
 
 TOKEN = "MTMwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEx.fake-bot-token-for-tests"
@@ -286,3 +287,44 @@ async def test_auto_sharded_client_finds_the_gateway_through_get_gateway_bot(fak
         assert fake.calls_to("GET", r"^/gateway/bot$")
         assert fake.identifies[0]["shard"] == [0, 1] and bot.shard_count == 1
         assert bot.get_guild(GUILD_ID) is not None
+
+
+class LookBot(Bot):
+    """Bot with ``/look image:<attachment>``: it reports what discord.py resolved, and reads the
+    file only when its declared size is small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, int, str | None, bytes | None]] = []
+
+        @self.tree.command(name="look", description="Looks at a picture", guild=discord.Object(GUILD_ID))
+        async def look(interaction: discord.Interaction, image: discord.Attachment, text: str = "") -> None:
+            data = await image.read() if image.size <= 1024 else None
+            self.seen.append((image.filename, image.size, image.content_type, data))
+            await interaction.response.send_message(f"{image.width}x{image.height}", ephemeral=True)
+
+
+async def test_an_attachment_option_is_resolved_and_downloaded_through_the_fake(fake: FakeDiscord) -> None:
+    bot = LookBot()
+    async with running(bot):
+        [look] = [c for c in fake.commands(GUILD_ID) if c["name"] == "look"]
+        assert look["options"][0] == {**look["options"][0], "name": "image", "type": 11, "required": True}
+        small = fake.upload(png(), "me.png")
+        huge = fake.upload(png(), "huge.png", declared_size=50 * 1024 * 1024)  # a size Discord reports
+        assert small["content_type"] == "image/png" and small["ephemeral"] and small["size"] == len(png())
+        first = await fake.slash("look", {"image": small}, user_id=USER)
+        second = await fake.slash("look", {"image": huge}, user_id=USER)
+        await fake.wait_for(lambda f: f.callback(first) and f.callback(second))
+
+        sent = fake.interaction(first).payload["data"]
+        assert sent["options"] == [{"name": "image", "type": 11, "value": small["id"]}]
+        assert sent["resolved"]["attachments"][small["id"]]["url"].startswith(f"{fake.base}/attachments/")
+        assert sorted(bot.seen) == [("huge.png", 50 * 1024 * 1024, "image/png", None),  # the first one awaits its read
+                                    ("me.png", len(png()), "image/png", png())]
+        assert fake.callback(first)[1]["content"] == "4x3"
+        assert fake.downloaded(small) == 1 and fake.downloaded(huge) == 0
+
+        with pytest.raises(RefusedByClient):  # a file for a text option: Discord's client cannot send it
+            await fake.slash("look", {"image": small, "text": small}, user_id=USER)
+        with pytest.raises(RefusedByClient):  # and the attachment option takes only a file
+            await fake.slash("look", {"image": "me.png"}, user_id=USER)

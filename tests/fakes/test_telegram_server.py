@@ -176,3 +176,37 @@ async def test_a_429_on_send_photo_is_retried_by_the_rate_limiter(fake: FakeTele
     assert attempts[1].at - attempts[0].at >= 1.0
     assert sent.message_id == fake.last_message(USER).message_id
     assert fake.last_message(USER).photo_bytes == png()
+
+
+async def test_a_users_photo_and_file_arrive_as_telegram_sends_them_and_download(fake: FakeTelegram) -> None:
+    picture = png(400, 300)
+    photo = fake.send_photo(picture, chat_id=USER, user_id=USER, caption="/story@AldarBot Aldar rides")
+    fake.send_document(b"just text", chat_id=USER, user_id=USER, filename="notes.txt", mime_type="text/plain",
+                       caption="not a command", reply_to=photo)
+    fake.send_photo(picture, chat_id=USER, user_id=USER, file_size=40_000_000)  # declared, not sent
+    async with build(fake) as app:
+        bot = app.bot
+        first, second, third = [u.message for u in await bot.get_updates(timeout=0)]
+
+        assert [(s.width, s.height) for s in first.photo] == [(90, 68), (320, 240), (400, 300)]  # largest last
+        assert first.caption == "/story@AldarBot Aldar rides" and first.text is None
+        [command] = first.caption_entities
+        assert (command.type, command.offset, command.length) == ("bot_command", 0, len("/story@AldarBot"))
+        largest = await bot.get_file(first.photo[-1].file_id)
+        assert largest.file_size == first.photo[-1].file_size == len(picture)
+        assert bytes(await largest.download_as_bytearray()) == picture  # the largest size is the bytes sent
+        thumb = await (await bot.get_file(first.photo[0].file_id)).download_as_bytearray()
+        assert bytes(thumb[:2]) == b"\xff\xd8"  # the smaller sizes are JPEG thumbnails
+        assert fake.downloads == [first.photo[-1].file_id, first.photo[0].file_id]
+
+        assert second.document.file_name == "notes.txt" and second.document.mime_type == "text/plain"
+        assert second.caption_entities == () and second.reply_to_message.photo[-1].width == 400
+        text_file = await bot.get_file(second.document.file_id)
+        assert bytes(await text_file.download_as_bytearray()) == b"just text"
+
+        assert third.photo[-1].file_size == 40_000_000 and third.caption is None
+        with pytest.raises(BadRequest, match="(?i)file is too big"):  # bots may download 20 MB at most
+            await bot.get_file(third.photo[-1].file_id)
+        assert third.photo[-1].file_id not in fake.downloads
+    with pytest.raises(AssertionError, match="send_document"):
+        fake.send_photo(b"not a picture", chat_id=USER, user_id=USER)

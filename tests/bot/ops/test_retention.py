@@ -4,11 +4,14 @@ new work and says so, a moderator can delete a board on request. Real SQLite, re
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.app import _start_health, open_app
 from bot.errors import BadRequest
@@ -190,3 +193,30 @@ async def test_a_moderator_purges_a_board_on_request(aged):
     with pytest.raises(BadRequest, match="err_not_found"):
         await service.purge(MOD, job_id)
 
+
+
+async def test_a_character_picture_goes_once_no_job_names_it(aged):
+    from bot.pictures import Upload
+
+    service, clock = aged
+    pictures = service.config.storage.outputs / "pictures"
+
+    async def picture_job(colour) -> int:
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), colour).save(buffer, format="PNG")
+        return (await service.submit(StoryRequest(ALICE, STORY, picture=Upload.of_bytes(buffer.getvalue())))).job_id
+
+    kept = await service.store.get_job(await picture_job((255, 0, 0)))
+    purged = await service.store.get_job(await picture_job((0, 255, 0)))
+    await service.store.delete_jobs([purged.id])  # its row is gone, as after a /purge or expiry
+    stray = pictures / ("0" * 32 + ".png")  # stored for a /story that was then refused (a cap)
+    stray.write_bytes(Path(kept.character_image).read_bytes())
+    just_now = pictures / ("1" * 32 + ".png")  # a /story being queued at this moment
+    just_now.write_bytes(stray.read_bytes())
+    an_hour_ago = clock.now - 3601
+    for path in (Path(kept.character_image), Path(purged.character_image), stray):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    await Retention(service.store, service.config.storage).sweep()
+
+    assert sorted(pictures.iterdir()) == sorted([Path(kept.character_image), just_now])

@@ -214,3 +214,20 @@ def test_pictures_for_ip_adapter_must_exist(tiny_sdxl_dir, tiny_controlnet_dir, 
     with pytest.raises(ModelLoadError, match="ip_adapter_reference = 'images' needs pictures"):
         build_engine(settings(tiny_sdxl_dir, ref_guided=True, controlnet=str(tiny_controlnet_dir),
                               ip_adapter=str(tiny_ip_adapter_dir), ip_adapter_reference="images"))
+
+
+def test_a_users_picture_guides_every_frame_frame_1_included(both_modes, tmp_path):
+    red, blue = Image.new("RGB", (48, 64), (220, 30, 30)), Image.new("RGB", (48, 64), (30, 30, 220))
+    both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2), tmp_path / "frame1")
+    for name, picture in (("red", red), ("blue", blue)):
+        both_modes.run(BoardRequest(STORY, mode="ref-guided", frames=3, seed=2, character_image=picture),
+                       tmp_path / name)
+    report = json.loads((tmp_path / "red" / "report.json").read_text(encoding="utf-8"))
+    assert report["character_image"] == "character.png"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "red" / "character.png")), np.asarray(red))
+    assert report["ref_guided"]["ip_adapter_reference"] == "character_image"
+    assert all(frame["pose_template"] for frame in report["frames"])  # frame 1 is guided too, with its pose
+    without, reds, blues = frames(tmp_path / "frame1", 3), frames(tmp_path / "red", 3), frames(tmp_path / "blue", 3)
+    for i in range(3):
+        assert_other_picture(reds[i], without[i], f"frame {i + 1}: the picture guides it, not frame 1")
+        assert_other_picture(reds[i], blues[i], f"frame {i + 1}: IP-Adapter saw the picture")
