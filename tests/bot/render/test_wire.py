@@ -531,3 +531,11 @@ def test_a_real_board_request_fits_the_value_budget_with_room(board):
     budget = wire._ValueBudget(wire.MAX_VALUES)
     wire.msgpack.unpackb(wire.dumps(request), raw=False, object_hook=budget.on_map, list_hook=budget.on_list)
     assert wire.MAX_VALUES - budget.left < wire.MAX_VALUES // 20
+
+
+def test_a_users_picture_and_no_lora_travel_to_the_worker(tmp_path):
+    picture = Image.new("RGB", (60, 80), (12, 200, 120))
+    sent = BoardRequest(story=STORY, frames=2, seed=4, character_image=picture, lora=False)
+    got = wire.decode_request(through_redis(wire.encode_request(sent)), tmp_path)
+    assert got.lora is False and pixels(got.character_image) == pixels(picture)
+    assert wire.decode_request(through_redis(wire.encode_request(BoardRequest(story=STORY))), tmp_path).lora is True

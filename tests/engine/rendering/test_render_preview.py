@@ -190,3 +190,12 @@ def test_a_panel_without_aldar_kose_shows_whom_it_is_about_without_his_kalpak() 
     assert count_colour(without, KALPAK_COLOUR) == 0
     assert count_colour(without, OTHER_COLOUR) > count_colour(with_him, OTHER_COLOUR) // 2 > 0
     assert count_colour(without, FIGURE_COLOUR) < count_colour(with_him, FIGURE_COLOUR)
+
+
+def test_a_users_picture_is_shown_as_a_small_inset_under_the_number() -> None:
+    picture = Image.new("RGB", (60, 80), (12, 200, 120))  # a colour nothing else in a panel has
+    plain, with_picture = render(), render(picture=picture)
+    assert count_colour(plain, (12, 200, 120)) == 0
+    inset = count_colour(with_picture, (12, 200, 120), box=(0, 0, 384 // 3, 384 // 2))  # the top-left, under "1"
+    assert 0.02 * 384 * 384 < inset < 0.06 * 384 * 384  # small: about a fifth of the panel's height
+    assert count_colour(with_picture, (12, 200, 120)) == inset  # nowhere else
