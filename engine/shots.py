@@ -58,7 +58,10 @@ SETTINGS: tuple[str, ...] = get_args(Setting)
 
 HERO_ID = 0
 NAME_CHARS = 60  # a cast member's or a place's name, in the story's language
-LOOK_CHARS = 160  # a look: a few English words, well inside one CLIP prompt
+LOOK_CHARS = 160  # any look; the hero's is [prompt] character, whose default is 106 characters
+# a look a planner writes: a few English words (80 characters of them are 15-25 CLIP tokens), so
+# the others present fit in prompt 2 beside the place's look (bench/prompt_budget.py measures it)
+WRITTEN_LOOK_CHARS = 80
 
 
 class CastMember(BaseModel):

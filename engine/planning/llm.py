@@ -40,7 +40,7 @@ from engine.shots import (
     DIALOGUE_CHARS,
     FRAMINGS,
     HERO_ID,
-    LOOK_CHARS,
+    WRITTEN_LOOK_CHARS,
     NAME_CHARS,
     POSES,
     SETTINGS,
@@ -157,7 +157,7 @@ def _entries(what: str, look_example: str, max_items: int) -> dict:
             "properties": {
                 "id": {"type": "integer", "description": f"a number for this {what}, unique in the list"},
                 "name": _text(f"the {what}'s name, in the story's language", NAME_CHARS),
-                "look": _text(f"fixed English look, a few words, e.g. '{look_example}'", LOOK_CHARS),
+                "look": _text(f"fixed English look, a few words, e.g. '{look_example}'", WRITTEN_LOOK_CHARS),
             },
         },
     }
@@ -373,8 +373,8 @@ def _repair_entries(raw: list[LlmEntry], kind: str, model: type, *, limit: int, 
             repairs.append(f"{kind}: dropped {_clip(entry.name, NAME_CHARS)!r}, its id {entry.id!r} "
                            "is not a whole number of 0 or more")
             continue
-        name, look = _clip(entry.name, NAME_CHARS), _clip(entry.look, LOOK_CHARS)
-        for field, value, chars in (("name", entry.name, NAME_CHARS), ("look", entry.look, LOOK_CHARS)):
+        name, look = _clip(entry.name, NAME_CHARS), _clip(entry.look, WRITTEN_LOOK_CHARS)
+        for field, value, chars in (("name", entry.name, NAME_CHARS), ("look", entry.look, WRITTEN_LOOK_CHARS)):
             if len(_clip(value, 10**6)) > chars:
                 repairs.append(f"{kind} id {given}: {field} clipped to {chars} characters")
         if not name or not _english(look, ""):

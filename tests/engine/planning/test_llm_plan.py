@@ -30,7 +30,7 @@ from engine.planning.llm import (
 from engine.planning.offline.planner import OfflinePlanner
 from engine.rendering.preview import PreviewRenderer
 from engine.settings import EngineSettings, PlannerSettings, PromptSettings, RenderSettings
-from engine.shots import HERO_ID, LOOK_CHARS, NAME_CHARS, POSES, CastMember, Dialogue, Place
+from engine.shots import HERO_ID, NAME_CHARS, WRITTEN_LOOK_CHARS, POSES, CastMember, Dialogue, Place
 from engine.storyboard import BoardRequest, StoryEngine
 from tests.fakes.openai_server import Reply, loopback_client, plan_json
 
@@ -541,10 +541,10 @@ def test_the_hero_is_added_when_missing_and_bad_entries_are_dropped_or_clipped()
     plan, repairs = repair_plan(raw, STORY, low=6, high=10, caption_language="story")
     assert plan.cast[0] == CastMember(id=HERO_ID, name=HERO_NAME, look=HERO_LOOK)
     merchant = plan.member(1)
-    assert len(merchant.name) == NAME_CHARS and len(merchant.look) <= LOOK_CHARS
+    assert len(merchant.name) == NAME_CHARS and len(merchant.look) == WRITTEN_LOOK_CHARS
     assert [m.id for m in plan.cast] == [HERO_ID, 1] and plan.places == ()
     assert all(shot.cast_ids == (0, 1) and shot.place_id is None for shot in plan.shots)
-    for repair in ["cast id 1: name clipped to 60 characters", "cast id 1: look clipped to 160 characters",
+    for repair in ["cast id 1: name clipped to 60 characters", f"cast id 1: look clipped to {WRITTEN_LOOK_CHARS} characters",
                    "cast id 2: dropped, it has no name", "cast id 3: dropped, it has a look that is not English",
                    "cast: dropped 'nobody', its id 'x' is not a whole number of 0 or more",
                    "places id 0: dropped, it has no look", "cast: added Aldar Kose as id 0",
