@@ -12,35 +12,12 @@ import pytest
 from PIL import Image
 
 from adapters.telegram_bot import Button, _media_groups
-from bot.config import AppConfig, Secrets
 from bot.errors import BadRequest
-from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import bot_running as running
 from tests.helpers import count_panels, db_rows
 
 ALICE, BOB, MOD = 1001, 1002, 1003
 GROUP = -100777
-
-
-@pytest.fixture
-async def fake():
-    server = await FakeTelegram(max_poll_s=0.2).start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def tg_config(make_config, fake):
-    def _make(**sections) -> AppConfig:
-        config = make_config(
-            telegram={"base_url": fake.base_url, "base_file_url": fake.base_file_url, "edit_interval_s": 0.05,
-                      "poll_timeout_s": 1, "rate_limit_retries": 2},
-            roles={"moderators": [f"telegram:{MOD}"]},
-            **sections,
-        )
-        return config.model_copy(update={"secrets": Secrets(telegram_token="123:TEST")})
-
-    return _make
 
 
 def story(fake, text, *, user=ALICE, chat=None, **kw):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import struct
 import zlib
 from pathlib import Path
@@ -14,56 +13,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.config import AppConfig, Secrets
+from bot.config import AppConfig
 from bot.messages import text
 from bot.pictures import FORMATS
-from tests.fakes.discord_server import CHANNEL_ID, GUILD_ID, MOD_ROLE_ID, FakeDiscord
-from tests.helpers import bot_running, db_rows
+from tests.adapters.discord.rig import boards, running
+from tests.fakes.discord_server import GUILD_ID, FakeDiscord
+from tests.helpers import db_rows
 
-TOKEN = "MTMwMDAwMDAwMDAwMDAwMDAwMQ.GfAkEx.fake-bot-token-for-tests"
 ALICE = 5001
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar"
-
-
-# -- fixtures and helpers (as in test_discord.py) ----------------------------------------------
-@pytest.fixture
-async def fake():
-    server = FakeDiscord(heartbeat_interval_ms=200)
-    await server.start()
-    server.point_discord_here()  # remembers discord.py's own endpoints, restored below
-    yield server
-    server.restore()
-    await server.stop()
-
-
-@pytest.fixture
-def dc_config(make_config, fake):
-    def _make(**sections) -> AppConfig:
-        discord_section = {"api_base": fake.api_base, "gateway_url": fake.gateway_url, "guild_ids": [str(GUILD_ID)],
-                           "edit_interval_s": 0.05, "guild_ready_timeout_s": 0.05,
-                           **sections.pop("discord", {})}
-        config = make_config(discord=discord_section, roles={"moderator_roles": [f"discord:{MOD_ROLE_ID}"]},
-                             **sections)
-        return config.model_copy(update={"secrets": Secrets(discord_token=TOKEN)})
-
-    return _make
-
-
-@pytest.fixture
-def errors(caplog):
-    """Every ERROR logged while the bot ran: a test that expects none asserts it is empty."""
-    caplog.set_level(logging.ERROR)
-    return lambda: [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-def running(config: AppConfig, fake: FakeDiscord):
-    """The bot, once its commands are synced to the fake guild and its gateway is connected."""
-    return bot_running(config, ready=lambda: fake.wait_for(lambda f: f.commands(GUILD_ID) and f.connected, timeout=15))
-
-
-def boards(fake):
-    """Messages that carry a storyboard image."""
-    return [m for m in fake.messages(CHANNEL_ID) if any(name.startswith("grid.") for name in m.files)]
 
 
 async def first_reply(fake: FakeDiscord, iid: int, timeout: float = 15) -> str:

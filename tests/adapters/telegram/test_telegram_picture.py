@@ -15,36 +15,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.config import AppConfig, Secrets
 from bot.messages import text
 from bot.pictures import FORMATS
-from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import bot_running as running
 from tests.helpers import db_rows
 
 ALICE, BOB = 1001, 1002
 GROUP = -100777
 STORY = "/story Aldar Kose rides to the bazaar on his horse --frames 2 --seed 5"
-
-
-@pytest.fixture
-async def fake():
-    server = await FakeTelegram(max_poll_s=0.2).start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def tg_config(make_config, fake):
-    def _make(**sections) -> AppConfig:
-        config = make_config(
-            telegram={"base_url": fake.base_url, "base_file_url": fake.base_file_url, "edit_interval_s": 0.05,
-                      "poll_timeout_s": 1, "rate_limit_retries": 2},
-            **sections,
-        )
-        return config.model_copy(update={"secrets": Secrets(telegram_token="123:TEST")})
-
-    return _make
 
 
 def photos(fake, chat):
