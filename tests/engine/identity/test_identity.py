@@ -51,3 +51,15 @@ def test_the_accept_rule_rerolls_a_good_clip_score_with_the_wrong_face():
     assert policy.verdict({"identity": 0.9, "face_found": 0.0, "face_expected": 1.0}) == "no_face"  # close-up
     assert policy.verdict({"identity": 0.9, "face_found": 0.0, "face_expected": 0.0}) == "pass"  # wide shot
     assert policy.verdict({"identity": 0.5, "face_distance": 0.1}) == "low_identity"
+
+
+def test_a_users_picture_is_the_reference_of_every_frame_in_place_of_the_one_passed(scorer, photos):
+    theirs = scorer.with_pictures([photos["astronaut"]])
+    same, other = ImageOps.mirror(photos["astronaut"]), photos["camera"]
+    # the reference passed (frame 1, in a board) is not used: the picture is
+    scores = theirs.score([same, other], texts=["a woman", "a man"], reference=other, framings=["close-up"] * 2)
+    assert scores[0]["face_distance"] <= 0.6 < scores[1]["face_distance"]
+    assert scores[0]["identity"] > scores[1]["identity"]
+    [alone] = theirs.score([same], texts=["a woman"], reference=None, framings=["close-up"])  # frame 1 too
+    assert alone["identity"] == pytest.approx(scores[0]["identity"], abs=2e-3)
+    assert scorer.score([same], texts=["a woman"], reference=None)[0].get("identity") is None  # the original is unchanged
