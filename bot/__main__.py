@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot run | worker | story | plan | train-lora | pick-checkpoint``.
+"""Command line: ``python -m bot run | worker | story | plan | train-lora | pick-checkpoint | eval``.
 
     python -m bot run                      # the bot: chat adapters with tokens, else the console
     python -m bot worker                   # a GPU render worker for engine.backend = "arq" (Redis)
@@ -6,6 +6,7 @@
     python -m bot plan "TEXT"              # the shot list as JSON (no GPU, no model)
     python -m bot train-lora --images DIR --base-model M --out DIR   # train a character LoRA
     python -m bot pick-checkpoint OUT --base-model M [--link]        # name (and use) the best checkpoint
+    python -m bot eval [--boards DIR...] [--compare A.json B.json]  # score boards: CLIP-I, CLIP-T, faces
 
 Printing is this module's job (through ``CliOutput``: masked like the log); everything below it logs.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ from bot.config import CONFIG_ENV, SECRET_ENV, AppConfig, ConfigError, load_conf
 from bot.errors import StoryError
 from bot.ops.logs import SecretMask, log_uncaught
 from bot.ops.logs import configure_logging as setup_logging
+from bot.eval_cli import add_command as add_eval_command
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
 from engine.limits import MODES, allowed_frames, allowed_seeds
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--planner", choices=["auto", "openai", "offline"], help="planner.backend (default from config)")
     plan.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
     add_train_commands(commands)
+    add_eval_command(commands, functools.partial(_engine_args, clip_flag="--check-clip-model"))
     for command in commands.choices.values():
         # accepted after the command too (`run --config prod.toml`); SUPPRESS keeps a value given before it
         _global_args(command, default=argparse.SUPPRESS)
@@ -93,12 +97,14 @@ def _global_args(parser: argparse.ArgumentParser, *, default: object) -> None:
                         help="override [logging] level")
 
 
-def _engine_args(parser: argparse.ArgumentParser) -> None:
+def _engine_args(parser: argparse.ArgumentParser, *, clip_flag: str = "--clip-model") -> None:
+    """``clip_flag``: eval's own --clip-model is its metric model, so there the engine's is another flag."""
     group = parser.add_argument_group("engine (each flag overrides its [engine] key in config.toml)")
     group.add_argument("--renderer", choices=["auto", "preview", "sdxl"], help="engine.renderer")
     group.add_argument("--base-model", metavar="PATH_OR_ID", help="engine.base_model: SDXL hub id or diffusers folder")
     group.add_argument("--lora", metavar="PATH", help="engine.lora: character LoRA file, folder or hub id")
-    group.add_argument("--clip-model", metavar="PATH_OR_ID", help="engine.clip_model: CLIP for the identity check")
+    group.add_argument(clip_flag, dest="engine_clip_model", metavar="PATH_OR_ID",
+                       help="engine.clip_model: CLIP for the identity check")
     group.add_argument("--steps", type=int, help="engine.steps: denoising steps")
     group.add_argument("--size", type=_size, metavar="WxH", help="engine.width and engine.height, e.g. 1024x1024")
     group.add_argument("--draft", action="store_true", default=None, help="engine.draft: few-step draft LoRA")
@@ -122,7 +128,7 @@ def _size(value: str) -> tuple[int, int]:
 
 
 def engine_overrides(args: argparse.Namespace) -> dict[str, object]:
-    names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "clip_model": "clip_model",
+    names = {"renderer": "renderer", "base_model": "base_model", "lora": "lora", "engine_clip_model": "clip_model",
              "steps": "steps", "draft": "draft", "controlnet": "controlnet", "ip_adapter": "ip_adapter",
              "ip_adapter_subfolder": "ip_adapter_subfolder", "ip_adapter_weight": "ip_adapter_weight",
              "image_encoder": "image_encoder",
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        overrides = engine_overrides(args) if args.command in ("run", "story", "worker") else {}
+        overrides = engine_overrides(args) if args.command in ("run", "story", "worker", "eval") else {}
         config = with_overrides(load_config(args.config, os.environ), "engine", overrides)
     except ConfigError as exc:
         _output_before_config(os.environ).error(f"error: {exc}")
@@ -194,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_plan(args, parser, config, cli)
     if args.command == "train-lora":
         return _cmd_train_lora(args, config, cli)
+    if args.command == "eval":
+        return _cmd_eval(args, config, cli)
     if args.command == "pick-checkpoint":
         return _cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"),
                                     cli)
@@ -265,6 +273,18 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
         cli.error(f"error: {exc.message(config.console.language)}")
         return 1
     cli.result(delivery.grid_path.parent)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:
+    from bot.eval_cli import EvalError, run
+    from engine.evaluation.boards import BoardsError
+
+    try:
+        cli.result(run(args, config))
+    except (EvalError, BoardsError, FileNotFoundError, ModelLoadError, PlanError) as exc:
+        cli.error(f"error: {exc}")
+        return 2
     return 0
 
 

@@ -149,6 +149,8 @@ ALLOWED_ROOMS = {
     "engine.board_files": ENGINE_BASE | {"engine.rendering", "engine.identity"},
     "engine.storyboard": ENGINE_BASE | {"engine.board_files", "engine.planning", "engine.rendering",
                                         "engine.identity"},
+    "engine.evaluation": ENGINE_BASE | {"engine.board_files", "engine.identity", "engine.rendering",
+                                        "engine.storyboard"},
     "bot.store": {"bot.quotas"},
     "bot.quotas": {"bot.config", "bot.errors"},
     "bot.pictures": {"bot.errors"},

@@ -124,6 +124,13 @@ class ClipScorer:
         """(box, embedding) of each image's largest face; (None, None) without a face check."""
         return self.faces.faces_in(images) if self.faces is not None else [(None, None)] * len(images)
 
+    def face_crops(self, images: Sequence[Image.Image]) -> list[tuple[Image.Image, bool, Any]]:
+        """What the identity check compares, per image: the image cut to its largest face (the
+        whole image when none is found, or without a face check), whether a face was found, and
+        that face's embedding (None without one)."""
+        found = self._faces_in(images)
+        return [(crop, box is not None, face) for crop, (box, face) in zip(_crops(images, found), found, strict=True)]
+
     def _face_scores(self, box: Any, face: Any, ref_face: Any, framing: str) -> dict[str, float]:
         entry = {"face_found": 1.0 if box is not None else 0.0, "face_expected": 1.0 if framing == "close-up" else 0.0}
         if face is not None and ref_face is not None:
