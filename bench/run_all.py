@@ -169,6 +169,14 @@ BENCHES: tuple[Bench, ...] = (
                 "TARGET_RATIO"),),
     ),
     Bench(
+        "eval_tiny", (), ("--boards", "1", "--frames", "3", "--size", "64", "--steps", "2", "--repeat", "1"),
+        (
+            Figure("eval scoring time / render time, per frame (tiny models)",
+                   rf"RESULT eval_tiny: .*?, (?P<value>{NUM}) of render time", "x", "<=", "TARGET_SHARE"),
+            Figure("eval scoring per frame", rf"RESULT eval_tiny: scoring (?P<value>{NUM}) ms/frame", "ms"),
+        ),
+    ),
+    Bench(
         "prompt_budget", (), ("--counts", "6"),
         (
             Figure("offline plans whose prompt 1 fits 77 tokens uncut",
