@@ -10,7 +10,9 @@ from tests.helpers import RecordingGateway, Rig
 
 
 @pytest.fixture
-def rig_factory(make_config):
+async def rig_factory(make_config):
+    """Rigs on real stores; each is closed after the test (an open store's thread would keep the
+    test process from exiting)."""
     made = []
 
     async def _make(gateway=None, story_engine=None, **sections):
@@ -24,3 +26,4 @@ def rig_factory(make_config):
     yield _make
     for rig in made:
         rig.executor.shutdown(wait=True)
+        await rig.store.close()
