@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import os
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import BadRequest
+from engine.board_files import write_bytes
+from engine.images import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,13 @@ class PictureRules:
         reason. Reads and writes files: run it off the event loop."""
         self.check_size(len(data))
         image = _normalised(_opened(data))
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        body = png.getvalue()
+        body = png_bytes(image)
         path = self.folder / f"{hashlib.sha256(body).hexdigest()[:32]}.png"
-        if not path.exists():
+        if path.exists():
+            path.touch()  # new again: the sweep spares a picture this young until its job row names it
+        else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(body)
-            tmp.replace(path)  # atomic: a crash leaves no half picture under a job's name
+            write_bytes(path, body)  # atomic: a crash leaves no half picture under a job's name
         log.info("character picture accepted: %dx%d -> %s", image.width, image.height, path.name)
         return path
 

@@ -253,10 +253,10 @@ class StoryService:
                 log.info("refused story from %s: banned term", request.requester.key)
             raise
         options = self.check_options(request.options)
+        if not options.lora and request.picture is None:
+            raise BadRequest("err_no_lora_needs_picture")
         # fetched only now: a banned user, a refused story or a bad option downloads nothing
         picture = await self.pictures.receive(request.picture) if request.picture is not None else None
-        if not options.lora and picture is None:
-            raise BadRequest("err_no_lora_needs_picture")
         job = NewJob(
             user_id=user.id, platform=request.requester.platform, chat_id=request.requester.chat_id,
             language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,

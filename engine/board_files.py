@@ -12,6 +12,8 @@ and posts those files, so their pixels are read only if something asks for a fra
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -179,9 +181,7 @@ def write_checkpoint(frame: FrameResult, folder: Path) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     """Write atomically: a crash never leaves half a file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_bytes(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
 
 
 def remove_checkpoints(folder: Path) -> None:
@@ -190,7 +190,14 @@ def remove_checkpoints(folder: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write atomically, like ``write_json``."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write atomically, like ``write_json``: a temporary file of its own beside ``path`` (two
+    writers of one file never share it), renamed over it."""
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from PIL import Image
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -11,6 +14,13 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def pictures_in(folder: Path) -> list[Path]:
     """The picture files directly in ``folder``, sorted by name (the folder must exist)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The picture as PNG (lossless: what is read back is what was written)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def describe_suffixes() -> str:

@@ -142,6 +142,8 @@ class CharacterLora:
     def follow_fused_projections(self, unet: Any) -> None:
         """After ``fuse_qkv_projections``: attention reads ``to_qkv`` (self-attention) or
         ``to_kv`` (cross-attention), concatenations of the q/k/v weights, so they switch too."""
+        import torch
+
         without = {id(layer): weight for layer, weight in zip(self.layers, self.without_lora, strict=True)}
         for module in unet.modules():
             for fused, parts in (("to_qkv", ("to_q", "to_k", "to_v")), ("to_kv", ("to_k", "to_v"))):
@@ -152,7 +154,7 @@ class CharacterLora:
                 self.layers.append(layer)
                 self.with_lora.append(layer.weight.detach().to("cpu", copy=True))
                 self.without_lora.append(
-                    _cat([without.get(id(src), src.weight.detach().to("cpu")) for src in sources]))
+                    torch.cat([without.get(id(src), src.weight.detach().to("cpu")) for src in sources]))
 
     def use(self, on: bool) -> None:
         if on == self.on:
@@ -164,12 +166,6 @@ class CharacterLora:
                 layer.weight.copy_(weight)
         self.on = on
         log.info("character LoRA %s", "back on" if on else "off for this board (--no-lora)")
-
-
-def _cat(weights: list[Any]) -> Any:
-    import torch
-
-    return torch.cat(weights)
 
 
 def _weights_without(pipe: Any, adapter: str) -> list[tuple[Any, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from engine.board_files import (
     write_json,
 )
 from engine.errors import Cancelled, InvalidRequest
+from engine.images import png_bytes
 from engine.identity.validate import Attempt, RetryPolicy, Validator
 from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES, SEED_SPACE, Mode, allowed_frames, allowed_modes
 from engine.planning.base import Planner, PlanResult
@@ -157,7 +157,7 @@ class StoryEngine:
         self._check_request(request)
         out_dir.mkdir(parents=True, exist_ok=True)
         if request.character_image is not None:
-            write_bytes(out_dir / CHARACTER_FILE, _png(request.character_image))
+            write_bytes(out_dir / CHARACTER_FILE, png_bytes(request.character_image))
 
         # 2. plan
         progress(ProgressEvent("planning"))
@@ -465,12 +465,6 @@ class _FrameRun:
         with _timed(self.timings, "checkpoint"):
             write_checkpoint(frame, self.out_dir)
         self.done[shot.index] = frame
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _chunks(items: list, size: int) -> list[list]:

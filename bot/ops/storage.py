@@ -120,13 +120,9 @@ class Retention:
         """Character pictures no job names: their jobs expired or were purged, or the job was
         refused after the picture was stored. One younger than ``PICTURE_GRACE_S`` may belong to
         a /story being queued right now, so it stays until the next sweep."""
-        named = {Path(path).resolve() for path in await self.store.named_pictures()}
-        cutoff = self.store.now() - PICTURE_GRACE_S
-        unnamed = [path for path in await asyncio.to_thread(_pictures, self.settings.outputs)
-                   if path.resolve() not in named and path.stat().st_mtime < cutoff]
-        for path in unnamed:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        return len(unnamed)
+        named = await self.store.named_pictures()
+        return await asyncio.to_thread(_remove_pictures, self.settings.outputs, named,
+                                       self.store.now() - PICTURE_GRACE_S)
 
     async def _vacuum_now_and_then(self) -> None:
         if time.monotonic() - self._last_vacuum < DAY_S:
@@ -135,9 +131,16 @@ class Retention:
         await self.store.vacuum()
 
 
-def _pictures(outputs: Path) -> list[Path]:
+def _remove_pictures(outputs: Path, named: set[str], cutoff: float) -> int:
+    """Delete the stored pictures not in ``named`` last changed before ``cutoff``; how many."""
     folder = outputs / PICTURE_FOLDER
-    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return 0
+    keep = {Path(path).resolve() for path in named}
+    unnamed = [path for path in folder.glob("*.png") if path.resolve() not in keep and path.stat().st_mtime < cutoff]
+    for path in unnamed:
+        path.unlink(missing_ok=True)
+    return len(unnamed)
 
 
 def _old_job_folders(outputs: Path, cutoff: float) -> dict[int, Path]:

@@ -31,6 +31,7 @@ from PIL import Image
 from bot.render.port import ResultTooLarge
 from engine.board_files import REPORT_FILE, FrameResult, Storyboard, frames_from_report, plan_from_report, write_bytes
 from engine.errors import Cancelled, EngineError, InvalidRequest
+from engine.images import png_bytes
 from engine.limits import MAX_FRAMES, MIN_FRAMES, allowed_frames
 from engine.planning.base import PlanError
 from engine.rendering.grid import EncodedGrid
@@ -139,8 +140,8 @@ def encode_request(request: BoardRequest) -> dict:
         "frames": request.frames,
         "seed": request.seed,
         "plan": request.plan.model_dump(mode="json") if request.plan is not None else None,
-        "keep": [{"meta": frame.to_json(), "png": _png(frame.image)} for frame in request.keep.values()],
-        "character_image": _png(request.character_image) if request.character_image is not None else None,
+        "keep": [{"meta": frame.to_json(), "png": png_bytes(frame.image)} for frame in request.keep.values()],
+        "character_image": png_bytes(request.character_image) if request.character_image is not None else None,
         "lora": request.lora,
     }
 
@@ -173,12 +174,6 @@ def _picture(png: Any) -> Image.Image | None:
         raise TypeError(f"character_image must be PNG bytes, got {type(png).__name__}")
     with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
         return image.convert("RGB")
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # -- progress ---------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -37,40 +39,64 @@ from engine.identity.validate import ClipScorer
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What the metric models make of some pictures: whole-picture and face-crop CLIP embeddings
+    (unit length), whether a face crop was found, and the face embeddings."""
+
+    whole: Any
+    crop: Any
+    found: list[bool]
+    faces: list[Any]
+
+
+@dataclass(frozen=True)
+class _Reference:
+    whole: Any
+    crop: Any
+    face: Any  # the mean face embedding; None without a face
+
+
 class BoardScorer:
-    """Scores boards with one CLIP model (and face models), loaded once by the caller."""
+    """Scores boards with one CLIP model (and face models), loaded once by the caller. A set of
+    reference pictures is embedded once, however many boards share it."""
 
     def __init__(self, clip: ClipScorer, *, copy_ceiling: float) -> None:
         self.clip = clip
         self.copy_ceiling = copy_ceiling
         self.faces = clip.faces
+        self._references: dict[tuple[Path, ...], _Reference] = {}
 
     def score(self, board: EvalBoard) -> dict:
         """``{"frames": [...], "metrics": {...}}`` for one board, every number a float or None."""
-        images = [_rgb(frame.path) for frame in board.frames]
-        frame1_is_reference = not board.references
-        references = [_rgb(path) for path in board.references] or images[:1]
-        crops = self.clip.face_crops(images + references)
-        frame_crops, reference_crops = crops[: len(images)], crops[len(images):]
-        whole = self.clip.embed_images(images + references)
-        frames_emb, ref_whole = whole[: len(images)], _mean_unit(whole[len(images):])
-        crop_emb = self.clip.embed_images([crop for crop, _, _ in crops])
-        frames_crop, ref_crop = crop_emb[: len(images)], _mean_unit(crop_emb[len(images):])
+        seen = self._see([_rgb(frame.path) for frame in board.frames])
+        # without reference pictures frame 1 is the reference: what was just made of it serves
+        ref = self._reference(board.references) if board.references else _Reference(
+            seen.whole[0], seen.crop[0], seen.faces[0])
         texts = self.clip.embed_texts([frame.text or " " for frame in board.frames])
-        ref_face = _mean_face([face for _, _, face in reference_crops])
-
-        scored = [i for i, frame in enumerate(board.frames) if frame.hero and not (frame1_is_reference and i == 0)]
+        scored = [i for i, frame in enumerate(board.frames) if frame.hero and (board.references or i > 0)]
         rows = []
         for i, frame in enumerate(board.frames):
-            _, found, face = frame_crops[i]
-            clip_i = _dot(frames_emb[i], ref_whole)
-            row = {"index": frame.index, "file": str(frame.path), "hero": frame.hero, "scored": i in scored,
-                   "clip_i": clip_i, "clip_i_crop": _dot(frames_crop[i], ref_crop) if found else None,
-                   "crop_found": found, "face_found": face is not None,
-                   "face_similarity": self._face_similarity(face, ref_face),
-                   "clip_t": _dot(frames_emb[i], texts[i]), "copy": clip_i > self.copy_ceiling}
-            rows.append(row)
-        return {"frames": rows, "metrics": self._metrics(board, rows, scored, frames_emb)}
+            clip_i = _dot(seen.whole[i], ref.whole)
+            rows.append({"index": frame.index, "file": str(frame.path), "hero": frame.hero, "scored": i in scored,
+                         "clip_i": clip_i, "clip_i_crop": _dot(seen.crop[i], ref.crop) if seen.found[i] else None,
+                         "crop_found": seen.found[i], "face_found": seen.faces[i] is not None,
+                         "face_similarity": self._face_similarity(seen.faces[i], ref.face),
+                         "clip_t": _dot(seen.whole[i], texts[i]), "copy": clip_i > self.copy_ceiling})
+        return {"frames": rows, "metrics": self._metrics(board, rows, scored, seen.whole)}
+
+    def _see(self, images: list[Image.Image]) -> _Seen:
+        """One batch per model for all of ``images``."""
+        crops = self.clip.face_crops(images)
+        return _Seen(whole=self.clip.embed_images(images), crop=self.clip.embed_images([c for c, _, _ in crops]),
+                     found=[found for _, found, _ in crops], faces=[face for _, _, face in crops])
+
+    def _reference(self, paths: tuple[Path, ...]) -> _Reference:
+        if paths not in self._references:
+            seen = self._see([_rgb(path) for path in paths])
+            self._references[paths] = _Reference(_mean_unit(seen.whole), _mean_unit(seen.crop),
+                                                 _mean_face(seen.faces))
+        return self._references[paths]
 
     def _face_similarity(self, face: Any, ref_face: Any) -> float | None:
         if face is None or ref_face is None or self.faces is None:

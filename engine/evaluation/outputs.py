@@ -7,22 +7,21 @@ The summary these take is ``engine.evaluation.stats.summarise_boards``'s: ``{"sy
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from engine.board_files import write_bytes
 from engine.evaluation.stats import METRICS
+from engine.images import png_bytes
 from engine.rendering.fonts import load_font, wrap_text
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 EMPTY_CELL = "–"  # a metric no board of the group has
 
@@ -127,22 +126,13 @@ def contact_sheet(rows: Sequence[SheetRow], path: Path, *, thumb: int = 160) -> 
     for index, row in enumerate(rows):
         _draw_row(sheet, draw, row, top=index * row_h, thumb=thumb, font=font)
     _save_png(sheet, path)
-    logger.info("contact sheet of %d boards written to %s", len(rows), path)
+    log.info("contact sheet of %d boards written to %s", len(rows), path)
     return path
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """A temporary file beside ``path``, then renamed over it: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes(path, data)
 
 
 def _first_non_finite(value: object, where: str = "") -> str | None:
@@ -207,7 +197,7 @@ def _row_height(thumb: int, font: ImageFont.FreeTypeFont) -> int:
 
 def _capped_rows(rows: Sequence[SheetRow]) -> list[SheetRow]:
     if len(rows) > MAX_SHEET_ROWS:
-        logger.warning("contact sheet: %d boards, only the first %d are drawn", len(rows), MAX_SHEET_ROWS)
+        log.warning("contact sheet: %d boards, only the first %d are drawn", len(rows), MAX_SHEET_ROWS)
     return list(rows[:MAX_SHEET_ROWS])
 
 
@@ -244,12 +234,10 @@ def _paste_thumbnail(sheet: Image.Image, frame: Path, *, left: int, top: int, th
         with Image.open(frame) as image:
             fitted = ImageOps.contain(image.convert("RGB"), (thumb, thumb), Image.Resampling.LANCZOS)
     except (OSError, ValueError) as exc:
-        logger.warning("contact sheet: cannot read %s (%s); drawn as a grey box", frame, exc)
+        log.warning("contact sheet: cannot read %s (%s); drawn as a grey box", frame, exc)
         fitted = Image.new("RGB", (thumb, thumb), MISSING)
     sheet.paste(fitted, (left + (thumb - fitted.width) // 2, top + (thumb - fitted.height) // 2))
 
 
 def _save_png(sheet: Image.Image, path: Path) -> None:
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    _write_atomically(path, buffer.getvalue())
+    _write_atomically(path, png_bytes(sheet))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # the summary metric keys, in the order the tables show them
 METRICS: tuple[str, ...] = (
@@ -87,7 +87,7 @@ def paired_deltas(a_boards: Sequence[dict], b_boards: Sequence[dict], *, resampl
         result[group] = {metric: _paired_delta(members, metric, resamples=resamples, seed=seed) for metric in METRICS}
     result[UNPAIRED] = _unpaired(a_by_key, b_by_key)
     if result[UNPAIRED]:
-        logger.info("%d boards have no partner in the other run and are left out of the comparison",
+        log.info("%d boards have no partner in the other run and are left out of the comparison",
                     len(result[UNPAIRED]))
     return result
 
@@ -145,7 +145,7 @@ def _warn_unknown_metrics(boards: Sequence[dict]) -> None:
     """A misspelt metric name would otherwise only show as an empty column."""
     unknown = sorted({name for board in boards for name in (board.get("metrics") or {}) if name not in METRICS})
     if unknown:
-        logger.warning("metrics not in the summary are ignored: %s", ", ".join(unknown))
+        log.warning("metrics not in the summary are ignored: %s", ", ".join(unknown))
 
 
 def _by_key(boards: Sequence[dict], side: str) -> dict[BoardKey, dict]:
