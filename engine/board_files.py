@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import CheckpointError
+from engine.identity.faces import FaceRecord
 from engine.identity.validate import Attempt
 from engine.rendering.grid import EncodedGrid
 from engine.rendering.prompts import Dropped, Prompt
@@ -80,7 +81,13 @@ class FrameResult:
             "pose_template": self.pose_template,
             "pose_file": self.pose_file_name if self.pose_template else None,
             "pose_source": self.pose_source,
+            "face": self.face.to_json() if self.face is not None else None,
         }
+
+    @property
+    def face(self) -> FaceRecord | None:
+        """What the face check found in the kept picture (None: no face check ran)."""
+        return self.attempts[self.chosen].face
 
     @classmethod
     def from_json(cls, data: dict, folder: Path, *, read_pixels: bool = True) -> FrameResult:
@@ -94,16 +101,24 @@ class FrameResult:
                 positive=data["prompt"], negative=data["negative_prompt"], positive_2=data.get("prompt_2", ""),
                 dropped=tuple(Dropped(**cut) for cut in data.get("dropped", ())),
             ),
-            attempts=tuple(
-                Attempt(seed=a["seed"], scores=dict(a["scores"]), verdict=a.get("verdict", "unchecked"))
-                for a in data["attempts"]
-            ),
+            attempts=_attempts(data),
             chosen=data.get("chosen_attempt", 0),
             accepted=data["accepted"],
             picture=_read_rgb(path) if read_pixels else path,
             pose_template=data.get("pose_template"),
             pose_source=data.get("pose_source"),
         )
+
+
+def _attempts(data: dict) -> tuple[Attempt, ...]:
+    """A frame record's attempts, the kept one with its face record (report.json keeps only that one)."""
+    chosen = data.get("chosen_attempt", 0)
+    face = FaceRecord.from_json(data["face"]) if data.get("face") else None
+    return tuple(
+        Attempt(seed=a["seed"], scores=dict(a["scores"]), verdict=a.get("verdict", "unchecked"),
+                face=face if i == chosen else None)
+        for i, a in enumerate(data["attempts"])
+    )
 
 
 @dataclass(frozen=True)

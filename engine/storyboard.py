@@ -496,7 +496,7 @@ class _Round:
         for i, ((shot, prompt), req, image) in enumerate(zip(chunk, requests, rendered, strict=True)):
             score = by_frame.get(i)
             verdict = engine.policy.verdict(score) if score is not None else "not_in_shot"
-            self.attempts[shot.index].append(Attempt(seed=req.seed, scores=score or {}, verdict=verdict))
+            self.attempts[shot.index].append(Attempt.of(req.seed, score, verdict))
             self.images[shot.index].append(image)
             if score is None or engine.policy.passes(score) or last_try:
                 self.run._finalise(shot, prompt, self.attempts[shot.index], self.images[shot.index])

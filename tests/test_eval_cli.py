@@ -60,6 +60,8 @@ def test_boards_scored_again_give_the_same_numbers_and_compare_finds_no_differen
     assert main(["eval", "--boards", str(rendered / "boards"), "--out", str(again), "--clip-model", str(tiny_clip_dir),
                  "--copy-ceiling", str(TINY_CLIP_COPY_CEILING)]) == 0
     assert read(again)["summary"] == read(rendered)["summary"]
+    frames = [frame for board in read(again)["boards"] for frame in board["frames"] if frame["hero"]]
+    assert frames and {frame["face_from"] for frame in frames} == {"check"}  # the boards' own face records
     capsys.readouterr()
     assert main(["eval", "--compare", str(rendered / "eval.json"), str(again / "eval.json")]) == 0
     assert "significant: none" in capsys.readouterr().out
@@ -75,6 +77,8 @@ def test_compare_finds_the_copy_paste_of_a_doctored_run(rendered, tiny_clip_dir,
     assert main(["eval", "--boards", str(doctored / "boards"), "--out", str(doctored), "--clip-model",
                  str(tiny_clip_dir), "--copy-ceiling", str(TINY_CLIP_COPY_CEILING)]) == 0
     assert read(doctored)["summary"]["ours/simple"]["copy_paste_rate"]["mean"] == 1.0
+    replaced = [board["frames"][1] for board in read(doctored)["boards"]]
+    assert {frame["face_from"] for frame in replaced} == {"eval"}  # a record of the old pixels is not trusted
     capsys.readouterr()
     assert main(["eval", "--compare", str(rendered / "eval.json"), str(doctored / "eval.json")]) == 0
     out = capsys.readouterr().out

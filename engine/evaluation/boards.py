@@ -7,6 +7,8 @@ Our board folder: its report.json and frames. The reference is, in this order, t
 the eval is given (``references``: the configured character pictures), the user's picture the
 board was drawn from (``character.png``), else frame 1. A panel without Aldar Kose
 (``cast_ids`` without 0) is not scored for identity, as the identity check does not score it.
+Where the board's face check ran, its record of each kept frame's face comes along, so the
+eval need not find that face again (``ClipScorer.face_crops``).
 
 Another system's frames: a manifest, JSON or CSV, beside them (README: "Scoring other
 systems"). Paths in it are relative to the manifest's folder.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.board_files import CHARACTER_FILE, REPORT_FILE
+from engine.identity.faces import FaceRecord
 from engine.shots import HERO_ID
 
 MANIFEST_NAMES = ("manifest.json", "manifest.csv")
@@ -48,6 +51,7 @@ class EvalFrame:
     text: str  # what the frame was drawn from: the shot's description (CLIP-T)
     hero: bool = True  # the character is in it: scored for identity
     cast_ids: tuple[int, ...] = ()  # who else is in it, by cast id (supporting-cast consistency)
+    face: FaceRecord | None = None  # what the board's own face check found in this very picture
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,8 @@ def _our_frame(index: int, frame: dict, folder: Path) -> EvalFrame:
     cast_ids = tuple(shot.get("cast_ids") or ())
     return EvalFrame(index=index, path=folder / frame["file"], text=shot["description"],
                      hero=not cast_ids or HERO_ID in cast_ids,
-                     cast_ids=tuple(i for i in cast_ids if i != HERO_ID))
+                     cast_ids=tuple(i for i in cast_ids if i != HERO_ID),
+                     face=FaceRecord.from_json(frame["face"]) if frame.get("face") else None)
 
 
 def load_manifest(path: Path) -> list[EvalBoard]:

@@ -19,7 +19,10 @@ engine's identity checker grading itself) and, optionally, the dlib face models:
   CLIP-I between those frames (there is no detector for them to crop by);
 * cost, from the board's own report: ``rerolls_per_frame``, ``accepted_rate``, ``seconds_per_board``.
 
-Every CLIP and face call is batched over the board.
+Every CLIP and face call is batched over the board. Faces are looked for only in the frames
+whose faces count (the character's, and frame 1 when it is the reference), and not at all where
+the board's own face check, with the same face models, already recorded what it found: dlib
+costs the same per frame at any render speed (bench/eval_tiny.py).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from typing import Any
 from PIL import Image
 
 from engine.evaluation.boards import EvalBoard
-from engine.identity.validate import ClipScorer
+from engine.identity.faces import FaceRecord
+from engine.identity.validate import ClipScorer, FaceCrop
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class _Seen:
     crop: Any
     found: list[bool]
     faces: list[Any]
+    source: list[str]  # who found each face: the board's own face check ("check") or the eval
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class BoardScorer:
 
     def score(self, board: EvalBoard) -> dict:
         """``{"frames": [...], "metrics": {...}}`` for one board, every number a float or None."""
-        seen = self._see([_rgb(frame.path) for frame in board.frames])
+        looked = [frame.hero or (i == 0 and not board.references) for i, frame in enumerate(board.frames)]
+        seen = self._see([_rgb(frame.path) for frame in board.frames], [frame.face for frame in board.frames], looked)
         # without reference pictures frame 1 is the reference: what was just made of it serves
         ref = self._reference(board.references) if board.references else _Reference(
             seen.whole[0], seen.crop[0], seen.faces[0])
@@ -80,16 +86,26 @@ class BoardScorer:
             clip_i = _dot(seen.whole[i], ref.whole)
             rows.append({"index": frame.index, "file": str(frame.path), "hero": frame.hero, "scored": i in scored,
                          "clip_i": clip_i, "clip_i_crop": _dot(seen.crop[i], ref.crop) if seen.found[i] else None,
-                         "crop_found": seen.found[i], "face_found": seen.faces[i] is not None,
+                         "crop_found": seen.found[i] if looked[i] else None,
+                         "face_found": seen.faces[i] is not None if looked[i] and self.faces is not None else None,
+                         "face_from": seen.source[i] if looked[i] and self.faces is not None else None,
                          "face_similarity": self._face_similarity(seen.faces[i], ref.face),
                          "clip_t": _dot(seen.whole[i], texts[i]), "copy": clip_i > self.copy_ceiling})
         return {"frames": rows, "metrics": self._metrics(board, rows, scored, seen.whole)}
 
-    def _see(self, images: list[Image.Image]) -> _Seen:
-        """One batch per model for all of ``images``."""
-        crops = self.clip.face_crops(images)
-        return _Seen(whole=self.clip.embed_images(images), crop=self.clip.embed_images([c for c, _, _ in crops]),
-                     found=[found for _, found, _ in crops], faces=[face for _, _, face in crops])
+    def _see(self, images: list[Image.Image], known: Sequence[FaceRecord | None] = (),
+             looked: Sequence[bool] = ()) -> _Seen:
+        """One batch per model for all of ``images``; faces only where ``looked`` (default: all),
+        from ``known`` records where they fit. A frame not looked at keeps its whole picture as
+        its crop, with no crop or face found."""
+        looked = list(looked) or [True] * len(images)
+        at = [i for i, wanted in enumerate(looked) if wanted]
+        crops = self.clip.face_crops([images[i] for i in at], [known[i] for i in at] if known else ())
+        by_index = dict(zip(at, crops, strict=True))
+        crops = [by_index.get(i, FaceCrop(image, False, None, False)) for i, image in enumerate(images)]
+        return _Seen(whole=self.clip.embed_images(images), crop=self.clip.embed_images([c.crop for c in crops]),
+                     found=[c.found for c in crops], faces=[c.face for c in crops],
+                     source=["check" if c.reused else "eval" for c in crops])
 
     def _reference(self, paths: tuple[Path, ...]) -> _Reference:
         if paths not in self._references:

@@ -73,6 +73,9 @@ def evaluate(scorer: BoardScorer, boards: Sequence[EvalBoard], out_dir: Path, *,
     seconds = time.perf_counter() - started
     summary = summarise_boards(scored)
     data = {"clip_model": clip_model, "copy_ceiling": scorer.copy_ceiling, "faces": scorer.faces is not None,
+            "face_model": scorer.faces.signature() if scorer.faces is not None else None,
+            # frames whose face the board's own check had found, with these face models, in these pixels
+            "faces_reused": sum(frame["face_from"] == "check" for board in scored for frame in board["frames"]),
             "notes": list(notes), "scoring_seconds": round(seconds, 3),
             "scored_frames": sum(len(b.frames) for b in boards), "boards": scored, "summary": summary}
     write_eval_json(out_dir / EVAL_JSON, data)

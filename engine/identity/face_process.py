@@ -63,9 +63,13 @@ class FaceProcess:
         self._pool: ProcessPoolExecutor | None = None
         # Loads the models in the child now, so a missing model fails at start-up, not mid-board.
         self.models_dir: Path = self._call("models_dir")
+        self._signature: str = self._call("signature")
 
     def faces_in(self, images: Sequence[Image.Image]) -> list[tuple[FaceBox | None, np.ndarray | None]]:
         return self._call("faces_in", list(images))
+
+    def signature(self) -> str:
+        return self._signature
 
     def child_pid(self) -> int:
         """The child's process id (starting one if none is running)."""

@@ -28,6 +28,7 @@ dlib is imported inside ``FaceIdentity.__init__``, never at module import.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import time
@@ -115,6 +116,58 @@ class FaceScore:
         return self.distance is not None and self.distance <= MATCH_DISTANCE
 
 
+@dataclass(frozen=True)
+class FaceRecord:
+    """What one face check made of one picture: its largest face (None: it looked and found
+    none) and that face's embedding; which face models with which detector settings looked
+    (``FaceIdentity.signature``); and a digest of the picture's pixels. Kept in report.json for
+    the frame a board keeps, so a later eval with the same models, of the same pixels (a frame
+    file replaced since is looked at afresh), reuses it instead of detecting again."""
+
+    model: str
+    pixels: str
+    box: FaceBox | None = None
+    embedding: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.box is None) != (self.embedding is None):
+            raise ValueError("a face record has both a box and an embedding, or neither")
+        if self.embedding is not None and len(self.embedding) != EMBEDDING_SIZE:
+            raise ValueError(f"a face embedding has {EMBEDDING_SIZE} values, got {len(self.embedding)}")
+
+    @classmethod
+    def of(cls, model: str, image: Image.Image, box: FaceBox | None, embedding: np.ndarray | None) -> FaceRecord:
+        values = None if embedding is None else tuple(round(float(v), 6) for v in embedding)
+        return cls(model=model, pixels=pixels_digest(image), box=box, embedding=values)
+
+    def describes(self, model: str, image: Image.Image) -> bool:
+        """Made by face models of this ``model`` signature, of exactly these pixels."""
+        return self.model == model and self.pixels == pixels_digest(image)
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return None if self.embedding is None else np.asarray(self.embedding, dtype=np.float64)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "pixels": self.pixels, "box": self.box.to_json() if self.box else None,
+                "embedding": list(self.embedding) if self.embedding is not None else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaceRecord:
+        box = data.get("box")
+        embedding = data.get("embedding")
+        return cls(model=str(data["model"]), pixels=str(data["pixels"]), box=FaceBox(**box) if box else None,
+                   embedding=tuple(float(v) for v in embedding) if embedding is not None else None)
+
+
+def pixels_digest(image: Image.Image) -> str:
+    """A digest of a picture's size and RGB pixels: the same for a frame and its PNG file."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()[:32]
+
+
 def find_model_dir() -> Path:
     """The installed face-recognition-models folder, found without importing the package."""
     try:
@@ -166,6 +219,12 @@ class FaceIdentity:
         log.info(
             "loaded face models (dlib %s) from %s in %.2fs", dlib.__version__, folder, time.perf_counter() - started
         )
+
+    def signature(self) -> str:
+        """The face models and detector settings, as a face record names them: two records
+        with one signature were made by the same computation."""
+        detector = f"hog, 2x below {self.upsample_below}px" + (f", cnn at {self.cnn_max_side}px" if self._cnn else "")
+        return f"dlib {self._dlib.__version__} ({detector}; jitters {self.jitters})"
 
     # -- detection -------------------------------------------------------------------------
     def find_face(self, image: Image.Image) -> FaceBox | None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from PIL import Image
 
-from engine.identity.faces import mean_embedding
+from engine.identity.faces import FaceRecord, mean_embedding
+
+FACE_RECORD = "face"  # the key of a score's FaceRecord (the one value in a score that is not a float)
 
 # "not_in_shot": a panel without Aldar Kose is not compared with him (it passes, unscored)
 Verdict = Literal["pass", "unchecked", "not_in_shot", "low_identity", "copy_paste", "wrong_face", "no_face"]
@@ -40,6 +42,13 @@ class Validator(Protocol):
         """This validator comparing with ``pictures`` (the user's character picture) in place
         of the configured pictures and frame 1, for one board."""
         ...
+
+
+class FaceCrop(NamedTuple):
+    crop: Image.Image  # the largest face with a margin; the whole picture without one
+    found: bool
+    face: Any  # the face embedding; None without a face
+    reused: bool  # taken from an earlier face check's record, not looked for again
 
 
 class NullValidator:
@@ -65,6 +74,8 @@ class ClipScorer:
     as ``face_found`` 0), plus the face-embedding distance to the reference face when both
     faces are found. A close-up is expected to show a
     face (``face_expected`` 1): finding none there is a failure, never a pass on its own.
+    Each score then also carries, under ``FACE_RECORD``, what the face check found (the
+    board keeps it for an eval to reuse).
     """
 
     name = "clip"
@@ -117,19 +128,32 @@ class ClipScorer:
                 entry["identity"] = round(float(identity[i]), 4)
             if self.faces is not None:
                 entry.update(self._face_scores(box, face, ref_face, framings[i]))
+                entry[FACE_RECORD] = FaceRecord.of(self.faces.signature(), images[i], box, face)
             scores.append(entry)
         return scores
 
     def _faces_in(self, images: Sequence[Image.Image]) -> list[tuple[Any, Any]]:
         """(box, embedding) of each image's largest face; (None, None) without a face check."""
-        return self.faces.faces_in(images) if self.faces is not None else [(None, None)] * len(images)
+        if self.faces is None or not images:
+            return [(None, None)] * len(images)
+        return self.faces.faces_in(images)
 
-    def face_crops(self, images: Sequence[Image.Image]) -> list[tuple[Image.Image, bool, Any]]:
+    def face_crops(self, images: Sequence[Image.Image], known: Sequence[FaceRecord | None] = ()) -> list[FaceCrop]:
         """What the identity check compares, per image: the image cut to its largest face (the
-        whole image when none is found, or without a face check), whether a face was found, and
-        that face's embedding (None without one)."""
-        found = self._faces_in(images)
-        return [(crop, box is not None, face) for crop, (box, face) in zip(_crops(images, found), found, strict=True)]
+        whole image when none is found, or without a face check), and that face's embedding.
+
+        ``known``: per image, what an earlier face check found, or None. A record these face
+        models made (the same signature) of the same pixels is used as it is (``reused``); the
+        other images go to the face models, in one call."""
+        if known and len(known) != len(images):
+            raise ValueError(f"need one face record (or None) per image, got {len(known)} for {len(images)}")
+        signature = self.faces.signature() if self.faces is not None else None
+        reused = [signature is not None and record is not None and record.describes(signature, image)
+                  for image, record in zip(images, known or [None] * len(images), strict=True)]
+        fresh = iter(self._faces_in([image for image, done in zip(images, reused, strict=True) if not done]))
+        found = [(known[i].box, known[i].array) if done else next(fresh) for i, done in enumerate(reused)]
+        return [FaceCrop(crop, box is not None, face, done)
+                for crop, (box, face), done in zip(_crops(images, found), found, reused, strict=True)]
 
     def _face_scores(self, box: Any, face: Any, ref_face: Any, framing: str) -> dict[str, float]:
         entry = {"face_found": 1.0 if box is not None else 0.0, "face_expected": 1.0 if framing == "close-up" else 0.0}
@@ -193,6 +217,14 @@ class Attempt:
     seed: int
     scores: dict[str, float] = field(default_factory=dict)
     verdict: Verdict = "unchecked"
+    face: FaceRecord | None = None  # what the face check found (report.json keeps the kept attempt's)
+
+    @classmethod
+    def of(cls, seed: int, score: dict | None, verdict: Verdict) -> Attempt:
+        """An attempt from a validator's score, its face record taken out of the numbers."""
+        scores = dict(score or {})
+        face = scores.pop(FACE_RECORD, None)
+        return cls(seed=seed, scores=scores, verdict=verdict, face=face)
 
     def to_json(self) -> dict:
         return {"seed": self.seed, "scores": dict(self.scores), "verdict": self.verdict}

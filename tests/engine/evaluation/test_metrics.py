@@ -16,7 +16,7 @@ from PIL import Image
 
 from engine.evaluation.boards import EvalBoard, EvalFrame, find_boards, load_manifest
 from engine.evaluation.metrics import BoardScorer
-from engine.identity.faces import FaceIdentity
+from engine.identity.faces import FaceIdentity, FaceRecord
 from engine.identity.validate import ClipScorer
 from engine.models import ModelLoader
 from engine.settings import RenderSettings
@@ -120,3 +120,66 @@ def test_a_manifest_naming_a_missing_frame_says_which(photos, tmp_path):
         {"story_id": "s", "frames": [{"order": 1, "file": "nope.png", "text": "t"}]}]}), encoding="utf-8")
     with pytest.raises(ValueError, match="nope.png, which is not a file"):
         find_boards([tmp_path])
+
+
+class CountingFaces(FaceIdentity):
+    """The real face models, counting the pictures they are asked to look at."""
+
+    looked_at = 0
+
+    def faces_in(self, images):
+        self.looked_at += len(images)
+        return super().faces_in(images)
+
+
+@pytest.fixture()
+def counting_scorer(tiny_clip_dir) -> BoardScorer:
+    model, processor = ModelLoader(RenderSettings(clip_model=str(tiny_clip_dir))).clip()
+    return BoardScorer(ClipScorer(model, processor, faces=CountingFaces()), copy_ceiling=TINY_CLIP_COPY_CEILING)
+
+
+def recorded(faces: FaceIdentity, paths: list[Path], model: str | None = None) -> list[FaceRecord]:
+    """What a board's face check would have recorded of each picture."""
+    images = [Image.open(path).convert("RGB") for path in paths]
+    return [FaceRecord.of(model or faces.signature(), image, box, face)
+            for image, (box, face) in zip(images, faces.faces_in(images), strict=True)]
+
+
+def test_faces_the_boards_own_check_recorded_are_reused_and_score_the_same(counting_scorer, photos):
+    frames = [photos[f"shifted_{k}"] for k in range(3)] + [photos["camera"]]
+    fresh = counting_scorer.score(board("fresh", frames, photos["reference"]))
+    assert counting_scorer.faces.looked_at == 1 + 4  # the reference once, then each frame
+    records = recorded(counting_scorer.faces, frames)
+    counting_scorer.faces.looked_at = 0
+    reused = counting_scorer.score(EvalBoard(
+        system="sanity", mode="reused", story_id="r", seed=0, references=(photos["reference"],),
+        frames=tuple(EvalFrame(i, p, "an astronaut in a white suit", face=record)
+                     for i, (p, record) in enumerate(zip(frames, records, strict=True), start=1))))
+    assert counting_scorer.faces.looked_at == 0
+    assert [row["face_from"] for row in reused["frames"]] == ["check"] * 4
+    assert [row["face_from"] for row in fresh["frames"]] == ["eval"] * 4
+    for metric, value in fresh["metrics"].items():
+        assert reused["metrics"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+def test_a_face_record_from_other_face_models_or_of_other_pixels_is_not_trusted(counting_scorer, photos):
+    frames = [photos["shifted_0"], photos["shifted_1"]]
+    records = [recorded(counting_scorer.faces, frames[:1], model="dlib 0.0 (some other detector)")[0],
+               recorded(counting_scorer.faces, [photos["shifted_2"]])[0]]  # the frame file was replaced since
+    counting_scorer.faces.looked_at = 0
+    result = counting_scorer.score(EvalBoard(
+        system="s", mode="m", story_id="x", seed=0, references=(photos["reference"],),
+        frames=tuple(EvalFrame(i, p, "a person", face=r) for i, (p, r) in enumerate(zip(frames, records), 1))))
+    assert counting_scorer.faces.looked_at == 1 + 2
+    assert [row["face_from"] for row in result["frames"]] == ["eval", "eval"]
+
+
+def test_a_panel_without_the_character_is_not_searched_for_a_face(counting_scorer, photos):
+    frames = (EvalFrame(1, photos["shifted_0"], "Aldar Kose"), EvalFrame(2, photos["camera"], "the bai", hero=False),
+              EvalFrame(3, photos["shifted_1"], "Aldar Kose"))
+    result = counting_scorer.score(EvalBoard(system="s", mode="m", story_id="x", seed=0,
+                                             references=(photos["reference"],), frames=frames))
+    assert counting_scorer.faces.looked_at == 1 + 2
+    panel = result["frames"][1]
+    assert (panel["scored"], panel["face_found"], panel["crop_found"], panel["face_from"]) == (False, None, None, None)
+    assert result["metrics"]["face_found_rate"] == 1.0  # of the two frames with the character

@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageOps
 
+from engine.board_files import FrameResult
 from engine.identity.faces import FaceIdentity
+from engine.identity.validate import Attempt, ClipScorer, RetryPolicy
 from engine.models import ModelLoader
-from engine.settings import RenderSettings
-from engine.identity.validate import ClipScorer, RetryPolicy
+from engine.planning.offline.planner import OfflinePlanner
+from engine.rendering.prompts import build_prompt
+from engine.settings import PlannerSettings, PromptSettings, RenderSettings
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +66,19 @@ def test_a_users_picture_is_the_reference_of_every_frame_in_place_of_the_one_pas
     [alone] = theirs.score([same], texts=["a woman"], reference=None, framings=["close-up"])  # frame 1 too
     assert alone["identity"] == pytest.approx(scores[0]["identity"], abs=2e-3)
     assert scorer.score([same], texts=["a woman"], reference=None)[0].get("identity") is None  # the original is unchanged
+
+
+def test_a_checked_frame_keeps_what_its_face_check_found_through_its_saved_record(scorer, photos, tmp_path):
+    picture = ImageOps.mirror(photos["astronaut"])
+    [score] = scorer.score([picture], texts=["a woman"], reference=photos["astronaut"], framings=["close-up"])
+    kept = Attempt.of(7, score, "pass")
+    assert "face" not in kept.scores and kept.face.box is not None and kept.face.describes(
+        scorer.faces.signature(), picture)
+    shot = OfflinePlanner(PlannerSettings()).plan("Aldar Kose smiles. He rides off.", shots=2).shots[0]
+    frame = FrameResult(index=1, shot=shot, prompt=build_prompt(shot, PromptSettings()),
+                        attempts=(Attempt(seed=6, scores={"identity": 0.1}), kept), chosen=1, accepted=True,
+                        picture=picture)
+    picture.save(tmp_path / frame.file_name)
+    again = FrameResult.from_json(frame.to_json(), tmp_path)
+    assert again.face == kept.face and again.attempts[0].face is None
+    assert again.face.describes(scorer.faces.signature(), again.image)  # the PNG holds the checked pixels
