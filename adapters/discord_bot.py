@@ -35,7 +35,7 @@ from bot.errors import StoryError
 from bot.messages import resolve_language, text
 from bot.pictures import Upload
 from bot.service import Requester, StoryOptions, StoryRequest, StoryService, Submitted
-from engine.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES
+from engine.limits import ASPECTS, MAX_FRAMES, MAX_SEED, MIN_FRAMES, MODES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def _declare_story_options(*, max_chars: int):
             frames=app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None,
             seed=app_commands.Range[int, 0, MAX_SEED] | None,
         )
-        return app_commands.choices(mode=[app_commands.Choice(name=mode, value=mode) for mode in MODES])(callback)
+        return app_commands.choices(mode=[app_commands.Choice(name=mode, value=mode) for mode in MODES],
+                                    aspect=[app_commands.Choice(name=aspect, value=aspect) for aspect in ASPECTS])(callback)
 
     return declare
 
@@ -218,13 +219,14 @@ class DiscordAdapter:
         @app_commands.describe(text="your story", mode="how frames are drawn", frames="number of frames",
                                seed="a seed, to draw the same board again",
                                image="a picture of your own character, to draw and check frames against",
-                               no_lora="draw the character in your picture without Aldar Kose's look")
+                               no_lora="draw the character in your picture without Aldar Kose's look",
+                               aspect="the frames' shape (default 1:1 unless the server set another)")
         @_declare_story_options(max_chars=self.service.config.story.max_chars)
         async def story(interaction: discord.Interaction, text: str, mode: app_commands.Choice[str] | None = None,
                         frames: int | None = None, seed: int | None = None, image: discord.Attachment | None = None,
-                        no_lora: bool | None = None) -> None:
+                        no_lora: bool | None = None, aspect: app_commands.Choice[str] | None = None) -> None:
             options = StoryOptions(mode=mode.value if mode else None, frames=frames, seed=seed,
-                                   lora=False if no_lora else None)
+                                   lora=False if no_lora else None, aspect=aspect.value if aspect else None)
             await adapter.story(interaction, text, options, image)
 
         @tree.command(name="status", description="Where is my job?")

@@ -30,7 +30,7 @@ from bot.ops.logs import configure_logging as setup_logging
 from bot.eval_cli import add_command as add_eval_command
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
-from engine.limits import MODES, allowed_frames, allowed_seeds
+from engine.limits import ASPECTS, MODES, allowed_frames, allowed_seeds
 from engine.models import ModelLoadError
 from engine.planning.base import PlanError
 
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--mode", choices=MODES, help="render mode (default from config)")
     story.add_argument("--frames", type=int, help=f"number of frames, {allowed_frames()} (default from config)")
     story.add_argument("--seed", type=int, help=f"board seed, {allowed_seeds()} (default: random, recorded in report.json)")
+    story.add_argument("--aspect", choices=ASPECTS,
+                       help="the frames' shape, e.g. 16:9 draws 1344x768 frames (default [story] default_aspect)")
     story.add_argument("--out", type=Path, help="output folder (default: <outputs>/job-NNNNNN)")
     story.add_argument("--character-image", type=Path, metavar="PATH",
                        help="a picture of your own character: every frame is checked against it, and in "
@@ -264,7 +266,8 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
     from bot.pictures import Upload
     from bot.service import StoryOptions
 
-    options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed, lora=False if args.no_lora else None)
+    options = StoryOptions(mode=args.mode, frames=args.frames, seed=args.seed, lora=False if args.no_lora else None,
+                           aspect=args.aspect)
     out = args.out.resolve() if args.out else None
     picture = Upload.of_bytes(_read_picture_file(args.character_image, parser)) if args.character_image else None
     try:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from bot.errors import BadRequest
 from bot.service import StoryOptions
-from engine.limits import allowed_frames, allowed_modes, allowed_seeds
+from engine.limits import allowed_aspects, allowed_frames, allowed_modes, allowed_seeds
 
-_STORY_OPTIONS = {"--mode": "mode", "--frames": "frames", "--seed": "seed"}
+_STORY_OPTIONS = {"--mode": "mode", "--frames": "frames", "--seed": "seed", "--aspect": "aspect"}
 _STORY_FLAGS = {"--no-lora": ("lora", False)}  # options without a value
-_ALLOWED = {"--mode": allowed_modes(), "--frames": allowed_frames(), "--seed": allowed_seeds()}
+_ALLOWED = {"--mode": allowed_modes(), "--frames": allowed_frames(), "--seed": allowed_seeds(),
+            "--aspect": allowed_aspects()}
+_TEXT_OPTIONS = ("--mode", "--aspect")  # checked against their choices by the service
 
 
 def parse_story_args(args: str) -> tuple[str, StoryOptions]:
-    """Split ``--mode X --frames N --seed S --no-lora`` (anywhere in the text) from the story itself."""
+    """Split ``--mode X --frames N --seed S --aspect A --no-lora`` (anywhere in the text) from the story itself."""
     words = args.split()
     story: list[str] = []
     values: dict[str, object] = {}
@@ -43,7 +45,7 @@ def parse_story_args(args: str) -> tuple[str, StoryOptions]:
 def _convert(name: str, value: str) -> object:
     if not value:
         raise BadRequest("err_bad_option", option=name, allowed=_ALLOWED[name])
-    if name == "--mode":
+    if name in _TEXT_OPTIONS:
         return value
     try:
         return int(value)

@@ -20,8 +20,9 @@ from typing import Any, Literal
 from annotated_types import Ge, Gt, Le, Lt, MultipleOf
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from engine.limits import MAX_FRAMES, MIN_FRAMES, Mode
+from engine.limits import MAX_FRAMES, MIN_FRAMES, Aspect, Mode
 from engine.settings import (
+    ExportSettings,
     EngineSettings,
     GridSettings,
     PickSettings,
@@ -52,6 +53,7 @@ class StorySettings(_Section):
     max_chars: int = Field(default=2000, ge=1, le=20_000)
     default_frames: int = Field(default=8, ge=MIN_FRAMES, le=MAX_FRAMES)
     default_mode: Mode = "simple"
+    default_aspect: Aspect = "1:1"
     banned_terms: tuple[str, ...] = ()
     max_picture_mb: float = Field(default=10.0, gt=0.0, le=50.0)  # a user's character picture, as sent
 
@@ -239,6 +241,7 @@ class AppConfig(_Section):
     engine: EngineSection = EngineSection()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
+    export: ExportSettings = ExportSettings()
     train: TrainSettings = TrainSettings()
     pick: PickSettings = PickSettings()
     arq: ArqSettings = ArqSettings()
@@ -259,6 +262,7 @@ class AppConfig(_Section):
             render=RenderSettings.model_validate(self.engine.model_dump(exclude={"backend"})),
             validation=self.validation,
             grid=self.grid,
+            export=self.export,
         )
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES
+from engine.limits import ASPECTS, MAX_FRAMES, MIN_FRAMES, MODES
 
 Lang = Literal["en", "ru", "kk"]
 LANGS: tuple[Lang, ...] = ("en", "ru", "kk")
 
 # /story's options as every help text shows them, from the one declaration of the rules
-_STORY_OPTIONS = f"[--mode {'|'.join(MODES)}] [--frames {MIN_FRAMES}-{MAX_FRAMES}] [--seed N] [--no-lora]"
+_STORY_OPTIONS = (f"[--mode {'|'.join(MODES)}] [--frames {MIN_FRAMES}-{MAX_FRAMES}] [--seed N] "
+                  f"[--aspect {'|'.join(ASPECTS)}] [--no-lora]")
 
 CATALOGUE: dict[str, dict[str, str]] = {
     "help": {

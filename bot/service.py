@@ -26,11 +26,13 @@ from bot.quotas import Limits, Refused, refusal_error
 from bot.store.records import Job, NewJob, Sighting, User
 from bot.store.store import Store
 from engine.limits import (
+    ASPECTS,
     MAX_FRAMES,
     MAX_SEED,
     MIN_FRAMES,
     MODES,
     SEED_SPACE,
+    allowed_aspects,
     allowed_frames,
     allowed_modes,
     allowed_seeds,
@@ -67,6 +69,7 @@ class StoryOptions:
     frames: int | None = None
     seed: int | None = None
     lora: bool | None = None  # False: --no-lora, draw the user's own character without the LoRA
+    aspect: str | None = None  # the frames' shape; None: [story] default_aspect
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,12 @@ class StoryRules:
         return frames
 
     @staticmethod
+    def check_aspect(aspect: str) -> str:
+        if aspect not in ASPECTS:
+            raise BadRequest("err_bad_option", option="--aspect", allowed=allowed_aspects())
+        return aspect
+
+    @staticmethod
     def check_seed(seed: int) -> int:
         if not 0 <= seed <= MAX_SEED:
             raise BadRequest("err_bad_option", option="--seed", allowed=allowed_seeds())
@@ -262,7 +271,7 @@ class StoryService:
             language=lang, kind="story", story=story, mode=options.mode, frames=options.frames, seed=options.seed,
             out_dir=str(request.out_dir) if request.out_dir else None, source_ref=request.source_ref,
             renders=self.limits.renders("story", options.frames),
-            character_image=str(picture) if picture else None, lora=options.lora,
+            character_image=str(picture) if picture else None, lora=options.lora, aspect=options.aspect,
         )
         return await self._enqueue(request.requester, job, lang, notes=self._picture_notes(job))
 
@@ -291,7 +300,8 @@ class StoryService:
         frames = self.rules.check_frames(
             options.frames if options.frames is not None else self.config.story.default_frames)
         seed = self.rules.check_seed(options.seed if options.seed is not None else secrets.randbelow(SEED_SPACE))
-        return StoryOptions(mode=mode, frames=frames, seed=seed, lora=options.lora is not False)
+        aspect = self.rules.check_aspect(options.aspect or self.config.story.default_aspect)
+        return StoryOptions(mode=mode, frames=frames, seed=seed, lora=options.lora is not False, aspect=aspect)
 
     def check_mode_available(self, mode: str) -> str:
         """Refuse a mode this bot's engine cannot draw now, naming the weights that are missing."""
@@ -345,6 +355,7 @@ class StoryService:
             kind=kind, story=parent.story, mode=parent.mode, frames=n_frames, seed=secrets.randbelow(SEED_SPACE),
             parent_id=parent.id, redo_frame=frame, renders=self.limits.renders(kind, n_frames),
             character_image=parent.character_image, lora=parent.lora,  # the same character as the board
+            aspect=parent.aspect,  # and the same shape
         )
         return await self._enqueue(requester, job, lang)
 

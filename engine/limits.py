@@ -9,6 +9,7 @@ own checks are guards that name the same constants. The story's length is a depl
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 Mode = Literal["simple", "ref-guided"]
@@ -18,6 +19,20 @@ MODES: tuple[str, ...] = get_args(Mode)
 # planner picks its own count within [planner] min_shots..max_shots (6-10 by default).
 MIN_FRAMES = 1
 MAX_FRAMES = 12
+
+# A board's frame shape, per story. Each maps to an SDXL-native size near one megapixel (all
+# multiples of 64); a renderer configured for a smaller square ([engine] width x height: the
+# preview, the draft mode, the tiny test models) draws the same shape scaled to its pixel count.
+Aspect = Literal["1:1", "16:9", "9:16", "4:3", "3:4", "2.39:1"]
+ASPECTS: tuple[str, ...] = get_args(Aspect)
+NATIVE_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344),
+    "4:3": (1152, 896), "3:4": (896, 1152), "2.39:1": (1536, 640),
+}
+NATIVE_PIXELS = 1024 * 1024
+SCALED_MULTIPLE = 16  # a scaled size's sides: what SDXL's VAE and UNet (and the tiny test UNet) can take
+MIN_FRAME_SIDE = 64  # the shortest side any renderer draws
+MAX_FRAME_SIDE = 4096
 
 SEED_SPACE = 2**32  # seeds are 32-bit: frame seeds are derived modulo this
 MAX_SEED = SEED_SPACE - 1
@@ -34,3 +49,26 @@ def allowed_frames() -> str:
 
 def allowed_seeds() -> str:
     return f"0..{MAX_SEED}"
+
+
+def allowed_aspects() -> str:
+    return " | ".join(ASPECTS)
+
+
+def frame_size(aspect: str, pixels: int = NATIVE_PIXELS) -> tuple[int, int]:
+    """(width, height) of a frame of ``aspect`` for a renderer that draws ``pixels`` pixels a
+    frame: the native size at one megapixel, else that shape scaled to ``pixels`` (and no
+    shorter than ``MIN_FRAME_SIDE``)."""
+    if aspect not in NATIVE_SIZES:
+        raise ValueError(f"aspect must be one of {allowed_aspects()}, got {aspect!r}")
+    width, height = NATIVE_SIZES[aspect]
+    if pixels == NATIVE_PIXELS:
+        return width, height
+    if pixels < 1:
+        raise ValueError(f"a frame needs pixels, got {pixels}")
+    scale = max(math.sqrt(pixels / NATIVE_PIXELS), MIN_FRAME_SIDE / min(width, height))
+    return _to_multiple(width * scale), _to_multiple(height * scale)
+
+
+def _to_multiple(side: float) -> int:
+    return max(SCALED_MULTIPLE, int(side / SCALED_MULTIPLE + 0.5) * SCALED_MULTIPLE)

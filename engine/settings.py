@@ -150,12 +150,39 @@ class GridSettings(_Section):
     max_aspect_ratio: float = Field(default=20.0, ge=1.0, le=20.0)
 
 
+class ExportSettings(_Section):
+    """``[export]``: the files a finished board is taken away in, the PDF shot sheet and the MP4 animatic.
+
+    ``max_bytes`` holds for each file: Discord's 10 MiB attachment limit (Telegram allows 50 MB)."""
+
+    paper: Literal["A4", "Letter"] = "A4"
+    pdf_dpi: int = Field(default=150, ge=72, le=600)  # frames are embedded at this resolution on the page
+    pdf_jpeg_quality: int = Field(default=85, ge=30, le=95)
+    max_bytes: int = Field(default=10 * 2**20, ge=1_000_000, le=50_000_000)
+    animatic_fps: int = Field(default=24, ge=12, le=60)
+    animatic_long_side: int = Field(default=1280, ge=128, le=3840)  # the video's longer side, before any fitting
+    animatic_min_seconds: float = Field(default=2.0, gt=0.0, le=30.0)  # a panel's time on screen
+    animatic_max_seconds: float = Field(default=6.0, gt=0.0, le=60.0)
+    animatic_seconds_per_word: float = Field(default=0.4, ge=0.0, le=5.0)  # of the caption (and its line)
+    animatic_crossfade_seconds: float = Field(default=0.5, ge=0.0, le=3.0)
+
+    @model_validator(mode="after")
+    def _durations_in_order(self) -> ExportSettings:
+        if self.animatic_min_seconds > self.animatic_max_seconds:
+            raise ValueError(f"animatic_min_seconds ({self.animatic_min_seconds}) is above "
+                             f"animatic_max_seconds ({self.animatic_max_seconds})")
+        if 2 * self.animatic_crossfade_seconds > self.animatic_min_seconds:
+            raise ValueError("animatic_crossfade_seconds must be at most half of animatic_min_seconds")
+        return self
+
+
 class EngineSettings(_Section):
     planner: PlannerSettings = PlannerSettings()
     prompt: PromptSettings = PromptSettings()
     render: RenderSettings = RenderSettings()
     validation: ValidateSettings = ValidateSettings()
     grid: GridSettings = GridSettings()
+    export: ExportSettings = ExportSettings()
 
 
 class TrainSettings(_Section):

@@ -20,6 +20,7 @@ import contextvars
 import hashlib
 import logging
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -42,13 +43,25 @@ from engine.board_files import (
 from engine.errors import Cancelled, InvalidRequest
 from engine.images import png_bytes
 from engine.identity.validate import Attempt, RetryPolicy, Validator
-from engine.limits import MAX_FRAMES, MIN_FRAMES, MODES, SEED_SPACE, Mode, allowed_frames, allowed_modes
+from engine.limits import (
+    ASPECTS,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    MODES,
+    SEED_SPACE,
+    Aspect,
+    Mode,
+    allowed_aspects,
+    allowed_frames,
+    allowed_modes,
+    frame_size,
+)
 from engine.planning.base import Planner, PlanResult
 from engine.rendering.base import FrameRequest, ModeOff, Renderer
 from engine.rendering.grid import EncodedGrid, GridPanel, compose_grid, encode_grid
 from engine.rendering.poses import PoseLibrary, PoseTemplate, pose_image
 from engine.rendering.prompts import Prompt, build_prompt
-from engine.settings import EngineSettings
+from engine.settings import EngineSettings, RenderSettings
 from engine.shots import Shot, ShotList, hero_in, with_hero_look, with_hero_opening
 
 log = logging.getLogger(__name__)
@@ -71,6 +84,7 @@ class BoardRequest:
     # included, and what IP-Adapter sees in ref-guided mode
     character_image: Image.Image | None = None
     lora: bool = True  # False: no trigger token and no character LoRA (a character of the user's own)
+    aspect: Aspect = "1:1"  # the frames' shape; their size is engine.limits.frame_size for this renderer
     # what the caller wants report.json to say besides (e.g. which GPU worker drew it), written
     # with the rest in the report's one write
     report_extra: Mapping[str, object] = field(default_factory=dict)
@@ -204,6 +218,8 @@ class StoryEngine:
             raise InvalidRequest(f"frames must be within {allowed_frames()}, got {request.frames}")
         if request.seed < 0:
             raise InvalidRequest(f"seed must be >= 0, got {request.seed}")
+        if request.aspect not in ASPECTS:
+            raise InvalidRequest(f"aspect must be one of {allowed_aspects()}, got {request.aspect!r}")
         if request.character_image is not None and request.character_image.mode != "RGB":
             raise InvalidRequest(f"the character picture must be RGB, got {request.character_image.mode}")
         if request.plan is not None:
@@ -317,6 +333,9 @@ class StoryEngine:
             "places": [place.model_dump(mode="json") for place in plan.places],
             "mode": request.mode,
             "seed": request.seed,
+            "aspect": request.aspect,
+            "frame_size": {"width": frames[0].image.width, "height": frames[0].image.height},
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "character_image": CHARACTER_FILE if request.character_image is not None else None,
             "lora": request.lora,
             "planner": planned.planner,
@@ -369,6 +388,7 @@ class _FrameRun:
         self.timings, self.progress, self.cancelled = timings, progress, cancelled
         self.total, self.done = total, done
         self.poses: dict[int, tuple[PoseTemplate, str, Image.Image]] = {}
+        self.width, self.height = board_frame_size(engine.settings.render, request)
         picture = request.character_image
         # the user's picture replaces the configured pictures and frame 1 as what frames are checked against
         self.validator = engine.validator.with_pictures([picture]) if picture is not None else engine.validator
@@ -410,11 +430,10 @@ class _FrameRun:
         first = chunk[0][0].index
         if self.cancelled():
             raise Cancelled(f"cancelled before frame {first}")
-        settings = self.engine.settings.render
         render_reference = reference if self.request.mode == "ref-guided" else None
         requests = [
             FrameRequest(shot, prompt, frame_seed(self.request.seed, shot.index, attempt_no),
-                         settings.width, settings.height, render_reference,
+                         self.width, self.height, render_reference,
                          self._pose(shot) if render_reference is not None else None,
                          picture=self.request.character_image, lora=self.request.lora)
             for shot, prompt in chunk
@@ -436,9 +455,8 @@ class _FrameRun:
     def _pose(self, shot: Shot) -> Image.Image:
         """The shot's pose skeleton for ControlNet (drawn once per frame, saved beside it)."""
         if shot.index not in self.poses:
-            settings = self.engine.settings.render
             template, source = self.engine.poses.lookup(shot.pose)
-            _, image = pose_image(template, shot.framing, settings.width, settings.height)
+            _, image = pose_image(template, shot.framing, self.width, self.height)
             self.poses[shot.index] = (template, source, image)
         return self.poses[shot.index][2]
 
@@ -465,6 +483,15 @@ class _FrameRun:
         with _timed(self.timings, "checkpoint"):
             write_checkpoint(frame, self.out_dir)
         self.done[shot.index] = frame
+
+
+def board_frame_size(render: RenderSettings, request: BoardRequest) -> tuple[int, int]:
+    """A board's frame size: its aspect at the renderer's pixel count ([engine] width x height),
+    or, when frames are kept (one frame regenerated), the kept frames' own size, so the new
+    frame matches its board even if the renderer's size was changed since."""
+    for frame in request.keep.values():
+        return frame.image.size
+    return frame_size(request.aspect, render.width * render.height)
 
 
 def _chunks(items: list, size: int) -> list[list]:

@@ -44,8 +44,9 @@ def count_panels(grid_path: Path) -> tuple[int, int]:
     def is_ink(x: int, y: int) -> bool:
         return any(abs(a - b) > 6 for a, b in zip(pixels[x, y], PAPER, strict=True))
 
-    probe_y = height // 3
-    first_x = next(x for x in range(width) if is_ink(x, probe_y))
+    # the first line from a third of the way down that crosses a panel (not a gutter or a caption's paper)
+    probe_y, first_x = next((y, x) for y in range(height // 3, height) for x in [next(
+        (x for x in range(width) if is_ink(x, y)), None)] if x is not None)
     rows = _long_runs([is_ink(first_x + 20, y) for y in range(height)])
     top, panel_height = rows[0]
     columns = _long_runs([is_ink(x, top + panel_height // 2) for x in range(width)])

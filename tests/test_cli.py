@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.__main__ import build_parser
 from bot.messages import text
@@ -128,6 +129,19 @@ def test_story_writes_a_board_and_prints_its_folder(tmp_path):
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert (report["mode"], report["seed"], report["renderer"], report["planner"]) == ("simple", 3, "preview", "offline")
     assert "start-up: planner=offline" in result.stderr and "renderer=preview" in result.stderr
+
+
+def test_story_draws_the_aspect_asked_for_and_lays_wide_panels_out_two_to_a_row(tmp_path):
+    out = tmp_path / "wide"
+    result = bot("story", "Aldar Kose rides his horse across the steppe", "--frames", "6", "--aspect", "16:9",
+                 "--out", str(out), config=write_config(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    width, height = Image.open(out / "frame_01.png").size
+    assert report["aspect"] == "16:9" and width > height
+    assert count_panels(next(out.glob("grid.*"))) == (2, 3)
+    refused = bot("story", "Aldar Kose rides", "--aspect", "5:4", config=write_config(tmp_path))
+    assert refused.returncode == 2 and "--aspect" in refused.stderr and "16:9" in refused.stderr
 
 
 def test_a_bad_config_fails_at_start_up_naming_the_key(tmp_path):

@@ -34,4 +34,4 @@ def board_request(job: Job, out_dir: Path, parent_dir: Path | None) -> BoardRequ
     frames = len(plan.shots) if plan is not None else job.frames
     picture = read_picture(Path(job.character_image)) if job.character_image else None
     return BoardRequest(story=job.story, mode=job.mode, frames=frames, seed=job.seed, plan=plan, keep=keep,
-                        character_image=picture, lora=job.lora)
+                        character_image=picture, lora=job.lora, aspect=job.aspect)

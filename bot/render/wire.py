@@ -143,6 +143,7 @@ def encode_request(request: BoardRequest) -> dict:
         "keep": [{"meta": frame.to_json(), "png": png_bytes(frame.image)} for frame in request.keep.values()],
         "character_image": png_bytes(request.character_image) if request.character_image is not None else None,
         "lora": request.lora,
+        "aspect": request.aspect,
     }
 
 
@@ -161,7 +162,7 @@ def decode_request(data: Any, folder: Path) -> BoardRequest:
             keep[frame.index] = frame
         return BoardRequest(story=data["story"], mode=data["mode"], frames=data.get("frames"), seed=data["seed"],
                             plan=plan, keep=keep, character_image=_picture(data.get("character_image")),
-                            lora=bool(data.get("lora", True)))
+                            lora=bool(data.get("lora", True)), aspect=str(data.get("aspect", "1:1")))
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise InvalidRequest(f"render request is malformed: {exc}") from exc
 

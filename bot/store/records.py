@@ -77,6 +77,7 @@ class Job:
     source_ref: str | None = None
     character_image: str | None = None  # the stored path of the user's character picture
     lora: bool = True
+    aspect: str = "1:1"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class NewJob:
     renders: int = 0  # the most SDXL renders it may cost (bot.quotas), for the daily caps
     character_image: str | None = None  # bot.pictures stored it; every frame is checked against it
     lora: bool = True
+    aspect: str = "1:1"  # the frames' shape (engine.limits.ASPECTS)
 
 
 @dataclass(frozen=True)

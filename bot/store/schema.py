@@ -147,6 +147,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN lora INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX jobs_character_image ON jobs (character_image) WHERE character_image IS NOT NULL;
     """,
+    # 6: the frames' shape (engine.limits.ASPECTS), kept so regenerate draws the board's shape again
+    """
+    ALTER TABLE jobs ADD COLUMN aspect TEXT NOT NULL DEFAULT '1:1';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

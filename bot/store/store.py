@@ -209,13 +209,13 @@ class Store:
                 """
                 INSERT INTO jobs (user_id, platform, chat_id, language, kind, parent_id, redo_frame,
                                   story, mode, frames, seed, out_dir, created_at, source_ref, renders,
-                                  character_image, lora)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                                  character_image, lora, aspect)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """,
                 (
                     job.user_id, job.platform, job.chat_id, job.language, job.kind, job.parent_id,
                     job.redo_frame, job.story, job.mode, job.frames, job.seed, job.out_dir, now, job.source_ref,
-                    job.renders, job.character_image, int(job.lora),
+                    job.renders, job.character_image, int(job.lora), job.aspect,
                 ),
             )
             await self._run(

@@ -12,11 +12,10 @@ from typing import Protocol
 
 from PIL import Image
 
+from engine.limits import MAX_FRAME_SIDE, MIN_FRAME_SIDE
 from engine.rendering.prompts import Prompt
 from engine.shots import Shot
 
-MIN_FRAME_SIDE = 64
-MAX_FRAME_SIDE = 4096
 
 StepCallback = Callable[[int, int], None]  # (step just finished, 1-based; total steps)
 CancelCheck = Callable[[], bool]

@@ -105,17 +105,32 @@ class _Layout:
         return x, y
 
 
-def auto_columns(count: int) -> int:
-    """Columns for ``count`` panels: 4 → 2×2, 6 → 3×2, 8 → 4×2, 10 → 5×2 …"""
+WIDE_PANEL = 1.6  # width / height from which panels read as wide (16:9, 2.39:1): two to a row
+TALL_PANEL = 0.75  # and up to which they read as tall (9:16): a strip
+MAX_STRIP = 6  # tall panels in one strip; more go in two rows
+
+
+def auto_columns(count: int, panel_ratio: float = 1.0) -> int:
+    """Columns for ``count`` panels of ``panel_ratio`` (width / height).
+
+    Square-ish panels: 4 → 2×2, 6 → 3×2, 8 → 4×2, 10 → 5×2 …; wide panels: rows of two, so a
+    16:9 board reads down the page; tall panels: one strip of up to six, else two rows.
+    """
     if count < 1:
         raise ValueError(f"a grid needs at least one panel, got {count}")
+    if panel_ratio <= 0:
+        raise ValueError(f"a panel's width / height must be positive, got {panel_ratio}")
+    if panel_ratio >= WIDE_PANEL:
+        return min(count, 2)
+    if panel_ratio <= TALL_PANEL:
+        return count if count <= MAX_STRIP else math.ceil(count / 2)
     return _AUTO_COLUMNS.get(count, math.ceil(math.sqrt(count)))
 
 
 def _layout(count: int, panel_size: tuple[int, int], settings: GridSettings, title: str, *,
             speaking: bool = False) -> _Layout:
-    columns = min(settings.columns or auto_columns(count), count)
     panel_w, panel_h = panel_size
+    columns = min(settings.columns or auto_columns(count, panel_w / panel_h), count)
     caption_font = load_font(max(12, panel_w // 30))
     badge_font = load_font(max(12, round(caption_font.size * 1.1)), bold=True)
     title_font = load_font(max(16, panel_w // 16), bold=True)

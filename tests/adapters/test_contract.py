@@ -16,34 +16,38 @@ import pytest
 from bot.app import run_bot
 from bot.config import AppConfig, Secrets
 from bot.messages import text
-from engine.limits import MAX_FRAMES, MIN_FRAMES, allowed_frames
+from engine.limits import ASPECTS, MAX_FRAMES, MIN_FRAMES, allowed_aspects, allowed_frames
 from tests.fakes.discord_server import GUILD_ID, MOD_ROLE_ID, FakeDiscord, RefusedByClient
 from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import bot_running as running
 from tests.helpers import db_rows
 
 STORY = "Aldar Kose tricks a greedy merchant at the bazaar and rides away"
-# (who, command, argument): the frame counts are the smallest and largest allowed, and one past each end
+# (who, command, argument): the frame counts are the smallest and largest allowed, and one past each
+# end; the aspects one that is offered and one that is not
 CONVERSATION = [
-    ("alice", "story", MIN_FRAMES),
-    ("alice", "story", MAX_FRAMES),
-    ("alice", "story", MIN_FRAMES - 1),
-    ("alice", "story", MAX_FRAMES + 1),
+    ("alice", "story", {"frames": MIN_FRAMES, "aspect": "16:9"}),
+    ("alice", "story", {"frames": MAX_FRAMES}),
+    ("alice", "story", {"frames": MIN_FRAMES - 1}),
+    ("alice", "story", {"frames": MAX_FRAMES + 1}),
+    ("alice", "story", {"frames": MIN_FRAMES, "aspect": "5:4"}),
     ("alice", "regen", 1),  # the owner redraws their board
     ("bob", "regen", 1),  # another user may not
     ("mod", "regen", 1),  # a moderator may redraw any board
     ("bob", "ban", "alice"),  # and only a moderator bans
 ]
-OUTCOMES = ["queued", "queued", "refused: frames", "refused: frames", "queued", "refused: not theirs", "queued",
-            "refused: moderators only"]
-JOBS = [("alice", "story", MIN_FRAMES, None), ("alice", "story", MAX_FRAMES, None),
-        ("alice", "regen_board", MIN_FRAMES, 1), ("mod", "regen_board", MIN_FRAMES, 1)]
+OUTCOMES = ["queued", "queued", "refused: frames", "refused: frames", "refused: aspect", "queued",
+            "refused: not theirs", "queued", "refused: moderators only"]
+# a board redrawn keeps its shape; without --aspect a board takes [story] default_aspect
+JOBS = [("alice", "story", MIN_FRAMES, None, "16:9"), ("alice", "story", MAX_FRAMES, None, "1:1"),
+        ("alice", "regen_board", MIN_FRAMES, 1, "16:9"), ("mod", "regen_board", MIN_FRAMES, 1, "16:9")]
 
 
 def outcome(reply: str) -> str:
     """What a reply means, read against the catalogue every adapter answers from."""
     known = {
         text("err_bad_option", "en", option="--frames", allowed=allowed_frames()): "refused: frames",
+        text("err_bad_option", "en", option="--aspect", allowed=allowed_aspects()): "refused: aspect",
         text("err_forbidden", "en", job=1): "refused: not theirs",
         text("err_moderators_only", "en"): "refused: moderators only",
     }
@@ -53,9 +57,13 @@ def outcome(reply: str) -> str:
 
 
 async def jobs_and_owners(config: AppConfig, names: dict[str, str]) -> list[tuple]:
-    rows = await db_rows(config, "SELECT u.platform_user_id, j.kind, j.frames, j.parent_id FROM jobs j "
+    rows = await db_rows(config, "SELECT u.platform_user_id, j.kind, j.frames, j.parent_id, j.aspect FROM jobs j "
                                  "JOIN users u ON u.id = j.user_id ORDER BY j.id")
-    return [(names[user], kind, frames, parent) for user, kind, frames, parent in rows]
+    return [(names[user], *job) for user, *job in rows]
+
+
+def story_line(options: dict) -> str:
+    return f"/story {STORY} " + " ".join(f"--{name} {value}" for name, value in options.items())
 
 
 async def wait_until_done(config: AppConfig, job_id: int) -> None:
@@ -77,8 +85,8 @@ async def console_conversation(make_config) -> tuple[list[str], list[tuple]]:
     outcomes = []
     for who, command, argument in CONVERSATION:
         config = make_config(console={"user_id": who}, roles={"moderators": ["console:mod"]})
-        line = {"story": f"/story {STORY} --frames {argument}", "regen": f"/regen {argument}",
-                "ban": f"/ban console:{argument}"}[command]
+        line = {"story": lambda: story_line(argument), "regen": lambda: f"/regen {argument}",
+                "ban": lambda: f"/ban console:{argument}"}[command]()
         stdout = io.StringIO()
         await run_bot(config, stdin=io.StringIO(line + "\n"), stdout=stdout)  # returns once its jobs are delivered
         outcomes.append(outcome(stdout.getvalue().splitlines()[0]))
@@ -103,8 +111,8 @@ async def telegram_conversation(make_config) -> tuple[list[str], list[tuple]]:
                 user = TELEGRAM_IDS[who]
                 if command == "regen":
                     await wait_until_done(config, argument)
-                line = {"story": f"/story {STORY} --frames {argument}", "regen": f"/regen {argument}",
-                        "ban": f"/ban {TELEGRAM_IDS.get(argument)}"}[command]
+                line = {"story": lambda: story_line(argument), "regen": lambda: f"/regen {argument}",
+                        "ban": lambda: f"/ban {TELEGRAM_IDS.get(argument)}"}[command]()
                 before = len(_texts(fake, user))
                 fake.send_message(line, chat_id=user, user_id=user)
                 replies = await fake.wait_for(lambda f, u=user, n=before: len(_texts(f, u)) > n and _texts(f, u))
@@ -144,12 +152,13 @@ async def discord_conversation(make_config) -> tuple[list[str], list[tuple]]:
                 roles = (MOD_ROLE_ID,) if who == "mod" else ()
                 if command == "regen":
                     await wait_until_done(config, argument)
-                options = ({"text": STORY, "frames": argument} if command == "story" else
+                options = ({"text": STORY, **argument} if command == "story" else
                            {"job": argument} if command == "regen" else {"user": str(DISCORD_IDS[argument])})
                 try:
                     iid = await fake.slash(command, options, user_id=user, roles=roles)
-                except RefusedByClient:
-                    outcomes.append("refused: frames")  # the declared range is checked below
+                except RefusedByClient:  # the declared range and choices are checked below
+                    outcomes.append("refused: aspect" if "aspect" in argument and argument["aspect"] not in ASPECTS
+                                    else "refused: frames")
                     continue
                 outcomes.append(outcome(await _first_reply(fake, iid)))
             for job_id in (1, 2, 3, 4):
@@ -157,6 +166,8 @@ async def discord_conversation(make_config) -> tuple[list[str], list[tuple]]:
         story = next(c for c in fake.commands(GUILD_ID) if c["name"] == "story")
         frames = next(o for o in story["options"] if o["name"] == "frames")
         assert (frames["min_value"], frames["max_value"]) == (MIN_FRAMES, MAX_FRAMES)
+        aspect = next(o for o in story["options"] if o["name"] == "aspect")
+        assert [choice["value"] for choice in aspect["choices"]] == list(ASPECTS)
         names = {str(i): name for name, i in DISCORD_IDS.items()}
         return outcomes, await jobs_and_owners(config, names)
     finally:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from engine.build import build_engine
+from engine.limits import frame_size
 from engine.planning.offline.planner import OfflinePlanner
 from engine.storyboard import StoryEngine
 from tests.helpers import ALICE, BOB, RecordingGateway, loop_lag_while
@@ -293,3 +294,18 @@ async def test_the_bot_builds_its_engine_on_the_thread_that_renders(make_config,
         drawn_on = await asyncio.get_running_loop().run_in_executor(app.executor,
                                                                     lambda: threading.current_thread().name)
     assert built_on == [drawn_on] and drawn_on.startswith("engine")
+
+
+async def test_a_wide_board_and_its_regenerated_frame_keep_the_boards_shape(rig_factory):
+    rig = await rig_factory(story={"default_aspect": "9:16"})
+    parent = await rig.submit(frames=4, seed=5, aspect="16:9")
+    default = await rig.submit(frames=1, seed=5)
+    await rig.worker.run(burst=True)
+    child = (await rig.service.regenerate(ALICE, parent, frame=2)).job_id
+    await rig.worker.run(burst=True)
+    sizes = {job: {Image.open(f.path).size for f in await rig.store.frames(job)} for job in (parent, default, child)}
+    wide, tall = frame_size("16:9", 128 * 128), frame_size("9:16", 128 * 128)
+    assert sizes == {parent: {wide}, default: {tall}, child: {wide}}
+    report = json.loads(Path((await rig.store.get_job(child)).report_path).read_text(encoding="utf-8"))
+    assert report["aspect"] == "16:9"
+    await close(rig)

@@ -218,10 +218,11 @@ async def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
                         VALUES (1, 't', 'c', 'story', 'Aldar Kose rides', 'simple', 3, 1)""")
     store = await Store.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 5
+        assert await store.schema_version() == SCHEMA_VERSION == 6
         job = await store.get_job(1)
         assert (job.story, job.status, job.status_ref) == ("Aldar Kose rides", "queued", None)
         assert (job.character_image, job.lora) == (None, True)  # v5: an old job has no picture and keeps the LoRA
+        assert job.aspect == "1:1"  # v6: an old job's frames were square
         assert await store.queue_position(1) == 1  # v4 counted the job already waiting
         assert await store.enqueue(new_job(1), caps=caps(1)) == Refused("queued_per_user", 1)
         assert (await store.claim("w", lease_seconds=30, max_running_per_user=1, max_attempts=3)).id == 1
