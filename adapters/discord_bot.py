@@ -44,7 +44,9 @@ MAX_CUSTOM_ID = 100
 FRAME_BUTTONS_PER_ROW = 5
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 MAX_STRING_OPTION = 6000  # Discord's longest string option
-BOARD_TEMPLATE = r"board:(?P<action>[rf]):(?P<job>[1-9][0-9]{0,11})(?::(?P<frame>[1-9][0-9]?))?"
+EXPORT_ACTIONS = {"p": "pdf", "v": "mp4"}  # the 📄 PDF and 🎞 Animatic buttons
+MAX_CONTENT = 2000  # characters in a message
+BOARD_TEMPLATE = r"board:(?P<action>[rfpv]):(?P<job>[1-9][0-9]{0,11})(?::(?P<frame>[1-9][0-9]?))?"
 
 
 def _declare_story_options(*, max_chars: int):
@@ -109,7 +111,7 @@ class StatusRef:
 
 
 class BoardButton(discord.ui.DynamicItem[discord.ui.Button], template=BOARD_TEMPLATE):
-    """🔁 Regenerate (action r) or redo one frame (action f + frame), for one job."""
+    """🔁 Regenerate (action r), redo one frame (action f + frame), 📄 PDF (p) or 🎞 Animatic (v), for one job."""
 
     def __init__(self, action: str, job_id: int, frame: int | None = None, *, label: str = "") -> None:
         custom_id = f"board:{action}:{job_id}" + (f":{frame}" if frame else "")
@@ -126,10 +128,14 @@ class BoardButton(discord.ui.DynamicItem[discord.ui.Button], template=BOARD_TEMP
         return cls(match["action"], int(match["job"]), int(frame) if frame else None, label=item.label or "")
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.client.adapter.press(interaction, self.job_id, self.frame if self.action == "f" else None)
+        adapter = interaction.client.adapter
+        if self.action in EXPORT_ACTIONS:
+            await adapter.export(interaction, self.job_id, EXPORT_ACTIONS[self.action])
+        else:
+            await adapter.press(interaction, self.job_id, self.frame if self.action == "f" else None)
 
 
-class StaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?!board:[rf]:[1-9]).{1,100}"):
+class StaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?!board:[rfpv]:[1-9]).{1,100}"):
     """Any other custom_id (forged, or from an older version): a polite ephemeral refusal."""
 
     def __init__(self, custom_id: str) -> None:
@@ -148,6 +154,8 @@ class StaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?!board
 def board_view(job_id: int, frames: int, lang: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(BoardButton("r", job_id, label=text("button_regenerate", lang)))
+    view.add_item(BoardButton("p", job_id, label=text("button_pdf", lang)))
+    view.add_item(BoardButton("v", job_id, label=text("button_animatic", lang)))
     for index in range(1, frames + 1):
         button = BoardButton("f", job_id, index)
         button.item.row = 1 + (index - 1) // FRAME_BUTTONS_PER_ROW
@@ -305,6 +313,37 @@ class DiscordAdapter:
 
     async def press(self, interaction: discord.Interaction, job_id: int, frame: int | None) -> None:
         await self.regenerate(interaction, job_id, frame)
+
+    async def export(self, interaction: discord.Interaction, job_id: int, kind: str) -> None:
+        """📄 PDF / 🎞 Animatic: the service allows it (or an ephemeral reply says why), the press
+        is answered at once, and the file follows as an attachment on a followup message."""
+        requester = requester_of(interaction)
+        lang = resolve_language(requester.locale)
+        try:
+            ticket = await self.service.export(requester, job_id, kind)
+        except StoryError as exc:
+            message = text("err_board_gone", lang) if exc.key == "err_not_found" else exc.message(lang)
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        await interaction.response.send_message(text("export_making", lang, kind=kind.upper(), job=job_id),
+                                                ephemeral=True)
+        try:
+            made = await ticket.file()
+        except StoryError as exc:
+            await interaction.followup.send(exc.message(lang), ephemeral=True)
+            return
+        limit = min(self.settings.attachment_limit_bytes,
+                    getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT)
+        if made.path.stat().st_size > limit:  # [export] max_bytes set above what this server takes
+            reason = f"{made.path.stat().st_size / 2**20:.1f} MiB is over this server's {limit / 2**20:.0f} MiB"
+            await interaction.followup.send(text("err_export_failed", lang, kind=kind.upper(), job=job_id,
+                                                 reason=reason), ephemeral=True)
+            return
+        data = await asyncio.to_thread(made.path.read_bytes)  # up to [export] max_bytes: off the event loop
+        title = discord.utils.escape_mentions(ticket.board.job.title or "")
+        caption = text("export_caption", lang, title=title, job=job_id, kind=kind.upper())
+        await interaction.followup.send(caption[:MAX_CONTENT], file=discord.File(io.BytesIO(data),
+                                                                                 filename=made.path.name))
 
     async def _acknowledge(self, interaction: discord.Interaction, submitted: Submitted) -> None:
         message = await interaction.edit_original_response(content=submitted.text)

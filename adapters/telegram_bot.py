@@ -58,9 +58,10 @@ from bot.chat_port import BoardDelivery, JobUpdate
 from bot.commands import parse_job_id, parse_regen_args, parse_story_args
 from bot.config import TelegramSettings
 from bot.errors import BadRequest, StoryError
+from bot.exports import ExportFile
 from bot.messages import resolve_language, text
 from bot.pictures import Upload
-from bot.service import Requester, StoryRequest, StoryService, Submitted
+from bot.service import ExportTicket, Requester, StoryRequest, StoryService, Submitted
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,15 @@ MAX_PHOTO_DIMENSIONS = 10_000
 MAX_DOWNLOAD_BYTES = 20_000_000  # getFile serves bots files of at most 20 MB
 MEDIA_GROUP = (2, 10)
 FRAME_BUTTONS_PER_ROW = 5
-_CALLBACK = re.compile(r"^(?P<action>[rfdb]):(?P<job>[1-9]\d{0,11})(?::(?P<frame>[1-9]\d?))?$")
+_CALLBACK = re.compile(r"^(?P<action>[rfdbpv]):(?P<job>[1-9]\d{0,11})(?::(?P<frame>[1-9]\d?))?$")
+EXPORT_ACTIONS = {"p": "pdf", "v": "mp4"}  # the 📄 PDF and 🎞 Animatic buttons
 
 
 @dataclass(frozen=True)
 class Button:
     """What a button carries: an action, a job, maybe a frame. Nothing else."""
 
-    action: str  # r = regenerate, f = frames (or redo one frame), d = full resolution, b = back
+    action: str  # r = regenerate, f = frames (or redo one frame), d = full resolution, b = back, p/v = exports
     job_id: int
     frame: int | None = None
 
@@ -103,6 +105,8 @@ def board_keyboard(job_id: int, lang: str) -> InlineKeyboardMarkup:
         [InlineKeyboardButton(text("button_regenerate", lang), callback_data=Button("r", job_id).encode()),
          InlineKeyboardButton(text("button_frames", lang), callback_data=Button("f", job_id).encode())],
         [InlineKeyboardButton(text("button_full", lang), callback_data=Button("d", job_id).encode())],
+        [InlineKeyboardButton(text("button_pdf", lang), callback_data=Button("p", job_id).encode()),
+         InlineKeyboardButton(text("button_animatic", lang), callback_data=Button("v", job_id).encode())],
     ])
 
 
@@ -260,7 +264,11 @@ class TelegramAdapter:
         requester = requester_of(update)
         lang = resolve_language(requester.locale)
         try:
-            note = await self._press(query, Button.decode(query.data), requester, lang)
+            button = Button.decode(query.data)
+            if button.action in EXPORT_ACTIONS:
+                await self._export(query, button, requester, lang)
+                return
+            note = await self._press(query, button, requester, lang)
         except StoryError as exc:
             await query.answer(exc.message(lang), show_alert=True)
             return
@@ -288,6 +296,36 @@ class TelegramAdapter:
             await query.edit_message_reply_markup(board_keyboard(button.job_id, lang))
         return None
 
+    async def _export(self, query, button: Button, requester: Requester, lang: str) -> None:
+        """📄 PDF / 🎞 Animatic: the service allows it (or the alert says why), the press is
+        answered at once, and the file follows as a document or a video."""
+        ticket = await self.service.export(requester, button.job_id, EXPORT_ACTIONS[button.action])
+        kind = ticket.kind.upper()
+        await query.answer(text("export_making", lang, kind=kind, job=button.job_id))
+        chat_id = query.message.chat_id if query.message is not None else int(requester.chat_id)
+        reply = _reply_to(query.message.message_id) if query.message is not None else None
+        try:
+            await self._send_export(chat_id, await ticket.file(), ticket, lang, reply)
+        except StoryError as exc:  # the press is answered already: the reason goes to the chat
+            await self.app.bot.send_message(chat_id, exc.message(lang), reply_parameters=reply)
+        except Exception:  # likewise; logged here, since the press may not be answered twice
+            log.exception("job %d: sending the %s failed", button.job_id, ticket.kind)
+            await self.app.bot.send_message(chat_id, text("err_internal", lang), reply_parameters=reply)
+
+    async def _send_export(self, chat_id: int, made: ExportFile, ticket: ExportTicket, lang: str,
+                           reply: ReplyParameters | None) -> None:
+        data = await asyncio.to_thread(made.path.read_bytes)  # up to [export] max_bytes: off the event loop
+        caption = _caption(text("export_caption", lang, title=ticket.board.job.title or "", job=ticket.board.job.id,
+                                kind=ticket.kind.upper()))
+        if made.kind == "mp4":
+            await self.app.bot.send_video(chat_id, data, filename=made.path.name, caption=caption,
+                                          width=made.width, height=made.height,
+                                          duration=round(made.seconds) if made.seconds else None,
+                                          supports_streaming=True, reply_parameters=reply)
+        else:
+            await self.app.bot.send_document(chat_id, data, filename=made.path.name, caption=caption,
+                                             reply_parameters=reply)
+
     async def _send_documents(self, chat_id: int, paths: tuple[Path, ...], reply_to: int) -> None:
         for group in _media_groups(paths):
             files = await asyncio.to_thread(read_files, group)  # off the event loop
@@ -308,10 +346,8 @@ class TelegramAdapter:
 
     async def deliver(self, delivery: BoardDelivery) -> None:
         photo = await asyncio.to_thread(read_photo, delivery.grid_path)  # off the event loop
-        caption = text("board_caption", delivery.lang, title=delivery.title, job=delivery.job_id,
-                       frames=len(delivery.frame_paths), mode=delivery.mode, seed=delivery.seed)
-        if len(caption) > MAX_CAPTION:
-            caption = caption[: MAX_CAPTION - 1] + "…"
+        caption = _caption(text("board_caption", delivery.lang, title=delivery.title, job=delivery.job_id,
+                                frames=len(delivery.frame_paths), mode=delivery.mode, seed=delivery.seed))
         ref = _parse_ref(delivery.status_ref)
         await self.app.bot.send_photo(
             int(delivery.chat_id), photo, caption=caption,
@@ -417,6 +453,11 @@ def _target_user(update: Update) -> tuple[str, str]:
     if replied is not None and replied.from_user is not None:
         return str(replied.from_user.id), " ".join(args)
     raise BadRequest("err_need_reply_or_id")
+
+
+def _caption(caption: str) -> str:
+    """A caption within Telegram's limit (the title is the user's own words, of any length)."""
+    return caption if len(caption) <= MAX_CAPTION else caption[: MAX_CAPTION - 1] + "…"
 
 
 def _reply_to(message_id: int) -> ReplyParameters:

@@ -177,6 +177,17 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "export", (), ("--repeat", "1"),
+        (
+            Figure("PDF shot sheet, 8-panel 16:9 board", rf"RESULT export: pdf (?P<value>{NUM}) s", "s", "<=",
+                   "TARGET_SECONDS"),
+            Figure("MP4 animatic, 8-panel 16:9 board", rf"RESULT export: .*?mp4 (?P<value>{NUM}) s", "s", "<=",
+                   "TARGET_SECONDS"),
+            Figure("PDF time / preview board time", rf"RESULT export: .*?pdf/board (?P<value>{NUM})", "x"),
+            Figure("MP4 time / preview board time", rf"RESULT export: .*?mp4/board (?P<value>{NUM})", "x"),
+        ),
+    ),
+    Bench(
         "prompt_budget", (), ("--counts", "6"),
         (
             Figure("offline plans whose prompt 1 fits 77 tokens uncut",

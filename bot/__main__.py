@@ -28,6 +28,10 @@ from bot.errors import StoryError
 from bot.ops.logs import SecretMask, log_uncaught
 from bot.ops.logs import configure_logging as setup_logging
 from bot.eval_cli import add_command as add_eval_command
+from bot.export_cli import ExportCliError, export_board
+from bot.export_cli import add_command as add_export_command
+from bot.export_cli import parse_kinds as parse_export_kinds
+from bot.export_cli import run as run_export
 from bot.train_cli import add_commands as add_train_commands
 from bot.train_cli import set_engine_lora, train_overrides
 from engine.limits import ASPECTS, MODES, allowed_frames, allowed_seeds
@@ -74,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--character-image", type=Path, metavar="PATH",
                        help="a picture of your own character: every frame is checked against it, and in "
                             "ref-guided mode IP-Adapter draws from it (JPEG, PNG, WebP, GIF or BMP)")
+    story.add_argument("--export", type=parse_export_kinds, metavar="pdf,mp4",
+                       help="also make the board's PDF shot sheet and/or MP4 animatic (as `export` does)")
     story.add_argument("--no-lora", action="store_true",
                        help="draw the character of --character-image without the character LoRA and its trigger token")
     _engine_args(story)
@@ -85,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--planner", choices=["auto", "openai", "offline"], help="planner.backend (default from config)")
     plan.add_argument("--pretty", action="store_true", help="a readable table instead of JSON")
     add_train_commands(commands)
+    add_export_command(commands)
     add_eval_command(commands, functools.partial(_engine_args, clip_flag="--check-clip-model"))
     for command in commands.choices.values():
         # accepted after the command too (`run --config prod.toml`); SUPPRESS keeps a value given before it
@@ -204,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_train_lora(args, config, cli)
     if args.command == "eval":
         return _cmd_eval(args, config, cli)
+    if args.command == "export":
+        return _cmd_export(args, config, cli)
     if args.command == "pick-checkpoint":
         return _cmd_pick_checkpoint(args, config, args.config or Path(os.environ.get(CONFIG_ENV) or "config.toml"),
                                     cli)
@@ -276,6 +285,24 @@ def _cmd_story(args: argparse.Namespace, parser: argparse.ArgumentParser, config
         cli.error(f"error: {exc.message(config.console.language)}")
         return 1
     cli.result(delivery.grid_path.parent)
+    if args.export:
+        return _print_exports(lambda: export_board(delivery.grid_path.parent, args.export, config,
+                                                   job_id=delivery.job_id), cli)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, config: AppConfig, cli: CliOutput) -> int:
+    return _print_exports(lambda: run_export(args, config), cli)
+
+
+def _print_exports(make, cli: CliOutput) -> int:
+    try:
+        paths = make()
+    except ExportCliError as exc:  # the board itself is untouched
+        cli.error(f"error: {exc}")
+        return 1
+    for path in paths:
+        cli.result(path)
     return 0
 
 

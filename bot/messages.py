@@ -155,6 +155,18 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "button_frames": {"en": "Frame…", "ru": "Кадр…", "kk": "Кадр…"},
     "button_full": {"en": "📎 Full resolution", "ru": "📎 Полный размер", "kk": "📎 Толық өлшем"},
     "button_back": {"en": "◀ Back", "ru": "◀ Назад", "kk": "◀ Артқа"},
+    "button_pdf": {"en": "📄 PDF", "ru": "📄 PDF", "kk": "📄 PDF"},
+    "button_animatic": {"en": "🎞 Animatic", "ru": "🎞 Аниматик", "kk": "🎞 Аниматик"},
+    "export_making": {
+        "en": "⏳ Making the {kind} of board #{job}; it follows in a moment.",
+        "ru": "⏳ Готовлю {kind} раскадровки #{job}; сейчас пришлю.",
+        "kk": "⏳ #{job} раскадровканың {kind} файлын дайындап жатырмын; қазір жіберемін.",
+    },
+    "export_caption": {
+        "en": "{title}\nJob #{job} · {kind}",
+        "ru": "{title}\nЗадача #{job} · {kind}",
+        "kk": "{title}\n#{job} тапсырма · {kind}",
+    },
     "board_caption": {
         "en": "{title}\nJob #{job} · {frames} frames · {mode} · seed {seed}",
         "ru": "{title}\nЗадача #{job} · кадров: {frames} · {mode} · seed {seed}",
@@ -247,6 +259,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
               "{cost}. Перерисуйте один кадр или попробуйте позже.",
         "kk": "Соңғы 24 сағаттағы қайта салуларыңыз {max} рендердің {used}-ін алды, ал бұл {cost} дейін алуы "
               "мүмкін. Бір кадрды қайта салыңыз немесе кейінірек қайталаңыз.",
+    },
+    "err_export_failed": {
+        "en": "⚠️ I could not make the {kind} of board #{job}: {reason}. The board itself is unchanged.",
+        "ru": "⚠️ Не получилось сделать {kind} раскадровки #{job}: {reason}. Сама раскадровка не изменилась.",
+        "kk": "⚠️ #{job} раскадровканың {kind} файлын жасай алмадым: {reason}. Раскадровканың өзі өзгерген жоқ.",
     },
     "err_resend_cooldown": {
         "en": "I have just sent you full-resolution files. You can ask again in {seconds} s.",

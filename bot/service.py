@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bot.config import AppConfig, StorySettings
 from bot.errors import BadRequest, RetryLater
+from bot.exports import EXPORT_KINDS, BoardExports, ExportFile
 from bot.jobs.status_refs import StatusRefs
 from bot.messages import Lang, resolve_language, text
 from bot.ops.storage import DiskSpace, owned_folder, remove_folder
@@ -130,6 +131,23 @@ class Board:
 
 
 @dataclass(frozen=True)
+class ExportTicket:
+    """An export the service has allowed; ``file`` makes it (or finds it made) and may take seconds."""
+
+    exports: BoardExports
+    board: Board
+    kind: str
+
+    @property
+    def lang(self) -> Lang:
+        return self.board.lang
+
+    async def file(self) -> ExportFile:
+        folder = self.board.grid_path.parent
+        return await self.exports.get(folder, self.kind, job_id=self.board.job.id)
+
+
+@dataclass(frozen=True)
 class Stats:
     user: User
     queued: int
@@ -212,6 +230,7 @@ class StoryService:
         self._moderator_roles = frozenset(config.roles.moderator_roles)
         self.limits = Limits(config.queue, max_retries=config.validation.max_retries)
         self.disk = DiskSpace.of(config.storage)
+        self.exports = BoardExports(config.export)  # one cache of made files for every adapter
         self._last_resend: dict[str, float] = {}  # requester key → when their last board re-send went out
 
     # -- helpers -------------------------------------------------------------------------
@@ -416,6 +435,16 @@ class StoryService:
         board = await self.board(requester, job_id)
         self._take_resend_turn(requester)
         return board
+
+    async def export(self, requester: Requester, job_id: int, kind: str) -> ExportTicket:
+        """A board's PDF or MP4, for its buttons and the CLI: who may look at the board may take
+        it away, once per user per ``queue.resend_cooldown_s`` as with "Full resolution" (it is an
+        upload too). Checked now; the file is made (or found) by ``ExportTicket.file``."""
+        if kind not in EXPORT_KINDS:
+            raise BadRequest("err_bad_button")
+        board = await self.board(requester, job_id)
+        self._take_resend_turn(requester)
+        return ExportTicket(self.exports, board, kind)
 
     async def _visible_job(self, requester: Requester, user: User, job_id: int) -> Job:
         """A job its owner, a moderator or a member of the chat it was posted in may look at."""

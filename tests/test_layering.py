@@ -151,14 +151,16 @@ ALLOWED_ROOMS = {
                                         "engine.identity"},
     "engine.evaluation": ENGINE_BASE | {"engine.board_files", "engine.identity", "engine.rendering",
                                         "engine.storyboard"},
+    "engine.exports": ENGINE_BASE | {"engine.board_files", "engine.rendering"},
     "bot.store": {"bot.quotas"},
     "bot.quotas": {"bot.config", "bot.errors"},
     "bot.pictures": {"bot.errors"},
+    "bot.exports": {"bot.errors"},
     "bot.ops": {"bot.config", "bot.pictures", "bot.quotas", "bot.store"},
     "bot.render": {"bot.config", "bot.ops"},
     "bot.jobs": {"bot.chat_port", "bot.config", "bot.messages", "bot.ops", "bot.pictures", "bot.render", "bot.store"},
-    "bot.service": {"bot.config", "bot.errors", "bot.jobs", "bot.messages", "bot.ops", "bot.pictures", "bot.quotas",
-                    "bot.store"},
+    "bot.service": {"bot.config", "bot.errors", "bot.exports", "bot.jobs", "bot.messages", "bot.ops", "bot.pictures",
+                    "bot.quotas", "bot.store"},
 }
 
 

@@ -29,7 +29,7 @@ from typing import TextIO
 MASK = "***"
 MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words
 _job_id: contextvars.ContextVar[int | str | None] = contextvars.ContextVar("job_id", default=None)
-_CHATTY = ("httpx", "httpcore", "aiohttp.access")
+_CHATTY = ("httpx", "httpcore", "aiohttp.access", "fontTools")  # fontTools: a line per glyph table of each PDF
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ What it does, like the real server:
   "chat not found", "BUTTON_DATA_INVALID", "message is too long", "can't parse entities", ...
 * Limits from the platform: text ≤ 4096 and caption ≤ 1024 UTF-16 units (after parse_mode),
   ``callback_data`` 1–64 bytes, media groups of 2–10 items with no mixing of documents and
-  photos, photo width + height ≤ 10000 and aspect ratio ≤ 20, photo ≤ 10 MB, document ≤ 50 MB.
+  photos, photo width + height ≤ 10000 and aspect ratio ≤ 20, photo ≤ 10 MB, document and video ≤ 50 MB.
 * ``editMessageText``/``editMessageCaption`` without ``reply_markup`` REMOVE the inline keyboard,
   as on Telegram; the same content and markup again is a 400 "message is not modified".
 * ``parse_mode`` HTML and MarkdownV2 are parsed (strictly enough to reject an unescaped ``.``
@@ -136,7 +136,7 @@ class BotMessage:
 
     chat_id: int
     message_id: int
-    kind: str  # "text" | "photo" | "document"
+    kind: str  # "text" | "photo" | "document" | "video"
     raw: dict[str, Any]  # the Telegram Message object, as getUpdates/press_button would show it
     text: str | None = None  # rendered text (parse_mode applied)
     caption: str | None = None
@@ -238,6 +238,7 @@ class FakeTelegram:
             "editMessageMedia": self._edit_message_media,
             "sendPhoto": self._send_photo,
             "sendDocument": self._send_document,
+            "sendVideo": self._send_video,
             "sendMediaGroup": self._send_media_group,
             "answerCallbackQuery": self._answer_callback_query,
             "sendChatAction": self._send_chat_action,
@@ -643,6 +644,24 @@ class FakeTelegram:
         if markup:
             raw["reply_markup"] = markup
         msg = BotMessage(chat.obj["id"], raw["message_id"], "document", raw, caption=caption, reply_markup=markup,
+                         document_bytes=stored.data, document_name=stored.filename, parse_mode=params.get("parse_mode"))
+        return self._store(chat, msg)
+
+    def _send_video(self, params: dict, parts: dict) -> dict[str, Any]:
+        """A video: stored with what the bot declared of it (width, height, duration, streaming);
+        ``document_bytes`` and ``document_name`` hold the file, as for a document."""
+        chat = self._target_chat(params)
+        caption, entities = self._caption(params)
+        markup = _check_markup(params.get("reply_markup"))
+        stored = self._input_file(params.get("video"), parts, "video")
+        raw = self._new_raw(chat, params)
+        raw["video"] = {**_document_obj(stored), **{key: int(params[key]) for key in ("width", "height", "duration")
+                                                    if params.get(key) is not None},
+                        "supports_streaming": bool(params.get("supports_streaming"))}
+        _put_caption(raw, caption, entities)
+        if markup:
+            raw["reply_markup"] = markup
+        msg = BotMessage(chat.obj["id"], raw["message_id"], "video", raw, caption=caption, reply_markup=markup,
                          document_bytes=stored.data, document_name=stored.filename, parse_mode=params.get("parse_mode"))
         return self._store(chat, msg)
 

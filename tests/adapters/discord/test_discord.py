@@ -33,7 +33,7 @@ async def test_story_defers_then_edits_progress_then_posts_the_board(fake, dc_co
     grid = tmp_path / "posted.png"
     grid.write_bytes(next(v for k, v in board.files.items() if k.startswith("grid.")))
     assert count_panels(grid) == (3, 2)
-    assert board.custom_ids == ["board:r:1"] + [f"board:f:1:{i}" for i in range(1, 7)]
+    assert board.custom_ids == ["board:r:1", "board:p:1", "board:v:1"] + [f"board:f:1:{i}" for i in range(1, 7)]
     assert all(re.fullmatch(BOARD_TEMPLATE, c) and len(c) <= 100 for c in board.custom_ids)
     assert board.embeds[0]["title"] and any(f["name"] == "seed" and f["value"] == "5" for f in board.embeds[0]["fields"])
     assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]

@@ -53,7 +53,7 @@ async def test_story_is_acknowledged_tracked_and_posted_as_a_photo_with_buttons(
     posted.write_bytes(photo.photo_bytes)
     assert count_panels(posted) == (3, 2)
     assert "Job #1" in photo.caption and len(photo.caption) <= 1024
-    assert photo.callback_data == ["r:1", "f:1", "d:1"]
+    assert photo.callback_data == ["r:1", "f:1", "d:1", "p:1", "v:1"]
     assert all(len(d.encode()) <= 64 for d in photo.callback_data)
     assert await db_rows(config, "SELECT status FROM deliveries") == [("sent",)]
 
