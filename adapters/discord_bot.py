@@ -300,16 +300,22 @@ class DiscordAdapter:
         await self._acknowledge(interaction, submitted)
 
     async def regenerate(self, interaction: discord.Interaction, job_id: int, frame: int | None) -> None:
-        requester = requester_of(interaction)
-        lang = resolve_language(requester.locale)
-        try:
-            submitted = await self.service.regenerate(requester, job_id, frame)
-        except StoryError as exc:
-            message = text("err_board_gone", lang) if exc.key == "err_not_found" else exc.message(lang)
-            await interaction.response.send_message(message, ephemeral=True)
+        submitted = await self._allowed(interaction, lambda requester: self.service.regenerate(requester, job_id, frame))
+        if submitted is None:
             return
         await interaction.response.defer(thinking=True)
         await self._acknowledge(interaction, submitted)
+
+    async def _allowed(self, interaction: discord.Interaction, call):
+        """A button's service call; None when the service refused it, the reason then said ephemerally."""
+        requester = requester_of(interaction)
+        try:
+            return await call(requester)
+        except StoryError as exc:
+            lang = resolve_language(requester.locale)
+            message = text("err_board_gone", lang) if exc.key == "err_not_found" else exc.message(lang)
+            await interaction.response.send_message(message, ephemeral=True)
+            return None
 
     async def press(self, interaction: discord.Interaction, job_id: int, frame: int | None) -> None:
         await self.regenerate(interaction, job_id, frame)
@@ -317,14 +323,10 @@ class DiscordAdapter:
     async def export(self, interaction: discord.Interaction, job_id: int, kind: str) -> None:
         """📄 PDF / 🎞 Animatic: the service allows it (or an ephemeral reply says why), the press
         is answered at once, and the file follows as an attachment on a followup message."""
-        requester = requester_of(interaction)
-        lang = resolve_language(requester.locale)
-        try:
-            ticket = await self.service.export(requester, job_id, kind)
-        except StoryError as exc:
-            message = text("err_board_gone", lang) if exc.key == "err_not_found" else exc.message(lang)
-            await interaction.response.send_message(message, ephemeral=True)
+        ticket = await self._allowed(interaction, lambda requester: self.service.export(requester, job_id, kind))
+        if ticket is None:
             return
+        lang = ticket.lang
         await interaction.response.send_message(text("export_making", lang, kind=kind.upper(), job=job_id),
                                                 ephemeral=True)
         try:
