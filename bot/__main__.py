@@ -115,7 +115,7 @@ def _engine_args(parser: argparse.ArgumentParser, *, clip_flag: str = "--clip-mo
     group.add_argument(clip_flag, dest="engine_clip_model", metavar="PATH_OR_ID",
                        help="engine.clip_model: CLIP for the identity check")
     group.add_argument("--steps", type=int, help="engine.steps: denoising steps")
-    group.add_argument("--size", type=_size, metavar="WxH", help="engine.width and engine.height, e.g. 1024x1024")
+    group.add_argument("--size", type=_size, metavar="WxH", help="engine.width and engine.height: a frame's pixel count, e.g. 1024x1024 (--aspect gives the shape)")
     group.add_argument("--draft", action="store_true", default=None, help="engine.draft: few-step draft LoRA")
     group.add_argument("--controlnet", metavar="PATH_OR_ID", help="engine.controlnet: SDXL OpenPose ControlNet")
     group.add_argument("--ip-adapter", metavar="PATH_OR_ID", help="engine.ip_adapter: IP-Adapter repo or folder")

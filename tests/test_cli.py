@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.__main__ import build_parser
 from bot.messages import text
+from engine.limits import frame_size
 from tests.helpers import count_panels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,7 +228,8 @@ def test_story_with_the_sdxl_flags_loads_any_diffusers_folder(tmp_path, tiny_sdx
     out = tmp_path / "board"
     result = bot("story", "Aldar Kose rides his horse across the steppe", "--renderer", "sdxl",
                  "--base-model", str(tiny_sdxl_dir), "--lora", str(tiny_lora_file), "--clip-model", str(tiny_clip_dir),
-                 "--steps", "2", "--size", "64x72", "--frames", "3", "--seed", "7", "--out", str(out),
+                 "--steps", "2", "--size", "96x96", "--aspect", "16:9", "--frames", "3", "--seed", "7",
+                 "--out", str(out),
                  config=write_config(tmp_path, engine={"width": 128, "height": 128, "ref_guided": False},
                                      validation={"face_check": False}))
     assert result.returncode == 0, result.stderr
@@ -235,9 +237,7 @@ def test_story_with_the_sdxl_flags_loads_any_diffusers_folder(tmp_path, tiny_sdx
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert (report["renderer"], report["validator"], report["seed"]) == ("sdxl", "clip", 7)
     assert report["models"]["sources"]["engine.lora"] == str(tiny_lora_file)
-    from PIL import Image
-
-    assert Image.open(out / "frame_01.png").size == (64, 72)
+    assert Image.open(out / "frame_01.png").size == frame_size("16:9", 96 * 96) == (128, 80)
     assert "renderer=sdxl (configured: engine.renderer = sdxl; weights loaded)" in result.stderr
 
 
