@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -69,6 +70,35 @@ class _RedisTolerantWorker(Worker):
             self._outage_since = None
 
 
+SCRATCH_PREFIX = "aldar-worker-"  # then the worker's pid: a folder whose worker is gone can be told apart
+_SCRATCH = re.compile(re.escape(SCRATCH_PREFIX) + r"(?P<pid>\d+)-")
+
+
+def remove_dead_scratch(folder: Path) -> list[Path]:
+    """Remove the scratch folders of workers that are no longer running (a SIGKILL or a crash
+    leaves one behind, with the half-drawn board in it); the removed folders, for the log."""
+    removed = []
+    for path in folder.glob(f"{SCRATCH_PREFIX}*"):
+        match = _SCRATCH.match(path.name)
+        if match is None or not path.is_dir() or _running(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d scratch folder(s) of workers no longer running", len(removed))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 class RenderWorker:
     """Everything one GPU worker process holds: its config, its engine (loaded once) and its thread."""
 
@@ -78,7 +108,8 @@ class RenderWorker:
         self.name = name or worker_name()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.engine: StoryEngine | None = None
-        self.scratch = Path(tempfile.mkdtemp(prefix="aldar-worker-"))
+        remove_dead_scratch(Path(tempfile.gettempdir()))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
 
     # -- arq hooks -------------------------------------------------------------------------------------
     async def on_startup(self, ctx: dict) -> None:
