@@ -59,9 +59,12 @@ class BoardExports:
         path = folder / FILE_NAMES[kind]
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
-            if path.is_file():
-                return ExportFile(kind, path, built=False, **_video_facts(path, kind))
-            return await asyncio.to_thread(self._build, folder, kind, path, job_id)
+            return await asyncio.to_thread(self._cached_or_built, folder, kind, path, job_id)  # file work: off the loop
+
+    def _cached_or_built(self, folder: Path, kind: str, path: Path, job_id: int) -> ExportFile:
+        if path.is_file():
+            return ExportFile(kind, path, built=False, **_video_facts(path, kind))
+        return self._build(folder, kind, path, job_id)
 
     def _build(self, folder: Path, kind: str, path: Path, job_id: int) -> ExportFile:
         # imported here: fpdf2 and PyAV (FFmpeg's libraries) load only where a file is made
