@@ -71,6 +71,11 @@ def _declare_frame_option(callback):
     return callback
 
 
+def _upload_limit(interaction: discord.Interaction) -> int:
+    """The most bytes an upload may have where the interaction came from (its guild's boost level)."""
+    return getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT
+
+
 def apply_endpoints(settings: DiscordSettings) -> None:
     """Point discord.py at another REST base and gateway (a proxy or a test fake)."""
     if settings.api_base:
@@ -334,10 +339,9 @@ class DiscordAdapter:
         except StoryError as exc:
             await interaction.followup.send(exc.message(lang), ephemeral=True)
             return
-        limit = min(self.settings.attachment_limit_bytes,
-                    getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT)
-        if made.path.stat().st_size > limit:  # [export] max_bytes set above what this server takes
-            reason = f"{made.path.stat().st_size / 2**20:.1f} MiB is over this server's {limit / 2**20:.0f} MiB"
+        limit = min(self.settings.attachment_limit_bytes, _upload_limit(interaction))
+        if made.size > limit:  # [export] max_bytes set above what this server takes
+            reason = f"{made.size / 2**20:.1f} MiB is over this server's {limit / 2**20:.0f} MiB"
             await interaction.followup.send(text("err_export_failed", lang, kind=kind.upper(), job=job_id,
                                                  reason=reason), ephemeral=True)
             return
@@ -349,7 +353,7 @@ class DiscordAdapter:
 
     async def _acknowledge(self, interaction: discord.Interaction, submitted: Submitted) -> None:
         message = await interaction.edit_original_response(content=submitted.text)
-        limit = getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT
+        limit = _upload_limit(interaction)
         ref = StatusRef(interaction.application_id, interaction.token, message.id, time.time(), limit)
         self.service.set_status_ref(submitted.job_id, ref.encode())
 

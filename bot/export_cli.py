@@ -49,18 +49,27 @@ def run(args: argparse.Namespace, config: AppConfig) -> list[Path]:
     kinds = tuple(kind for kind, wanted in (("pdf", args.pdf), ("mp4", args.mp4)) if wanted)
     if not kinds:
         raise ExportCliError("say what to make: --pdf, --mp4 or both")
-    folder, job_id = asyncio.run(_board_folder(args.board, config))
-    return export_board(folder, kinds, config, job_id=job_id, out=args.out)
+
+    async def export() -> list[Path]:
+        folder, job_id = await _board_folder(args.board, config)
+        return await _export(folder, kinds, config, job_id=job_id, out=args.out)
+
+    return asyncio.run(export())
 
 
 def export_board(folder: Path, kinds: tuple[str, ...], config: AppConfig, *, job_id: int = 0,
                  out: Path | None = None) -> list[Path]:
     """The paths of the files made (or found made) for the board in ``folder``, copied to ``out``."""
+    return asyncio.run(_export(folder, kinds, config, job_id=job_id, out=out))
+
+
+async def _export(folder: Path, kinds: tuple[str, ...], config: AppConfig, *, job_id: int,
+                  out: Path | None) -> list[Path]:
     exports = BoardExports(config.export)
     paths = []
     for kind in kinds:
         try:
-            made = asyncio.run(exports.get(folder, kind, job_id=job_id))
+            made = await exports.get(folder, kind, job_id=job_id)
         except StoryError as exc:
             raise ExportCliError(exc.message(config.console.language)) from exc
         paths.append(_copy(made.path, out) if out is not None else made.path)

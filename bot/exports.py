@@ -35,6 +35,7 @@ class ExportFile:
     kind: str
     path: Path
     built: bool  # made by this call; False: the cached file
+    size: int  # bytes
     width: int | None = None  # the video's, for the platforms' players
     height: int | None = None
     seconds: float | None = None
@@ -63,30 +64,31 @@ class BoardExports:
 
     def _cached_or_built(self, folder: Path, kind: str, path: Path, job_id: int) -> ExportFile:
         if path.is_file():
-            return ExportFile(kind, path, built=False, **_video_facts(path, kind))
+            return ExportFile(kind, path, built=False, size=path.stat().st_size, **_video_facts(path, kind))
         return self._build(folder, kind, path, job_id)
 
     def _build(self, folder: Path, kind: str, path: Path, job_id: int) -> ExportFile:
-        # imported here: fpdf2 and PyAV (FFmpeg's libraries) load only where a file is made
-        from engine.exports.animatic import build_animatic
-        from engine.exports.pdf import build_pdf
-
+        # fpdf2 and PyAV (FFmpeg's libraries) are imported here: each loads only where its file is made
         started = time.perf_counter()
         try:
             board = load_export_board(folder)
             if kind == "pdf":
-                write_bytes(path, build_pdf(board, self.settings))
-                made = ExportFile(kind, path, built=True)
+                from engine.exports.pdf import build_pdf
+
+                data = build_pdf(board, self.settings)
+                made = ExportFile(kind, path, built=True, size=len(data))
             else:
+                from engine.exports.animatic import build_animatic
+
                 animatic = build_animatic(board, self.settings)
-                write_bytes(path, animatic.data)
-                made = ExportFile(kind, path, built=True, width=animatic.width, height=animatic.height,
-                                  seconds=animatic.seconds)
+                data = animatic.data
+                made = ExportFile(kind, path, built=True, size=len(data), width=animatic.width,
+                                  height=animatic.height, seconds=animatic.seconds)
+            write_bytes(path, data)
         except ExportError as exc:
             log.warning("job %d: no %s: %s", job_id, kind, exc)
             raise BadRequest("err_export_failed", kind=kind.upper(), job=job_id, reason=str(exc)) from exc
-        log.info("job %d: %s built in %.2fs (%d bytes)", job_id, kind, time.perf_counter() - started,
-                 path.stat().st_size)
+        log.info("job %d: %s built in %.2fs (%d bytes)", job_id, kind, time.perf_counter() - started, made.size)
         return made
 
 

@@ -437,14 +437,11 @@ class StoryService:
         return board
 
     async def export(self, requester: Requester, job_id: int, kind: str) -> ExportTicket:
-        """A board's PDF or MP4, for its buttons and the CLI: who may look at the board may take
-        it away, once per user per ``queue.resend_cooldown_s`` as with "Full resolution" (it is an
-        upload too). Checked now; the file is made (or found) by ``ExportTicket.file``."""
+        """A board's PDF or MP4, for its buttons: the rules of "Full resolution" (``resend_board``),
+        as it is an upload too. Checked now; the file is made (or found) by ``ExportTicket.file``."""
         if kind not in EXPORT_KINDS:
             raise BadRequest("err_bad_button")
-        board = await self.board(requester, job_id)
-        self._take_resend_turn(requester)
-        return ExportTicket(self.exports, board, kind)
+        return ExportTicket(self.exports, await self.resend_board(requester, job_id), kind)
 
     async def _visible_job(self, requester: Requester, user: User, job_id: int) -> Job:
         """A job its owner, a moderator or a member of the chat it was posted in may look at."""

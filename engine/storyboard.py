@@ -20,10 +20,10 @@ import contextvars
 import hashlib
 import logging
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -41,8 +41,8 @@ from engine.board_files import (
     write_json,
 )
 from engine.errors import Cancelled, InvalidRequest
-from engine.images import png_bytes
 from engine.identity.validate import Attempt, RetryPolicy, Validator
+from engine.images import png_bytes
 from engine.limits import (
     ASPECTS,
     MAX_FRAMES,
@@ -489,9 +489,8 @@ def board_frame_size(render: RenderSettings, request: BoardRequest) -> tuple[int
     """A board's frame size: its aspect at the renderer's pixel count ([engine] width x height),
     or, when frames are kept (one frame regenerated), the kept frames' own size, so the new
     frame matches its board even if the renderer's size was changed since."""
-    for frame in request.keep.values():
-        return frame.image.size
-    return frame_size(request.aspect, render.width * render.height)
+    kept = next(iter(request.keep.values()), None)
+    return kept.image.size if kept is not None else frame_size(request.aspect, render.width * render.height)
 
 
 def _chunks(items: list, size: int) -> list[list]:

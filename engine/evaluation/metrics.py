@@ -84,11 +84,12 @@ class BoardScorer:
         rows = []
         for i, frame in enumerate(board.frames):
             clip_i = _dot(seen.whole[i], ref.whole)
+            faced = looked[i] and self.faces is not None  # the face models looked at this frame
             rows.append({"index": frame.index, "file": str(frame.path), "hero": frame.hero, "scored": i in scored,
                          "clip_i": clip_i, "clip_i_crop": _dot(seen.crop[i], ref.crop) if seen.found[i] else None,
                          "crop_found": seen.found[i] if looked[i] else None,
-                         "face_found": seen.faces[i] is not None if looked[i] and self.faces is not None else None,
-                         "face_from": seen.source[i] if looked[i] and self.faces is not None else None,
+                         "face_found": seen.faces[i] is not None if faced else None,
+                         "face_from": seen.source[i] if faced else None,
                          "face_similarity": self._face_similarity(seen.faces[i], ref.face),
                          "clip_t": _dot(seen.whole[i], texts[i]), "copy": clip_i > self.copy_ceiling})
         return {"frames": rows, "metrics": self._metrics(board, rows, scored, seen.whole)}
