@@ -90,7 +90,9 @@ class ClipScorer:
         self.faces = faces
         if faces is not None:
             self.name = "clip+face"
-        self._cache: tuple[int, Any, Any] | None = None  # (id of reference image, CLIP emb, face emb)
+        # (reference picture, CLIP emb, face emb). The picture itself, not its id(): a board's
+        # frame 1 is freed when the board ends, and the next one's may reuse its address.
+        self._cache: tuple[Image.Image, Any, Any] | None = None
         self._reference = self._embed_pictures(reference_images) if reference_images else None
 
     def with_pictures(self, pictures: Sequence[Image.Image]) -> ClipScorer:
@@ -166,9 +168,9 @@ class ClipScorer:
             return self._reference
         if reference is None:
             return None, None
-        if self._cache is None or self._cache[0] != id(reference):
+        if self._cache is None or self._cache[0] is not reference:
             found = self._faces_in([reference])
-            self._cache = (id(reference), self.embed_images(_crops([reference], found))[0], found[0][1])
+            self._cache = (reference, self.embed_images(_crops([reference], found))[0], found[0][1])
         return self._cache[1], self._cache[2]
 
     def embed_images(self, images: Sequence[Image.Image]):

@@ -82,3 +82,20 @@ def test_a_checked_frame_keeps_what_its_face_check_found_through_its_saved_recor
     again = FrameResult.from_json(frame.to_json(), tmp_path)
     assert again.face == kept.face and again.attempts[0].face is None
     assert again.face.describes(scorer.faces.signature(), again.image)  # the PNG holds the checked pixels
+
+
+def test_each_board_is_checked_against_its_own_frame_one_even_when_python_reuses_its_address(tiny_clip_dir, photos):
+    """A board's frame 1 is freed when the board ends, and the next board's frame 1 may get its
+    memory address: a reference cached by address would score the new board against the old one."""
+    model, processor = ModelLoader(RenderSettings(clip_model=str(tiny_clip_dir))).clip()
+    shared = ClipScorer(model, processor)  # one validator for every board, as in the engine
+    frame = ImageOps.mirror(photos["astronaut"])
+    addresses = []
+    for name in ["astronaut", "camera", "coffee"] * 4:
+        reference = photos[name].copy()  # this board's frame 1: a new picture object
+        addresses.append(id(reference))
+        got = shared.score([frame], texts=["a woman"], reference=reference)
+        expected = ClipScorer(model, processor).score([frame], texts=["a woman"], reference=reference)
+        assert got == expected, f"board with frame 1 = {name}"
+        del reference
+    assert len(set(addresses)) < len(addresses), "no address was reused: this test proved nothing"
