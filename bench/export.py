@@ -1,13 +1,14 @@
 """Export cost: seconds to build the PDF shot sheet and the MP4 animatic of an 8-panel 16:9
 board (1344x768 frames, drawn by the preview renderer), each also as a ratio of the time to
-draw that preview board. Target: each under 2 s here (a 2-core CPU box).
+draw that preview board. Target: each under 2 s here (a 2-core CPU box). The MP4 is also built at
+smaller ``animatic_long_side`` values (``--smaller``), to show what a faster file would cost in size.
 
 The files are built with the default ``[export]`` settings, exactly as the 📄 PDF and
 🎞 Animatic buttons build them (``bot.exports`` calls the same two functions). Each figure is
 the median of ``--repeat`` builds; the file sizes are printed beside them, against Discord's
 10 MiB. Nothing is downloaded.
 
-    python bench/export.py [--frames 8] [--aspect 16:9] [--repeat 3]
+    python bench/export.py [--frames 8] [--aspect 16:9] [--repeat 3] [--smaller 854,640]
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8, help="panels on the board (default 8)")
     parser.add_argument("--aspect", choices=ASPECTS, default="16:9", help="the frames' shape (default 16:9)")
     parser.add_argument("--repeat", type=int, default=3, help="builds of each file; the median is reported")
+    parser.add_argument("--smaller", default="854,640",
+                        help="video long sides to build the MP4 at besides the configured one (default 854,640; '' for none)")
     return parser.parse_args()
 
 
@@ -67,11 +70,18 @@ def main() -> int:
         board = load_export_board(folder)
         pdf_s, pdf = median_seconds(lambda: build_pdf(board, settings), args.repeat)
         mp4_s, mp4 = median_seconds(lambda: build_animatic(board, settings).data, args.repeat)
+        smaller = {}
+        for long_side in (int(side) for side in args.smaller.split(",") if side.strip()):
+            at_size = settings.model_copy(update={"animatic_long_side": long_side})
+            smaller[long_side] = median_seconds(lambda s=at_size: build_animatic(board, s).data, args.repeat)
     print(f"{args.frames}-panel {args.aspect} board ({board.width}x{board.height}): preview board {board_s:.2f}s")
     for name, seconds, data in (("PDF", pdf_s, pdf), ("MP4", mp4_s, mp4)):
         verdict = "" if seconds <= TARGET_SECONDS else "  BELOW TARGET"
         print(f"  {name}: {seconds:.2f}s = {seconds / board_s:.2f}x the preview board, "
               f"{len(data) / 2**20:.2f} MiB (limit {settings.max_bytes / 2**20:.0f} MiB){verdict}")
+    for long_side, (seconds, data) in smaller.items():
+        print(f"  MP4 at a {long_side}-pixel long side (default {settings.animatic_long_side}): {seconds:.2f}s, "
+              f"{len(data) / 2**20:.2f} MiB")
     print(f"RESULT export: pdf {pdf_s:.3f} s, mp4 {mp4_s:.3f} s (target <= {TARGET_SECONDS}); "
           f"pdf/board {pdf_s / board_s:.3f}, mp4/board {mp4_s / board_s:.3f}; "
           f"pdf {len(pdf)} bytes, mp4 {len(mp4)} bytes")

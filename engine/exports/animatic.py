@@ -17,9 +17,12 @@ rounded to whole frames. Consecutive panels overlap by the cross-fade, so the vi
 The camera follows the shot's framing (``CAMERA_MOVES``): a wide shot pans slowly left to right, a
 close-up pushes in, a medium shot pushes in gently. Each frame is a window of the panel, moving or
 shrinking linearly over the panel's whole time on screen (cross-fades included, so the move never
-stops at a fade), resized to the output with sub-pixel accuracy (``Image.resize`` from a float box).
-The picture work is done on the Y, Cb and Cr planes the encoder takes (chroma at half size), which
-is half the pixels of RGB and spares the encoder a colour conversion for every frame.
+stops at a fade), sampled to the output with sub-pixel accuracy: a zoom's by OpenCV's bilinear warp
+from the float window, a pan's by mixing the two whole-pixel windows around it in rows already scaled
+to the output. The picture work is done on the Y, Cb and Cr planes the encoder takes (chroma at half
+size), which is half the pixels of RGB and spares the encoder a colour conversion for every frame,
+and each picture is drawn into one reused buffer. On this 2-core box that is ~2.5 ms a 720p frame;
+x264 takes the rest (``bench/export.py``).
 
 The caption is burned in as a lower third: a translucent dark band across the bottom with the
 caption, and the spoken line under it in bold, white, centred, wrapped to the width, in the bundled
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from av.codec.codec import UnknownCodecError
 from PIL import Image, ImageDraw
@@ -50,8 +54,9 @@ log = logging.getLogger(__name__)
 
 CODEC = "libx264"
 PIX_FMT = "yuv420p"  # 4:2:0, 8-bit: what every phone's hardware decoder takes
-# x264's speed for size: on a 720p board "superfast" saves ~10% of the time for twice the bytes, and
-# the slower presets take 1.3-2x the time for files no smaller on these slow, smooth moves
+# x264's speed for size: on a 720p board "superfast" saves ~15% of the time for twice the bytes (so does
+# "ultrafast" with CABAC and B-frames back), and the slower presets take 1.3-2x the time for files no
+# smaller on these slow, smooth moves
 PRESET = "veryfast"
 CRF = 23  # x264's default constant quality; the bitrate cap only bites on detailed boards
 CONTAINER_OPTIONS = {"movflags": "+faststart"}  # the index first, so a phone plays while it downloads
@@ -283,15 +288,31 @@ def _encode(board: ExportBoard, frames: list[Image.Image], timeline: Timeline, s
         # the planes are BT.601 in video levels (_video_planes); say so, or an HD player may assume BT.709
         stream.codec_context.colorspace = AVCOL_SPC_SMPTE170M
         stream.codec_context.color_range = AVCOL_RANGE_MPEG
-        for index, planes in enumerate(_frames(panels, timeline)):
-            frame = av.VideoFrame.from_ndarray(_yuv420p(planes, size[0]), format=PIX_FMT)
+        for index, picture in enumerate(_pictures(panels, timeline, size)):
+            frame = av.VideoFrame.from_ndarray(picture, format=PIX_FMT)
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path.read_bytes()
 
 
-Planes = tuple[Image.Image, Image.Image, Image.Image]  # Y at full size, Cb and Cr at half, all mode "L"
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]  # Y at full size, Cb and Cr at half: uint8 rows
+
+
+def _new_picture(size: tuple[int, int]) -> np.ndarray:
+    """One yuv420p picture as PyAV takes it: (height * 3 / 2, width), the Y, Cb and Cr planes one after another."""
+    width, height = size
+    return np.empty((height * 3 // 2, width), dtype=np.uint8)
+
+
+def _planes_of(picture: np.ndarray) -> Planes:
+    """Views of ``picture``'s three planes, to draw into."""
+    height, width = picture.shape[0] * 2 // 3, picture.shape[1]
+    flat = picture.reshape(-1)
+    luma, chroma = width * height, width * height // 4
+    return (flat[:luma].reshape(height, width),
+            flat[luma:luma + chroma].reshape(height // 2, width // 2),
+            flat[luma + chroma:].reshape(height // 2, width // 2))
 
 
 @dataclass(frozen=True)
@@ -299,70 +320,93 @@ class _Band:
     """The caption band, per plane: what is laid over the picture's bottom rows, and how opaque it is."""
 
     top: int  # the band's first row, in the Y plane (even, so it is row top // 2 of the chroma planes)
-    luma: Image.Image
-    luma_alpha: Image.Image
-    chroma: Image.Image
-    chroma_alpha: Image.Image
+    luma: np.ndarray
+    luma_opacity: np.ndarray  # float32, 0 to 1
+    chroma: np.ndarray
+    chroma_opacity: np.ndarray
 
     def lay_over(self, planes: Planes) -> None:
         luma, cb, cr = planes
-        luma.paste(self.luma, (0, self.top), self.luma_alpha)
-        cb.paste(self.chroma, (0, self.top // 2), self.chroma_alpha)
-        cr.paste(self.chroma, (0, self.top // 2), self.chroma_alpha)
+        _mix_into(luma[self.top:], self.luma, self.luma_opacity)
+        _mix_into(cb[self.top // 2:], self.chroma, self.chroma_opacity)
+        _mix_into(cr[self.top // 2:], self.chroma, self.chroma_opacity)
+
+
+def _mix_into(under: np.ndarray, over: np.ndarray, opacity: np.ndarray) -> None:
+    cv2.blendLinear(under, over, 1.0 - opacity, opacity, dst=under)
 
 
 @dataclass(frozen=True)
 class _PreparedPanel:
     """A panel ready to be filmed: its frame as planes, its camera move, its band."""
 
-    planes: Planes  # the panel's frame in video levels (see _prepare_panel for a pan's)
+    planes: Planes  # the panel's frame in video levels; for a pan, its window's rows at the output's scale
     frame_size: tuple[int, int]  # the frame's (width, height) the camera's window is placed in
-    rows_fixed: bool  # the planes' rows are already the output's: a frame only resamples its columns
+    pan: bool  # the move keeps its zoom, so a frame is a window of ``planes`` moved sideways
     move: CameraMove
     band: _Band | None  # None when the panel has no text
     size: tuple[int, int]  # the output's
 
-    def planes_at(self, progress: float) -> Planes:
-        """The output picture at ``progress`` (0 to 1) through the panel's time: its window, then its band."""
+    def draw(self, progress: float, into: Planes) -> None:
+        """The output picture at ``progress`` (0 to 1) through the panel's time, into ``into``: its
+        window, then its band."""
         width, height = self.size
         window = self.move.box(progress, *self.frame_size, width / height)
-        picture = tuple(plane.resize(_plane_size(self.size, index), Image.Resampling.BILINEAR,
-                                     box=self._plane_box(window, plane))
-                        for index, plane in enumerate(self.planes))
+        for source, target in zip(self.planes, into, strict=True):
+            scale_x, scale_y = source.shape[1] / self.frame_size[0], source.shape[0] / self.frame_size[1]
+            if self.pan:
+                _slide(source, window[0] * scale_x, target)
+            else:
+                left, top, right, bottom = window
+                _resample(source, (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y), target)
         if self.band is not None:
-            self.band.lay_over(picture)
-        return picture
+            self.band.lay_over(into)
 
-    def _plane_box(self, window: tuple[float, float, float, float], plane: Image.Image) -> tuple[float, ...]:
-        left, top, right, bottom = window
-        sx = plane.width / self.frame_size[0]
-        if self.rows_fixed:
-            # exactly the plane's rows, so PIL skips the vertical pass
-            return left * sx, 0, right * sx, plane.height
-        sy = plane.height / self.frame_size[1]
-        return left * sx, top * sy, right * sx, bottom * sy
+
+def _slide(source: np.ndarray, left: float, into: np.ndarray) -> None:
+    """The window of ``into``'s size, ``left`` pixels into ``source`` (a pan's planes, already at the output's
+    scale): the two whole-pixel windows around it, mixed by its fraction. That is bilinear sampling at a
+    scale of one, exactly, for a fraction of a resize's cost."""
+    width = into.shape[1]
+    left = min(left, float(source.shape[1] - width))
+    whole = int(left)
+    fraction = left - whole
+    if fraction > 1 / 256 and whole + width < source.shape[1]:  # a shift below one level of 8 bits is none
+        cv2.addWeighted(source[:, whole:whole + width], 1.0 - fraction, source[:, whole + 1:whole + 1 + width],
+                        fraction, 0.0, dst=into)
+    else:
+        np.copyto(into, source[:, whole:whole + width])
+
+
+def _resample(source: np.ndarray, box: tuple[float, float, float, float], into: np.ndarray) -> None:
+    """The float ``box`` of ``source`` resized to ``into`` (a zoom): bilinear sampling by OpenCV, which takes a
+    sub-pixel window (to 1/32 of a pixel) at several times PIL's speed. It does not smooth what it shrinks,
+    but a zoom never shrinks a window by more than ``MAX_ZOOM``, too little to alias."""
+    left, top, right, bottom = box
+    height, width = into.shape
+    step_x, step_y = (right - left) / width, (bottom - top) / height
+    # output pixel (u, v) samples the box at that pixel's centre, in OpenCV's pixel-centre coordinates
+    to_source = np.float64([[step_x, 0, left + step_x / 2 - 0.5], [0, step_y, top + step_y / 2 - 0.5]])
+    cv2.warpAffine(source, to_source, (width, height), dst=into, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                   borderMode=cv2.BORDER_REPLICATE)
 
 
 def _prepare_panel(panel: ExportPanel, frame: Image.Image, size: tuple[int, int]) -> _PreparedPanel:
-    """``panel`` at the output ``size``. A move that keeps its zoom (a pan) keeps its window's rows, so they
-    are resampled to the output's height once here, and every frame of it costs about half as much."""
-    working = _working_frame(frame, size)
+    """``panel`` at the output ``size``. A pan keeps its zoom, so its window's rows are scaled to the output
+    once here (in high quality), and each of its frames is a window of them moved sideways."""
     move = _camera_move(panel)
-    planes = _video_planes(working)
-    rows_fixed = move.start[0] == move.end[0]
-    if rows_fixed:
-        _, top, _, bottom = move.box(0.0, working.width, working.height, size[0] / size[1])
-        planes = tuple(plane.resize((plane.width, _plane_size(size, index)[1]), Image.Resampling.BILINEAR,
-                                    box=(0, top * plane.height / working.height, plane.width,
-                                         bottom * plane.height / working.height))
-                       for index, plane in enumerate(planes))
-    return _PreparedPanel(planes=planes, frame_size=working.size, rows_fixed=rows_fixed, move=move,
+    pan = move.start[0] == move.end[0]
+    if pan:
+        _, top, _, bottom = move.box(0.0, *frame.size, size[0] / size[1])
+        scale = size[1] / (bottom - top)  # the window's height to the output's, and so its width too
+        working = frame.resize((max(size[0], round(frame.width * scale)), size[1]), Image.Resampling.LANCZOS,
+                               box=(0, top, frame.width, bottom))
+        frame_size = frame.size  # the planes stand for the frame's whole width (and the window's rows)
+    else:
+        working = _working_frame(frame, size)
+        frame_size = working.size
+    return _PreparedPanel(planes=_video_planes(working), frame_size=frame_size, pan=pan, move=move,
                           band=_caption_band(panel, size), size=size)
-
-
-def _plane_size(size: tuple[int, int], index: int) -> tuple[int, int]:
-    """Plane ``index``'s (width, height) in an output picture of ``size``: Y whole, Cb and Cr halved."""
-    return size if index == 0 else (size[0] // 2, size[1] // 2)
 
 
 def _working_frame(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -379,9 +423,9 @@ def _video_planes(frame: Image.Image) -> Planes:
     """The RGB ``frame`` as BT.601 Y, Cb, Cr planes in video levels (Y 16-235, Cb/Cr 16-240), chroma halved."""
     luma, cb, cr = frame.convert("YCbCr").split()  # BT.601 at full range (0-255), as JPEG has it
     chroma_size = ((frame.width + 1) // 2, (frame.height + 1) // 2)
-    return (luma.point(_LUMA_LEVELS),
-            cb.resize(chroma_size, Image.Resampling.BOX).point(_CHROMA_LEVELS),
-            cr.resize(chroma_size, Image.Resampling.BOX).point(_CHROMA_LEVELS))
+    return (np.asarray(luma.point(_LUMA_LEVELS)),
+            np.asarray(cb.resize(chroma_size, Image.Resampling.BOX).point(_CHROMA_LEVELS)),
+            np.asarray(cr.resize(chroma_size, Image.Resampling.BOX).point(_CHROMA_LEVELS)))
 
 
 _LUMA_LEVELS = [Y_BLACK + round(v * (Y_WHITE - Y_BLACK) / 255) for v in range(256)]
@@ -404,44 +448,44 @@ def _caption_band(panel: ExportPanel, size: tuple[int, int]) -> _Band | None:
         return None
     band_height = min(_even(len(lines) * line_height + 2 * padding), height)
     luma = Image.new("L", (width, band_height), Y_BLACK)
-    luma_alpha = Image.new("L", (width, band_height), round(BAND_ALPHA * 255))
+    opacity = Image.new("L", (width, band_height), round(BAND_ALPHA * 255))
     for row, (line, font) in enumerate(lines):
         position = ((width - font.getlength(line)) / 2, padding + row * line_height)
         # the same glyphs on the picture (white) and on its opacity (full), so the text is solid white
         ImageDraw.Draw(luma).text(position, line, font=font, fill=Y_WHITE)
-        ImageDraw.Draw(luma_alpha).text(position, line, font=font, fill=255)
+        ImageDraw.Draw(opacity).text(position, line, font=font, fill=255)
     chroma_size = (width // 2, band_height // 2)
-    return _Band(top=height - band_height, luma=luma, luma_alpha=luma_alpha,
-                 chroma=Image.new("L", chroma_size, C_NEUTRAL),
-                 chroma_alpha=luma_alpha.resize(chroma_size, Image.Resampling.BOX))
+    return _Band(top=height - band_height, luma=np.asarray(luma),
+                 luma_opacity=np.asarray(opacity, dtype=np.float32) / 255,
+                 chroma=np.full((chroma_size[1], chroma_size[0]), C_NEUTRAL, dtype=np.uint8),
+                 chroma_opacity=np.asarray(opacity.resize(chroma_size, Image.Resampling.BOX), dtype=np.float32) / 255)
 
 
-def _frames(panels: list[_PreparedPanel], timeline: Timeline) -> Iterator[Planes]:
-    """Every output picture in order: a panel's own, or during a cross-fade the outgoing panel's blended
-    into the incoming one's, the incoming share rising by equal steps over the fade."""
+def _pictures(panels: list[_PreparedPanel], timeline: Timeline, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Every output picture in order (one buffer, drawn again for each: use it before asking for the next):
+    a panel's own, or during a cross-fade the outgoing panel's mixed into the incoming one's, the incoming
+    share rising by equal steps over the fade."""
+    picture, outgoing, arriving = _new_picture(size), _new_picture(size), _new_picture(size)
     fade = timeline.crossfade_frames
     for index, (panel, span) in enumerate(zip(panels, timeline.spans, strict=True)):
         # the first `fade` frames of every panel but the first were made with the previous panel's fade-out
         start = fade if index > 0 else 0
         fade_out = fade if index < len(panels) - 1 else 0
         for local in range(start, span.frames - fade_out):
-            yield panel.planes_at(_progress(local, span.frames))
+            panel.draw(_progress(local, span.frames), _planes_of(picture))
+            yield picture
         if fade_out:
             incoming, incoming_span = panels[index + 1], timeline.spans[index + 1]
             for step in range(fade):
-                outgoing = panel.planes_at(_progress(span.frames - fade + step, span.frames))
-                arriving = incoming.planes_at(_progress(step, incoming_span.frames))
+                panel.draw(_progress(span.frames - fade + step, span.frames), _planes_of(outgoing))
+                incoming.draw(_progress(step, incoming_span.frames), _planes_of(arriving))
                 share = (step + 1) / (fade + 1)
-                yield tuple(Image.blend(a, b, share) for a, b in zip(outgoing, arriving, strict=True))
+                cv2.addWeighted(outgoing, 1.0 - share, arriving, share, 0.0, dst=picture)
+                yield picture
 
 
 def _progress(local: int, frames: int) -> float:
     return local / (frames - 1) if frames > 1 else 0.0
-
-
-def _yuv420p(planes: Planes, width: int) -> np.ndarray:
-    """The planes one after another, shaped as PyAV takes a yuv420p picture: (height * 3 / 2, width)."""
-    return np.frombuffer(b"".join(plane.tobytes() for plane in planes), dtype=np.uint8).reshape(-1, width)
 
 
 def _lerp(start: float, end: float, progress: float) -> float:
