@@ -68,7 +68,7 @@ class BoardExports:
         return self._build(folder, kind, path, job_id)
 
     def _build(self, folder: Path, kind: str, path: Path, job_id: int) -> ExportFile:
-        # fpdf2 and PyAV (FFmpeg's libraries) are imported here: each loads only where its file is made
+        # fpdf2, and PyAV (FFmpeg's libraries) with OpenCV, are imported here: each loads only where its file is made
         started = time.perf_counter()
         try:
             board = load_export_board(folder)
