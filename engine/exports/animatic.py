@@ -380,7 +380,7 @@ def _slide(source: np.ndarray, left: float, into: np.ndarray) -> None:
 
 def _resample(source: np.ndarray, box: tuple[float, float, float, float], into: np.ndarray) -> None:
     """The float ``box`` of ``source`` resized to ``into`` (a zoom): bilinear sampling by OpenCV, which takes a
-    sub-pixel window (to 1/32 of a pixel) at several times PIL's speed. It does not smooth what it shrinks,
+    sub-pixel window (to 1/32 of a pixel) at about twice PIL's speed. It does not smooth what it shrinks,
     but a zoom never shrinks a window by more than ``MAX_ZOOM``, too little to alias."""
     left, top, right, bottom = box
     height, width = into.shape
