@@ -634,34 +634,29 @@ class FakeTelegram:
         return self._store(chat, msg)
 
     def _send_document(self, params: dict, parts: dict) -> dict[str, Any]:
-        chat = self._target_chat(params)
-        caption, entities = self._caption(params)
-        markup = _check_markup(params.get("reply_markup"))
-        stored = self._input_file(params.get("document"), parts, "document")
-        raw = self._new_raw(chat, params)
-        raw["document"] = _document_obj(stored)
-        _put_caption(raw, caption, entities)
-        if markup:
-            raw["reply_markup"] = markup
-        msg = BotMessage(chat.obj["id"], raw["message_id"], "document", raw, caption=caption, reply_markup=markup,
-                         document_bytes=stored.data, document_name=stored.filename, parse_mode=params.get("parse_mode"))
-        return self._store(chat, msg)
+        return self._send_file(params, parts, "document", _document_obj)
 
     def _send_video(self, params: dict, parts: dict) -> dict[str, Any]:
         """A video: stored with what the bot declared of it (width, height, duration, streaming);
         ``document_bytes`` and ``document_name`` hold the file, as for a document."""
+        def video_obj(stored) -> dict[str, Any]:
+            declared = {key: int(params[key]) for key in ("width", "height", "duration") if params.get(key) is not None}
+            return {**_document_obj(stored), **declared, "supports_streaming": bool(params.get("supports_streaming"))}
+
+        return self._send_file(params, parts, "video", video_obj)
+
+    def _send_file(self, params: dict, parts: dict, kind: str, describe) -> dict[str, Any]:
+        """A file sent as ``kind`` ("document" or "video"), its object in the message made by ``describe``."""
         chat = self._target_chat(params)
         caption, entities = self._caption(params)
         markup = _check_markup(params.get("reply_markup"))
-        stored = self._input_file(params.get("video"), parts, "video")
+        stored = self._input_file(params.get(kind), parts, kind)
         raw = self._new_raw(chat, params)
-        raw["video"] = {**_document_obj(stored), **{key: int(params[key]) for key in ("width", "height", "duration")
-                                                    if params.get(key) is not None},
-                        "supports_streaming": bool(params.get("supports_streaming"))}
+        raw[kind] = describe(stored)
         _put_caption(raw, caption, entities)
         if markup:
             raw["reply_markup"] = markup
-        msg = BotMessage(chat.obj["id"], raw["message_id"], "video", raw, caption=caption, reply_markup=markup,
+        msg = BotMessage(chat.obj["id"], raw["message_id"], kind, raw, caption=caption, reply_markup=markup,
                          document_bytes=stored.data, document_name=stored.filename, parse_mode=params.get("parse_mode"))
         return self._store(chat, msg)
 
